@@ -1,0 +1,180 @@
+//! The HTTP conversation with a signing backend, shared by every flavour: bearer auth, JSON in
+//! and out, and one mapping from what went wrong to a [`BackendError`] a person can act on.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::BackendError;
+
+/// Bodies larger than this are not a signing backend's answer; refuse to buffer them.
+const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct BackendHttp {
+    client: reqwest::Client,
+    base: url::Url,
+    token: String,
+}
+
+impl BackendHttp {
+    pub fn new(client: reqwest::Client, mut base: url::Url, token: String) -> Self {
+        // Join relative routes onto the base as a directory, so /prefix stays in the path.
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        BackendHttp { client, base, token }
+    }
+
+    pub fn url(&self, route: &str) -> url::Url {
+        self.base.join(route.trim_start_matches('/')).expect("routes are valid relative URLs")
+    }
+
+    pub fn base_shown(&self) -> String {
+        self.base.as_str().trim_end_matches('/').to_owned()
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, route: &str) -> Result<T, BackendError> {
+        let request = self.client.get(self.url(route));
+        self.send(request).await
+    }
+
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        route: &str,
+        body: &B,
+    ) -> Result<T, BackendError> {
+        let request = self.client.post(self.url(route)).json(body);
+        self.send(request).await
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, BackendError> {
+        let mut request = request.header(reqwest::header::ACCEPT, "application/json");
+        if !self.token.is_empty() {
+            request = request.bearer_auth(&self.token);
+        }
+        let url = self.base_shown();
+        let response = request.send().await.map_err(|e| BackendError::Unreachable {
+            url: url.clone(),
+            detail: describe_reqwest_error(&e),
+        })?;
+        let status = response.status();
+        let body = read_limited(response).await.map_err(|detail| BackendError::Unreachable {
+            url: url.clone(),
+            detail,
+        })?;
+        match status.as_u16() {
+            200..=299 => serde_json::from_slice(&body).map_err(|e| BackendError::BadResponse {
+                url,
+                detail: format!("{e}; the body began with {:?}", preview(&body)),
+            }),
+            401 | 403 => Err(BackendError::Unauthorized { url, status: status.as_u16() }),
+            400 | 404 | 409 | 413 | 422 => {
+                Err(BackendError::Rejected { status: status.as_u16(), message: error_message(&body, status) })
+            }
+            _ => Err(BackendError::ServerError { url, status: status.as_u16(), message: error_message(&body, status) }),
+        }
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| describe_reqwest_error(&e))? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(format!("the response was larger than {} MiB", MAX_RESPONSE_BYTES >> 20));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Pulls a readable message out of the error bodies the known flavours send:
+/// `{"error":{"message"}}` (native), `{"error":"…"}` (Companion), `{"errors":{field:[…]}}` (Rails).
+fn error_message(body: &[u8], status: reqwest::StatusCode) -> String {
+    let fallback = || {
+        let text = preview(body);
+        if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text }
+    };
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else { return fallback() };
+    if let Some(message) = json.pointer("/error/message").and_then(|m| m.as_str()) {
+        return message.to_owned();
+    }
+    if let Some(message) = json.get("error").and_then(|m| m.as_str()) {
+        return message.to_owned();
+    }
+    if let Some(errors) = json.get("errors") {
+        return rails_errors(errors);
+    }
+    fallback()
+}
+
+fn rails_errors(errors: &serde_json::Value) -> String {
+    match errors {
+        serde_json::Value::Object(fields) => fields
+            .iter()
+            .map(|(field, messages)| match messages {
+                serde_json::Value::Array(list) => {
+                    let joined: Vec<_> = list.iter().map(|m| m.as_str().map_or(m.to_string(), str::to_owned)).collect();
+                    format!("{field} {}", joined.join(", "))
+                }
+                other => format!("{field} {}", other.as_str().map_or(other.to_string(), str::to_owned)),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        serde_json::Value::Array(list) => {
+            list.iter().map(|m| m.as_str().map_or(m.to_string(), str::to_owned)).collect::<Vec<_>>().join("; ")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn preview(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(120)]);
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+pub fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "the request timed out".into();
+    }
+    if e.is_connect() {
+        return "connection refused or no route to the host".into();
+    }
+    // The innermost source is usually the useful part ("dns error", "connection reset").
+    let mut source: &dyn std::error::Error = e;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    let mut text = source.to_string();
+    if let Some(url) = e.url() {
+        // Never echo a query string: it may hold a signature.
+        text = text.replace(url.as_str(), &super::redact_url(url));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rails_error_hashes_read_as_sentences() {
+        let body = br#"{"errors":{"key":["object not found in bucket"],"byte_size":["must be positive"]}}"#;
+        assert_eq!(
+            error_message(body, reqwest::StatusCode::UNPROCESSABLE_ENTITY),
+            "byte_size must be positive; key object not found in bucket"
+        );
+    }
+
+    #[test]
+    fn native_and_companion_error_shapes_are_both_understood() {
+        let native = br#"{"error":{"code":"object_missing","message":"The object is not in the bucket."}}"#;
+        assert_eq!(error_message(native, reqwest::StatusCode::UNPROCESSABLE_ENTITY), "The object is not in the bucket.");
+        assert_eq!(error_message(br#"{"error":"bad key"}"#, reqwest::StatusCode::BAD_REQUEST), "bad key");
+    }
+
+    #[test]
+    fn routes_keep_a_base_path_prefix() {
+        let http = BackendHttp::new(reqwest::Client::new(), "http://h/base".parse().unwrap(), String::new());
+        assert_eq!(http.url("/api/v1/ping").as_str(), "http://h/base/api/v1/ping");
+    }
+}

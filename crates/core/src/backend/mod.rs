@@ -1,0 +1,138 @@
+//! The signing backend: the organisation's server that hands out presigned URLs and records
+//! finished uploads. One trait, one implementation per API flavour; everything above this
+//! module is flavour-blind.
+
+mod http;
+mod native;
+mod rails;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{ApiFlavour, Error, Settings};
+
+pub use native::NativeBackend;
+pub use rails::{derive_key_from_url, RailsBackend};
+pub(crate) use http::describe_reqwest_error as http_error_detail;
+
+/// A file about to be signed.
+#[derive(Debug, Clone)]
+pub struct FileToSign {
+    pub upload_id: String,
+    pub file_name: String,
+    pub size: u64,
+    pub content_type: String,
+    pub checksum_sha256: String,
+}
+
+/// Where and how to send one file's bytes.
+#[derive(Clone)]
+pub struct PresignedUpload {
+    pub upload_id: String,
+    /// The object key, when the backend told us or it could be derived from the URL.
+    pub key: Option<String>,
+    pub url: url::Url,
+    /// Headers that were signed into the URL and must be sent exactly.
+    pub headers: BTreeMap<String, String>,
+    /// The object's URL without a query string (what history and reports show).
+    pub object_url: String,
+}
+
+// A presigned URL is a bearer credential until it expires: never print its signature.
+impl std::fmt::Debug for PresignedUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresignedUpload")
+            .field("upload_id", &self.upload_id)
+            .field("key", &self.key)
+            .field("url", &redact_url(&self.url))
+            .finish()
+    }
+}
+
+/// A URL with its query string (and so any signature) removed, fit for logs and history.
+pub fn redact_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
+/// What the backend is told once an upload has landed.
+#[derive(Debug, Clone)]
+pub struct CompletionReport {
+    pub upload_id: String,
+    pub key: Option<String>,
+    pub object_url: String,
+    pub file_name: String,
+    pub size: u64,
+    pub content_type: String,
+    pub checksum_sha256: String,
+}
+
+#[async_trait]
+pub trait SigningBackend: Send + Sync {
+    /// The most files one `presign` call should carry.
+    fn max_presign_batch(&self) -> usize;
+    /// The largest file this flavour can upload.
+    fn max_file_size(&self) -> u64;
+    /// Presigns a single PUT for each file, in the order given.
+    async fn presign(&self, files: &[FileToSign]) -> Result<Vec<PresignedUpload>, BackendError>;
+    /// Tells the backend an upload finished; succeeds once it is recorded (or was already).
+    async fn report(&self, report: &CompletionReport) -> Result<(), BackendError>;
+    /// Checks that the backend is reachable and accepts the token.
+    async fn check(&self) -> Result<(), BackendError>;
+}
+
+/// S3's limit for a single PUT.
+pub const SINGLE_PUT_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
+
+pub fn connect(settings: &Settings, client: reqwest::Client) -> Result<Arc<dyn SigningBackend>, Error> {
+    let base = settings.validate()?;
+    let http = http::BackendHttp::new(client, base, settings.token.clone());
+    match settings.api {
+        ApiFlavour::Native => Ok(Arc::new(NativeBackend::new(http))),
+        ApiFlavour::Rails => Ok(Arc::new(RailsBackend::new(http))),
+        ApiFlavour::Companion => Err(Error::InvalidSettings(
+            "the companion API flavour is not supported yet; use native or rails".into(),
+        )),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    #[error("Could not reach the backend at {url} ({detail}). Check the backend URL in Settings (or --backend) and that the server is running.")]
+    Unreachable { url: String, detail: String },
+    #[error("The backend at {url} rejected the token (HTTP {status}). Set a valid token in Settings, or with --token / DROPSHIP_TOKEN.")]
+    Unauthorized { url: String, status: u16 },
+    #[error("The backend at {url} answered with something that is not the expected JSON ({detail}). Check the backend URL and the API flavour (native, rails or companion).")]
+    BadResponse { url: String, detail: String },
+    #[error("The backend refused: {message}")]
+    Rejected { status: u16, message: String },
+    #[error("The backend at {url} failed with HTTP {status}{}. Try again later, or tell whoever runs the backend.", detail_suffix(.message))]
+    ServerError { url: String, status: u16, message: String },
+}
+
+fn detail_suffix(message: &str) -> String {
+    if message.is_empty() { String::new() } else { format!(": {message}") }
+}
+
+impl BackendError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            BackendError::Unreachable { .. } => "backend_unreachable",
+            BackendError::Unauthorized { .. } => "unauthorized",
+            BackendError::BadResponse { .. } => "backend_bad_response",
+            BackendError::Rejected { .. } => "backend_rejected",
+            BackendError::ServerError { .. } => "backend_error",
+        }
+    }
+
+    /// A rejection concerns one file; the others mean no file in the batch can go anywhere.
+    pub fn is_batch_level(&self) -> bool {
+        !matches!(self, BackendError::Rejected { .. })
+    }
+}

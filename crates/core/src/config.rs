@@ -1,0 +1,191 @@
+//! Settings shared by the desktop app and the CLI: where the signing backend is, which API
+//! flavour it speaks, and the token. Stored as `settings.json` in the data directory so both
+//! shells see the same configuration and the same history.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+pub const SETTINGS_FILE: &str = "settings.json";
+pub const HISTORY_FILE: &str = "history.sqlite";
+
+/// The API a signing backend speaks (see DESIGN.md, "The backend API").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiFlavour {
+    /// Dropship's own API, served by `dropship-backend`.
+    #[default]
+    Native,
+    /// The two routes of the Rails "secure direct uploads" guide.
+    Rails,
+    /// Uppy Companion's S3 routes.
+    Companion,
+}
+
+impl FromStr for ApiFlavour {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "native" => Ok(ApiFlavour::Native),
+            "rails" => Ok(ApiFlavour::Rails),
+            "companion" => Ok(ApiFlavour::Companion),
+            other => Err(Error::InvalidSettings(format!(
+                "unknown API flavour {other:?}; use native, rails or companion"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for ApiFlavour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ApiFlavour::Native => "native",
+            ApiFlavour::Rails => "rails",
+            ApiFlavour::Companion => "companion",
+        })
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub backend_url: String,
+    #[serde(default)]
+    pub api: ApiFlavour,
+    #[serde(default)]
+    pub token: String,
+}
+
+// The token is a secret: keep it out of debug output and therefore out of logs.
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("backend_url", &self.backend_url)
+            .field("api", &self.api)
+            .field("token", &if self.token.is_empty() { "<none>" } else { "<redacted>" })
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Checks the settings and returns the backend URL parsed, with a message that says what
+    /// to fix when it is not usable.
+    pub fn validate(&self) -> Result<url::Url, Error> {
+        let raw = self.backend_url.trim();
+        if raw.is_empty() {
+            return Err(Error::NotConfigured);
+        }
+        let url = url::Url::parse(raw).map_err(|e| {
+            Error::InvalidSettings(format!(
+                "the backend URL {raw:?} is not a URL ({e}); it should look like https://uploads.example.com"
+            ))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(Error::InvalidSettings(format!(
+                "the backend URL {raw:?} must start with http:// or https:// and name a host"
+            )));
+        }
+        if self.token.chars().any(|c| c.is_control()) {
+            return Err(Error::InvalidSettings("the token contains control characters".into()));
+        }
+        Ok(url)
+    }
+
+    /// Reads `settings.json` from the data directory; `None` when there is none yet.
+    pub fn load(data_dir: &Path) -> Result<Option<Settings>, Error> {
+        let path = data_dir.join(SETTINGS_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::InvalidSettings(format!(
+                    "{} is not valid settings JSON ({e}); fix or delete it",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Unreadable { path: path.display().to_string(), detail: e.to_string() }),
+        }
+    }
+
+    /// Writes `settings.json` atomically (temp file + rename), readable by the owner only
+    /// because it holds the token.
+    pub fn save(&self, data_dir: &Path) -> Result<(), Error> {
+        let unwritable = |e: std::io::Error| Error::InvalidSettings(format!(
+            "cannot write settings to {}: {e}",
+            data_dir.display()
+        ));
+        std::fs::create_dir_all(data_dir).map_err(unwritable)?;
+        let path = data_dir.join(SETTINGS_FILE);
+        let tmp = data_dir.join(format!("{SETTINGS_FILE}.tmp"));
+        let json = serde_json::to_vec_pretty(self).expect("settings serialise");
+        write_private(&tmp, &json).map_err(unwritable)?;
+        std::fs::rename(&tmp, &path).map_err(unwritable)
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// The data directory shared by the desktop app and the CLI: `DROPSHIP_DATA_DIR` when set,
+/// else the platform's data directory (`~/.local/share/dropship` on Linux).
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DROPSHIP_DATA_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("dropship")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str) -> Settings {
+        Settings { backend_url: url.into(), api: ApiFlavour::Native, token: "t".into() }
+    }
+
+    #[test]
+    fn an_empty_backend_url_means_not_configured() {
+        assert!(matches!(settings("  ").validate(), Err(Error::NotConfigured)));
+    }
+
+    #[test]
+    fn a_backend_url_without_scheme_is_explained() {
+        let err = settings("uploads.example.com").validate().unwrap_err();
+        assert!(err.to_string().contains("https://"), "message should show the expected form: {err}");
+    }
+
+    #[test]
+    fn settings_round_trip_through_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Settings::load(dir.path()).unwrap().is_none(), "no file yet means no settings");
+        let s = Settings { api: ApiFlavour::Rails, ..settings("http://127.0.0.1:8080") };
+        s.save(dir.path()).unwrap();
+        assert_eq!(Settings::load(dir.path()).unwrap(), Some(s));
+    }
+
+    #[test]
+    fn the_token_never_appears_in_debug_output() {
+        let s = Settings { token: "s3cr3t".into(), ..settings("http://x") };
+        assert!(!format!("{s:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn flavours_parse_case_insensitively_and_reject_unknown_names() {
+        assert_eq!("Rails".parse::<ApiFlavour>().unwrap(), ApiFlavour::Rails);
+        assert!("graphql".parse::<ApiFlavour>().is_err());
+    }
+}

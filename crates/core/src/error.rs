@@ -1,0 +1,76 @@
+//! The one error type that crosses into the shells. Each module has its own typed error; they
+//! convert into [`Error`], whose `Display` is a sentence a person can act on and whose `code` is
+//! stable, so the UI and scripts switch on the code, never on the wording.
+
+use serde::Serialize;
+
+use crate::backend::BackendError;
+use crate::store::StoreError;
+use crate::transfer::TransferError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(
+        "Dropship has no backend configured. Set the backend URL and token in Settings, \
+         or pass --backend and --token (or DROPSHIP_BACKEND_URL and DROPSHIP_TOKEN)."
+    )]
+    NotConfigured,
+    #[error("The settings are not valid: {0}")]
+    InvalidSettings(String),
+    #[error("No such file or folder: {path}. Check the path and try again.")]
+    NotFound { path: String },
+    #[error("Cannot read {path}: {detail}. Check that the file exists and that you may read it.")]
+    Unreadable { path: String, detail: String },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("Dropship is shutting down; the upload was not finished.")]
+    ShuttingDown,
+}
+
+impl Error {
+    /// A stable, snake_case identifier for the kind of failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotConfigured => "not_configured",
+            Error::InvalidSettings(_) => "invalid_settings",
+            Error::NotFound { .. } => "file_not_found",
+            Error::Unreadable { .. } => "file_unreadable",
+            Error::Backend(e) => e.code(),
+            Error::Transfer(e) => e.code(),
+            Error::Store(_) => "history_store",
+            Error::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// Whether the failure concerns the whole batch (the backend, the settings, the store)
+    /// rather than the one file being uploaded.
+    pub fn is_batch_level(&self) -> bool {
+        match self {
+            Error::NotConfigured | Error::InvalidSettings(_) | Error::Store(_) => true,
+            Error::Backend(e) => e.is_batch_level(),
+            _ => false,
+        }
+    }
+
+    pub fn info(&self) -> ErrorInfo {
+        ErrorInfo { code: self.code().to_owned(), message: self.to_string() }
+    }
+}
+
+/// The shape an error takes at the IPC and JSON boundary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ErrorInfo {
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ErrorInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}

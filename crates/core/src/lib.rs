@@ -1,0 +1,18 @@
+//! dropship-core: everything that uploads, remembers and reports. The desktop shell and the
+//! headless CLI are thin layers over [`Engine`]; nothing here knows about Tauri.
+
+pub mod backend;
+mod checksum;
+pub mod config;
+mod engine;
+mod error;
+mod events;
+mod scan;
+pub mod store;
+pub mod transfer;
+
+pub use config::{default_data_dir, ApiFlavour, Settings};
+pub use engine::{BatchSummary, Engine, FileOutcome, FileStatus};
+pub use error::{Error, ErrorInfo};
+pub use events::Event;
+pub use store::{HistoryEntry, HistoryQuery, Source, UploadStatus};

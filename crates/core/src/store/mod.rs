@@ -1,0 +1,335 @@
+//! The local history in SQLite (WAL mode, one connection, one writer): every upload with its
+//! path, size, checksum, key, object URL, source, status, timestamps and error.
+
+mod migrate;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+#[error("The upload history at {path} {action} ({detail}). {hint}")]
+pub struct StoreError {
+    path: String,
+    action: &'static str,
+    detail: String,
+    hint: &'static str,
+}
+
+impl StoreError {
+    fn new(path: &Path, action: &'static str, e: rusqlite::Error) -> Self {
+        let hint = match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => "Free some disk space and try again.",
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                "Another program holds it locked; close it and try again."
+            }
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                "The file is damaged; move it aside to start a new history."
+            }
+            Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::PermissionDenied) => {
+                "Check that the data folder exists and is writable."
+            }
+            _ => "Check that the data folder is writable and not full.",
+        };
+        StoreError { path: path.display().to_string(), action, detail: e.to_string(), hint }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Window,
+    Cli,
+    Watch,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Window => "window",
+            Source::Cli => "cli",
+            Source::Watch => "watch",
+        }
+    }
+
+    fn parse(s: &str) -> Source {
+        match s {
+            "window" => Source::Window,
+            "watch" => Source::Watch,
+            _ => Source::Cli,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadStatus {
+    Queued,
+    Uploading,
+    /// In S3; the backend has not confirmed the record yet.
+    Reporting,
+    /// In S3 and recorded by the backend (where the flavour has a report step).
+    Uploaded,
+    Failed,
+}
+
+impl UploadStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadStatus::Queued => "queued",
+            UploadStatus::Uploading => "uploading",
+            UploadStatus::Reporting => "reporting",
+            UploadStatus::Uploaded => "uploaded",
+            UploadStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<UploadStatus> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "queued" => UploadStatus::Queued,
+            "uploading" => UploadStatus::Uploading,
+            "reporting" => UploadStatus::Reporting,
+            "uploaded" => UploadStatus::Uploaded,
+            "failed" => UploadStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub upload_id: String,
+    pub batch_id: String,
+    pub path: String,
+    pub file_name: String,
+    pub size: u64,
+    pub content_type: String,
+    pub checksum_sha256: Option<String>,
+    pub key: Option<String>,
+    pub object_url: Option<String>,
+    pub source: Source,
+    pub status: UploadStatus,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub reported_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HistoryQuery {
+    /// Matches the file name, path or key, case-insensitively.
+    pub search: Option<String>,
+    pub status: Option<UploadStatus>,
+    /// At most this many rows, newest first; 0 means the default of 200.
+    #[serde(default)]
+    pub limit: usize,
+}
+
+/// A new row, before anything is sent.
+pub struct NewUpload<'a> {
+    pub upload_id: &'a str,
+    pub batch_id: &'a str,
+    pub path: &'a Path,
+    pub file_name: &'a str,
+    pub size: u64,
+    pub content_type: &'a str,
+    pub source: Source,
+}
+
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("UTC timestamps format")
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let fail = |action, e| StoreError::new(path, action, e);
+        if let Some(parent) = path.parent() {
+            if let Err(e) = std::fs::create_dir_all(parent) {
+                return Err(StoreError {
+                    path: path.display().to_string(),
+                    action: "could not be created",
+                    detail: e.to_string(),
+                    hint: "Check that the data folder is writable.",
+                });
+            }
+        }
+        let mut conn = Connection::open(path).map_err(|e| fail("could not be opened", e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| fail("could not be opened", e))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| fail("could not be opened", e))?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| fail("could not be opened", e))?;
+        migrate::apply(&mut conn).map_err(|e| fail("could not be upgraded", e))?;
+        Ok(Store { path: path.to_owned(), conn: Mutex::new(conn) })
+    }
+
+    fn write(&self, sql: &str, params: impl rusqlite::Params) -> Result<(), StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.execute(sql, params).map(drop).map_err(|e| StoreError::new(&self.path, "could not be written", e))
+    }
+
+    pub fn insert(&self, upload: &NewUpload<'_>) -> Result<(), StoreError> {
+        let at = now();
+        self.write(
+            "INSERT INTO uploads (upload_id, batch_id, path, file_name, size, content_type, source, status, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8)",
+            params![
+                upload.upload_id,
+                upload.batch_id,
+                upload.path.to_string_lossy(),
+                upload.file_name,
+                upload.size as i64,
+                upload.content_type,
+                upload.source.as_str(),
+                at
+            ],
+        )
+    }
+
+    pub fn mark_uploading(&self, upload_id: &str, checksum: &str, key: Option<&str>, object_url: &str) -> Result<(), StoreError> {
+        self.write(
+            "UPDATE uploads SET status = 'uploading', checksum_sha256 = ?2, key = ?3, object_url = ?4, updated_at = ?5 WHERE upload_id = ?1",
+            params![upload_id, checksum, key, object_url, now()],
+        )
+    }
+
+    pub fn mark_reporting(&self, upload_id: &str) -> Result<(), StoreError> {
+        self.write("UPDATE uploads SET status = 'reporting', updated_at = ?2 WHERE upload_id = ?1", params![upload_id, now()])
+    }
+
+    pub fn mark_uploaded(&self, upload_id: &str) -> Result<(), StoreError> {
+        let at = now();
+        self.write(
+            "UPDATE uploads SET status = 'uploaded', error_code = NULL, error = NULL, reported_at = ?2, updated_at = ?2 WHERE upload_id = ?1",
+            params![upload_id, at],
+        )
+    }
+
+    pub fn mark_failed(&self, upload_id: &str, code: &str, message: &str) -> Result<(), StoreError> {
+        self.write(
+            "UPDATE uploads SET status = 'failed', error_code = ?2, error = ?3, updated_at = ?4 WHERE upload_id = ?1",
+            params![upload_id, code, message, now()],
+        )
+    }
+
+    pub fn get(&self, upload_id: &str) -> Result<Option<HistoryEntry>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.query_row(&format!("SELECT {COLUMNS} FROM uploads WHERE upload_id = ?1"), [upload_id], row_to_entry)
+            .optional()
+            .map_err(|e| StoreError::new(&self.path, "could not be read", e))
+    }
+
+    pub fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+        let limit = if query.limit == 0 { 200 } else { query.limit.min(100_000) };
+        let pattern = query.search.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(|s| {
+            format!("%{}%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+        });
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let read = |e| StoreError::new(&self.path, "could not be read", e);
+        let mut statement = conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM uploads
+                 WHERE (?1 IS NULL OR file_name LIKE ?1 ESCAPE '\\' OR path LIKE ?1 ESCAPE '\\' OR key LIKE ?1 ESCAPE '\\')
+                   AND (?2 IS NULL OR status = ?2)
+                 ORDER BY created_at DESC, rowid DESC LIMIT ?3"
+            ))
+            .map_err(read)?;
+        let rows = statement
+            .query_map(params![pattern, query.status.map(UploadStatus::as_str), limit as i64], row_to_entry)
+            .map_err(read)?;
+        rows.collect::<Result<_, _>>().map_err(read)
+    }
+}
+
+const COLUMNS: &str = "upload_id, batch_id, path, file_name, size, content_type, checksum_sha256, key, object_url, source, status, error_code, error, created_at, updated_at, reported_at";
+
+fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
+    Ok(HistoryEntry {
+        upload_id: row.get(0)?,
+        batch_id: row.get(1)?,
+        path: row.get(2)?,
+        file_name: row.get(3)?,
+        size: row.get::<_, i64>(4)? as u64,
+        content_type: row.get(5)?,
+        checksum_sha256: row.get(6)?,
+        key: row.get(7)?,
+        object_url: row.get(8)?,
+        source: Source::parse(&row.get::<_, String>(9)?),
+        status: UploadStatus::parse(&row.get::<_, String>(10)?).unwrap_or(UploadStatus::Failed),
+        error_code: row.get(11)?,
+        error: row.get(12)?,
+        created_at: row.get(13)?,
+        updated_at: row.get(14)?,
+        reported_at: row.get(15)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(store: &Store, id: &str, name: &str) {
+        store
+            .insert(&NewUpload {
+                upload_id: id,
+                batch_id: "b",
+                path: Path::new(name),
+                file_name: name,
+                size: 3,
+                content_type: "text/plain",
+                source: Source::Cli,
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn an_upload_moves_through_its_states_and_keeps_its_details() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
+        add(&store, "u1", "a.txt");
+        store.mark_uploading("u1", "c2hh", Some("uploads/x/a.txt"), "http://s3/b/uploads/x/a.txt").unwrap();
+        store.mark_reporting("u1").unwrap();
+        store.mark_uploaded("u1").unwrap();
+        let entry = store.get("u1").unwrap().unwrap();
+        assert_eq!(entry.status, UploadStatus::Uploaded);
+        assert_eq!(entry.key.as_deref(), Some("uploads/x/a.txt"));
+        assert!(entry.reported_at.is_some());
+    }
+
+    #[test]
+    fn history_survives_reopening_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        add(&Store::open(&path).unwrap(), "u1", "a.txt");
+        assert_eq!(Store::open(&path).unwrap().history(&HistoryQuery::default()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn search_matches_names_literally_and_status_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
+        add(&store, "u1", "report_2024.pdf");
+        add(&store, "u2", "report-2024.pdf");
+        store.mark_failed("u2", "network", "down").unwrap();
+        let q = |search: &str, status| HistoryQuery { search: Some(search.into()), status, limit: 0 };
+        assert_eq!(store.history(&q("report_", None)).unwrap().len(), 1, "_ is not a wildcard");
+        assert_eq!(store.history(&q("REPORT", Some(UploadStatus::Failed))).unwrap()[0].upload_id, "u2");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_gives_an_error_that_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        std::fs::write(&path, vec![7u8; 4096]).unwrap();
+        let err = Store::open(&path).err().expect("garbage is not a history");
+        assert!(err.to_string().contains("move it aside"), "{err}");
+    }
+}
