@@ -1,0 +1,88 @@
+//! `dropship`: the headless uploader over dropship-core, for servers, scripts and tests.
+
+mod history;
+mod upload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dropship_core::ApiFlavour;
+
+#[derive(Parser)]
+#[command(name = "dropship", version, about = "Upload files straight to S3 through your organisation's signing backend")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log what happens to stderr (or set DROPSHIP_LOG=info|debug).
+    #[arg(long, short, global = true)]
+    verbose: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Upload files and folders (folders recursively).
+    Upload(upload::UploadArgs),
+    /// Show the local upload history, newest first.
+    History(history::HistoryArgs),
+}
+
+/// Options shared by the commands that talk to a backend.
+#[derive(clap::Args)]
+pub struct BackendArgs {
+    /// The signing backend's base URL, e.g. https://uploads.example.com.
+    #[arg(long = "backend", env = "DROPSHIP_BACKEND_URL", value_name = "URL")]
+    pub backend_url: Option<String>,
+    /// The bearer token the backend expects.
+    #[arg(long, env = "DROPSHIP_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The API the backend speaks.
+    #[arg(long, env = "DROPSHIP_API", value_name = "native|rails|companion")]
+    pub api: Option<ApiFlavour>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(clap::Args)]
+pub struct DataArgs {
+    /// Where settings and history live (shared with the desktop app).
+    #[arg(long, env = "DROPSHIP_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    pub fn dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(dropship_core::default_data_dir)
+    }
+}
+
+/// Exit status when something about the setup (settings, backend, token, history) must be fixed
+/// before any file can go; 1 means some files failed.
+pub const EXIT_SETUP: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("DROPSHIP_LOG").unwrap_or_else(|_| if cli.verbose { "info".into() } else { "off".into() });
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("dropship: could not start: {e}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
+    match cli.command {
+        Command::Upload(args) => runtime.block_on(upload::run(args)),
+        Command::History(args) => history::run(args, runtime.handle().clone()),
+    }
+}
+
+/// Prints a setup error as the one line a person needs, and gives the setup exit status.
+pub fn setup_error(error: &dropship_core::Error) -> ExitCode {
+    eprintln!("dropship: {error}");
+    ExitCode::from(EXIT_SETUP)
+}

