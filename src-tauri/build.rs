@@ -1,0 +1,13 @@
+// Declaring the app's commands here makes Tauri generate one `allow-<command>` permission per
+// command and deny every command a capability does not grant.
+fn main() {
+    let commands = tauri_build::AppManifest::new().commands(&[
+        "get_settings",
+        "save_settings",
+        "test_connection",
+        "list_history",
+        "pick_files",
+        "pick_folder",
+    ]);
+    tauri_build::try_build(tauri_build::Attributes::new().app_manifest(commands)).expect("failed to run tauri-build");
+}

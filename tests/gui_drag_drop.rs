@@ -1,0 +1,246 @@
+//! The desktop app end to end: a real file, dragged with the mouse from another X11 window onto
+//! Dropship's window, goes to a real S3 server through the real backend, shows up as uploaded,
+//! and is listed in the history that the core keeps in SQLite. And on first run, the window
+//! asks for the backend, checks it, and keeps what it was given.
+//!
+//! Needs Xvfb, xdotool, python3-gi with GTK 3, WebKitWebDriver and tauri-driver
+//! (scripts/install-deps.sh with WITH_TAURI_DRIVER=1), and the binaries built first:
+//!
+//!     cargo build -p dropship-desktop -p dropship-backend
+//!     cargo test -p dropship-system-tests --test gui_drag_drop
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use dropship_system_tests::desktop::{press_and_drag, release_mouse, window_geometry, DragSource, TauriDriver, Xvfb};
+use dropship_testkit::{target_bin, Backend, S3Server};
+use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+
+/// Upper bound for anything the window has to show after an action.
+const UI_TIMEOUT: Duration = Duration::from_secs(60);
+const FILE_NAME: &str = "dragged report.bin";
+
+#[test]
+fn a_file_dragged_onto_the_window_is_uploaded_shown_and_kept_in_history() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let settings = serde_json::json!({ "backend_url": backend.url, "api": "native", "token": backend.token });
+    std::fs::write(data_dir.join("settings.json"), serde_json::to_vec_pretty(&settings).unwrap()).unwrap();
+
+    // Not all one byte value, so a truncated or shifted upload cannot compare equal.
+    let contents: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let file = work.path().join(FILE_NAME);
+    std::fs::write(&file, &contents).unwrap();
+
+    let started = Instant::now();
+    let outcome =
+        with_app(&data_dir, async |client, display| drag_file_and_watch_the_window(client, display, &file).await);
+    let key = outcome.unwrap_or_else(|e| panic!("the drag-and-drop upload did not go through: {e:#}"));
+    eprintln!("dragged, uploaded and listed in {:.1?}", started.elapsed());
+
+    let stored = s3.get_object(&key).unwrap_or_else(|| panic!("S3 should hold the uploaded object at {key}"));
+    assert!(
+        stored == contents,
+        "the object in S3 should be byte-identical to the dragged file ({} vs {} bytes)",
+        stored.len(),
+        contents.len()
+    );
+
+    let records: Vec<_> = backend.records().into_iter().filter(|r| r["key"] == key.as_str()).collect();
+    assert_eq!(records.len(), 1, "the backend should hold exactly one record for {key}: {records:?}");
+    assert_eq!(records[0]["file_name"], FILE_NAME, "the record should carry the dragged file's name");
+    assert_eq!(records[0]["size"], contents.len() as u64, "the record should carry the file's size");
+}
+
+#[test]
+fn on_first_run_the_window_asks_for_the_backend_checks_it_and_keeps_it() {
+    let backend = Backend::start(S3Server::shared());
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("data");
+
+    let outcome =
+        with_app(&data_dir, async |client, _| fill_in_the_first_run_form(client, &backend.url, &backend.token).await);
+    outcome.unwrap_or_else(|e| panic!("the first-run screen did not lead to the upload view: {e:#}"));
+
+    let saved: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data_dir.join("settings.json")).expect("settings.json should be written"),
+    )
+    .unwrap();
+    assert_eq!(saved["backend_url"], backend.url.as_str(), "the backend URL typed in should be saved");
+    assert_eq!(saved["token"], backend.token.as_str(), "the token typed in should be saved");
+    assert_eq!(saved["api"], "native", "the default API flavour should be saved");
+}
+
+/// A wrong token first (the window must say so, by code), then the right one, then Save.
+async fn fill_in_the_first_run_form(client: &Client, backend_url: &str, token: &str) -> anyhow::Result<()> {
+    wait_for_element(client, "[data-testid=welcome]").await.context("no first-run screen without settings")?;
+    type_into(client, "[data-testid=settings-backend-url]", backend_url).await?;
+    type_into(client, "[data-testid=settings-token]", "not-the-token").await?;
+    let code = test_connection(client).await?;
+    if code != "error:unauthorized" {
+        bail!("a wrong token should be reported as unauthorized, the window said {code}");
+    }
+
+    type_into(client, "[data-testid=settings-token]", token).await?;
+    let code = test_connection(client).await?;
+    if code != "ok:" {
+        let message = text_of(client, "[data-testid=settings-result]").await.unwrap_or_default();
+        bail!("the right token should pass the connection test, the window said {code}: {message}");
+    }
+
+    client.find(Locator::Css("[data-testid=settings-save]")).await?.click().await?;
+    wait_for_element(client, "[data-testid=uploads-view] [data-testid=drop-zone]")
+        .await
+        .context("saving on the first-run screen should lead to the upload view")?;
+    Ok(())
+}
+
+/// Clicks "Test connection" and returns the outcome as `ok:` or `error:<code>`.
+async fn test_connection(client: &Client) -> anyhow::Result<String> {
+    // Drop the previous outcome first, so the one read below is new.
+    client.execute("document.querySelector('[data-testid=settings-result]')?.remove()", vec![]).await?;
+    client.find(Locator::Css("[data-testid=settings-test]")).await?.click().await?;
+    let result = wait_for_element(client, "[data-testid=settings-result]").await?;
+    let kind = result.attr("data-result").await?.unwrap_or_default();
+    let code = result.attr("data-code").await?.unwrap_or_default();
+    Ok(format!("{kind}:{code}"))
+}
+
+async fn type_into(client: &Client, css: &str, text: &str) -> anyhow::Result<()> {
+    let field = client.find(Locator::Css(css)).await.with_context(|| format!("no {css}"))?;
+    field.clear().await?;
+    field.send_keys(text).await?;
+    Ok(())
+}
+
+/// Runs `scenario` against the app on a display of its own, with `DROPSHIP_DATA_DIR=data_dir`.
+/// On failure it prints what the window showed. The session, the app, tauri-driver and Xvfb
+/// are stopped either way.
+fn with_app<T>(data_dir: &Path, scenario: impl AsyncFnOnce(&Client, &str) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let xvfb = Xvfb::start();
+    // The app logs warnings and errors to stderr, which tauri-driver passes through to ours.
+    let app_env = [("DROPSHIP_DATA_DIR", data_dir.as_os_str()), ("DROPSHIP_LOG", "warn".as_ref())];
+    let mut driver = TauriDriver::start(&xvfb.display, &app_env);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let outcome = runtime.block_on(async {
+        let client = open_session(&driver.url).await?;
+        let outcome = scenario(&client, &xvfb.display).await;
+        if outcome.is_err() {
+            dump_page(&client).await;
+        }
+        // Closing the session quits the app.
+        let _ = client.close().await;
+        outcome
+    });
+    driver.stop();
+    outcome
+}
+
+async fn open_session(url: &str) -> anyhow::Result<Client> {
+    let app = target_bin("dropship-desktop");
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("tauri:options".into(), serde_json::json!({ "application": app }));
+    capabilities.insert("browserName".into(), "wry".into());
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(url)
+        .await
+        .with_context(|| format!("tauri-driver at {url} could not start {}", app.display()))
+}
+
+/// Drags the file onto the drop zone and waits until the window lists it as uploaded, both in
+/// the current uploads and in the history. Returns the object key the window shows.
+async fn drag_file_and_watch_the_window(client: &Client, display: &str, file: &Path) -> anyhow::Result<String> {
+    let zone = wait_for_element(client, "[data-testid=drop-zone]").await.context("the upload view never appeared")?;
+    // The history has loaded (empty here), so a later entry is a refresh, not the first load.
+    wait_for_element(client, "[data-testid=history-empty]").await.context("the history should start empty")?;
+
+    // Where the drop zone is on screen: the window's origin plus the zone's place in the page.
+    let (win_x, win_y, _, _) =
+        poll(UI_TIMEOUT, "the Dropship window on screen", || async { window_geometry(display, "^Dropship$").ok() })
+            .await?;
+    let (zx, zy, zw, zh) = zone.rectangle().await?;
+    let target = (win_x + (zx + zw / 2.0) as i32, win_y + (zy + zh / 2.0) as i32);
+
+    let source = DragSource::start(display, file, (Xvfb::WIDTH as i32 - 260, 80))?;
+    let (owned_display, from) = (display.to_owned(), source.grab_point);
+    tokio::task::spawn_blocking(move || press_and_drag(&owned_display, from, target)).await??;
+    // While the file hovers, the shell tells the window, which highlights the drop zone.
+    let highlighted = poll(Duration::from_secs(10), "the drop zone to highlight while the file hovers", || async {
+        client.find(Locator::Css("[data-testid=drop-zone][data-hover=true]")).await.ok()
+    })
+    .await;
+    let owned_display = display.to_owned();
+    tokio::task::spawn_blocking(move || release_mouse(&owned_display)).await??;
+    highlighted?;
+
+    let item = format!("[data-testid=upload-item][data-file-name=\"{FILE_NAME}\"]");
+    let status = poll(UI_TIMEOUT, "the dropped file to finish uploading", || async {
+        let element = client.find(Locator::Css(&item)).await.ok()?;
+        let status = element.attr("data-status").await.ok()??;
+        (status == "uploaded" || status == "failed").then_some(status)
+    })
+    .await?;
+    if status != "uploaded" {
+        let error = text_of(client, &format!("{item} [data-testid=upload-error]")).await.unwrap_or_default();
+        bail!("the window shows the upload as failed: {error}");
+    }
+    let key = text_of(client, &format!("{item} [data-testid=upload-key]")).await?;
+    let url = text_of(client, &format!("{item} [data-testid=upload-url]")).await?;
+    // The object URL is percent-encoded; the key is shown as it is.
+    let url_names_key = url.contains(&key) || url.contains(&key.replace(' ', "%20"));
+    if key.is_empty() || !url_names_key {
+        bail!("the window should show the key and an object URL for it, got key {key:?} and URL {url:?}");
+    }
+
+    let listed = format!("[data-testid=history-item][data-file-name=\"{FILE_NAME}\"][data-status=uploaded]");
+    poll(UI_TIMEOUT, "the history to list the upload", || async { client.find(Locator::Css(&listed)).await.ok() })
+        .await?;
+    drop(source); // the drag source window is no longer needed
+    Ok(key)
+}
+
+async fn wait_for_element(client: &Client, css: &str) -> anyhow::Result<Element> {
+    poll(UI_TIMEOUT, css, || async { client.find(Locator::Css(css)).await.ok() }).await
+}
+
+/// The element's `textContent`: WebDriver's visible-text algorithm leaves out text that
+/// `text-overflow: ellipsis` clips, which is exactly how long keys and URLs are shown.
+async fn text_of(client: &Client, css: &str) -> anyhow::Result<String> {
+    let element = client.find(Locator::Css(css)).await.with_context(|| format!("no {css}"))?;
+    Ok(element.prop("textContent").await?.unwrap_or_default().trim().to_owned())
+}
+
+async fn poll<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// On failure, what the window showed: the quickest way to see why.
+async fn dump_page(client: &Client) {
+    match client.find(Locator::Css("body")).await {
+        Ok(body) => {
+            let text = body.prop("innerText").await.ok().flatten().unwrap_or_default();
+            eprintln!("--- window text at failure ---\n{text}");
+        }
+        Err(e) => eprintln!("--- could not read the window at failure: {e}"),
+    }
+}

@@ -1,0 +1,116 @@
+// The uploads of this session, folded from the engine's events. History (from the core's
+// SQLite) is the durable record; this list is what is moving right now.
+import type { EngineEvent, ErrorInfo } from "./types";
+
+export type UploadState = "queued" | "uploading" | "uploaded" | "failed";
+
+export interface Upload {
+  upload_id: string;
+  path: string;
+  file_name: string;
+  size: number;
+  bytes_done: number;
+  state: UploadState;
+  key: string | null;
+  object_url: string | null;
+  error: ErrorInfo | null;
+}
+
+function baseName(path: string): string {
+  const parts = path.split(/[\\/]/).filter(Boolean);
+  return parts[parts.length - 1] ?? path;
+}
+
+export class Uploads {
+  /** In arrival order; the view shows the newest first. */
+  items = $state<Upload[]>([]);
+  /** A whole batch that could not start (no settings, backend unreachable…). */
+  batchError = $state<ErrorInfo | null>(null);
+  // Points at the reactive proxies in `items`, so progress updates are O(1).
+  #byId = new Map<string, Upload>();
+
+  active = $derived(this.items.filter((u) => u.state === "queued" || u.state === "uploading").length);
+  finished = $derived(this.items.length - this.active);
+  /** Something to clear: finished uploads or a batch error. */
+  clearable = $derived(this.finished > 0 || this.batchError !== null);
+
+  apply(event: EngineEvent): void {
+    switch (event.type) {
+      case "file_queued": {
+        this.batchError = null;
+        this.#add({
+          upload_id: event.upload_id,
+          path: event.path,
+          file_name: event.file_name,
+          size: event.size,
+          bytes_done: 0,
+          state: "queued",
+          key: null,
+          object_url: null,
+          error: null,
+        });
+        break;
+      }
+      case "file_progress": {
+        const upload = this.#byId.get(event.upload_id);
+        if (upload && upload.state !== "uploaded" && upload.state !== "failed") {
+          upload.bytes_done = event.bytes_done;
+          upload.size = event.total;
+          upload.state = "uploading";
+        }
+        break;
+      }
+      case "file_uploaded": {
+        const upload = this.#byId.get(event.upload_id);
+        if (upload) {
+          upload.state = "uploaded";
+          upload.bytes_done = event.size;
+          upload.size = event.size;
+          upload.key = event.key;
+          upload.object_url = event.object_url;
+        }
+        break;
+      }
+      case "file_failed": {
+        const upload =
+          this.#byId.get(event.upload_id) ??
+          this.#add({
+            upload_id: event.upload_id,
+            path: event.path,
+            file_name: baseName(event.path),
+            size: 0,
+            bytes_done: 0,
+            state: "failed",
+            key: null,
+            object_url: null,
+            error: null,
+          });
+        upload.state = "failed";
+        upload.error = event.error;
+        break;
+      }
+      case "batch_failed": {
+        // When every file already shows this reason, a banner would only repeat it.
+        const { code, message } = event.error;
+        const shown = this.items.some((u) => u.error?.code === code && u.error.message === message);
+        if (!shown) this.batchError = event.error;
+        break;
+      }
+      case "batch_finished":
+        break;
+    }
+  }
+
+  clearFinished(): void {
+    this.batchError = null;
+    this.items = this.items.filter((u) => u.state === "queued" || u.state === "uploading");
+    this.#byId = new Map(this.items.map((u) => [u.upload_id, u]));
+  }
+
+  #add(upload: Upload): Upload {
+    this.items.push(upload);
+    const proxied = this.items[this.items.length - 1];
+    this.#byId.set(upload.upload_id, proxied);
+    return proxied;
+  }
+}
