@@ -14,8 +14,9 @@ pub const SETTINGS_FILE: &str = "settings.json";
 pub const HISTORY_FILE: &str = "history.sqlite";
 
 /// The API a signing backend speaks (see DESIGN.md, "The backend API").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "lowercase")]
+#[ts(export)]
 pub enum ApiFlavour {
     /// Dropship's own API, served by `dropship-backend`.
     #[default]
@@ -50,7 +51,8 @@ impl fmt::Display for ApiFlavour {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct Settings {
     pub backend_url: String,
     #[serde(default)]

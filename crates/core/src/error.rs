@@ -63,7 +63,8 @@ impl Error {
 }
 
 /// The shape an error takes at the IPC and JSON boundary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct ErrorInfo {
     pub code: String,
     pub message: String,

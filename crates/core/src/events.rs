@@ -7,13 +7,45 @@ use serde::Serialize;
 
 use crate::ErrorInfo;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[ts(export, rename = "EngineEvent")]
 pub enum Event {
-    FileQueued { upload_id: String, batch_id: String, path: PathBuf, file_name: String, size: u64 },
-    FileProgress { upload_id: String, bytes_done: u64, total: u64 },
-    FileUploaded { upload_id: String, key: String, object_url: String, size: u64 },
-    FileFailed { upload_id: String, path: PathBuf, error: ErrorInfo },
-    BatchFinished { batch_id: String, uploaded: usize, failed: usize },
+    FileQueued {
+        upload_id: String,
+        batch_id: String,
+        #[ts(type = "string")]
+        path: PathBuf,
+        file_name: String,
+        #[ts(type = "number")]
+        size: u64,
+    },
+    FileProgress {
+        upload_id: String,
+        #[ts(type = "number")]
+        bytes_done: u64,
+        #[ts(type = "number")]
+        total: u64,
+    },
+    FileUploaded {
+        upload_id: String,
+        key: String,
+        object_url: String,
+        #[ts(type = "number")]
+        size: u64,
+    },
+    FileFailed {
+        upload_id: String,
+        #[ts(type = "string")]
+        path: PathBuf,
+        error: ErrorInfo,
+    },
+    BatchFinished {
+        batch_id: String,
+        #[ts(type = "number")]
+        uploaded: usize,
+        #[ts(type = "number")]
+        failed: usize,
+    },
     BatchFailed { batch_id: String, error: ErrorInfo },
 }

@@ -37,8 +37,9 @@ impl StoreError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "lowercase")]
+#[ts(export)]
 pub enum Source {
     Window,
     Cli,
@@ -63,8 +64,9 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "lowercase")]
+#[ts(export, rename = "HistoryStatus")]
 pub enum UploadStatus {
     Queued,
     Uploading,
@@ -98,12 +100,14 @@ impl UploadStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct HistoryEntry {
     pub upload_id: String,
     pub batch_id: String,
     pub path: String,
     pub file_name: String,
+    #[ts(type = "number")]
     pub size: u64,
     pub content_type: String,
     pub checksum_sha256: Option<String>,
