@@ -1,0 +1,235 @@
+//! The object-key scheme: `<prefix>/<server uuid v4>/<sanitised file name>`.
+//! The server chooses every key, so a client's file name can never pick the path, climb out of
+//! the prefix or collide with another upload; the name is kept only to stay readable.
+
+use uuid::Uuid;
+
+/// Upper bound on the file-name part of a key, in bytes. S3 allows 1,024 bytes for the whole
+/// key; this leaves room for the prefix and the UUID while keeping names readable.
+pub const MAX_FILE_NAME_BYTES: usize = 200;
+
+/// An extension longer than this is treated as part of the name when shortening.
+const MAX_KEPT_EXTENSION_BYTES: usize = 20;
+
+/// Used when nothing usable is left of the client's name.
+const FALLBACK_FILE_NAME: &str = "file";
+
+/// Bidirectional-override characters render a name in a different order than it is stored
+/// (`invoice\u{202E}fdp.exe` shows as `invoiceexe.pdf`), so they are dropped with control characters.
+const BIDI_CONTROLS: &[char] = &[
+    '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+    '\u{2068}', '\u{2069}',
+];
+
+/// Turns whatever name a client sends into a safe last segment of a key.
+///
+/// Keeps only the final path component (both `/` and `\` separate), drops control and
+/// bidi-override characters, trims surrounding whitespace, refuses `.` and `..`, caps the
+/// length at [`MAX_FILE_NAME_BYTES`] on a character boundary keeping the extension, and falls
+/// back to `file` when nothing is left. Other Unicode and inner spaces are kept as they are.
+pub fn sanitise_file_name(raw: &str) -> String {
+    let last_component = raw.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = last_component.chars().filter(|c| !c.is_control() && !BIDI_CONTROLS.contains(c)).collect();
+    let shortened = shorten_keeping_extension(cleaned.trim(), MAX_FILE_NAME_BYTES);
+    let shortened = shortened.trim();
+    if shortened.is_empty() || shortened == "." || shortened == ".." {
+        FALLBACK_FILE_NAME.to_owned()
+    } else {
+        shortened.to_owned()
+    }
+}
+
+fn shorten_keeping_extension(name: &str, max_bytes: usize) -> String {
+    if name.len() <= max_bytes {
+        return name.to_owned();
+    }
+    let extension = match name.rfind('.') {
+        // A leading dot starts a hidden name, not an extension.
+        Some(dot) if dot > 0 && name.len() - dot <= MAX_KEPT_EXTENSION_BYTES => &name[dot..],
+        _ => "",
+    };
+    let stem = &name[..name.len() - extension.len()];
+    format!("{}{}", cut_on_char_boundary(stem, max_bytes - extension.len()), extension)
+}
+
+fn cut_on_char_boundary(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Builds keys for one configured prefix and recognises the keys it could have built.
+#[derive(Debug, Clone)]
+pub struct KeyScheme {
+    prefix: String,
+}
+
+impl KeyScheme {
+    /// `prefix` must already be normalised (see `config`): no surrounding slashes, may be empty.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A fresh key for a client's file name.
+    pub fn new_key(&self, client_file_name: &str) -> String {
+        self.key_for(Uuid::new_v4(), client_file_name)
+    }
+
+    fn key_for(&self, id: Uuid, client_file_name: &str) -> String {
+        let name = sanitise_file_name(client_file_name);
+        if self.prefix.is_empty() {
+            format!("{id}/{name}")
+        } else {
+            format!("{}/{id}/{name}", self.prefix)
+        }
+    }
+
+    /// Whether `key` has exactly the shape this backend hands out, so a report can only ever
+    /// record objects inside the prefix that the backend itself named.
+    pub fn is_issued_shape(&self, key: &str) -> bool {
+        let rest = if self.prefix.is_empty() {
+            key
+        } else {
+            match key.strip_prefix(self.prefix.as_str()).and_then(|r| r.strip_prefix('/')) {
+                Some(rest) => rest,
+                None => return false,
+            }
+        };
+        let Some((id, name)) = rest.split_once('/') else {
+            return false;
+        };
+        // Hyphenated lowercase, as `new_key` writes it; `Uuid::parse_str` alone accepts more forms.
+        let id_ok = Uuid::parse_str(id).is_ok_and(|u| u.hyphenated().to_string() == id);
+        id_ok && !name.contains('/') && sanitise_file_name(name) == name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_directory_climbs_are_cut_to_the_last_component() {
+        assert_eq!(sanitise_file_name("../../etc/passwd"), "passwd");
+    }
+
+    #[test]
+    fn forward_and_back_slashes_both_separate_components() {
+        assert_eq!(sanitise_file_name("a/b/c.txt"), "c.txt");
+        assert_eq!(sanitise_file_name("C:\\Users\\me\\report.docx"), "report.docx");
+        assert_eq!(sanitise_file_name("a\\b/c\\d.bin"), "d.bin");
+    }
+
+    #[test]
+    fn dot_segments_and_empty_names_become_file() {
+        for raw in ["", ".", "..", "a/..", "a/.", "dir/", "\\", "   ", "\0\0", "\u{202E}"] {
+            assert_eq!(sanitise_file_name(raw), "file", "{raw:?} falls back to `file`");
+        }
+    }
+
+    #[test]
+    fn nul_and_control_characters_are_removed() {
+        assert_eq!(sanitise_file_name("ev\0il.txt"), "evil.txt");
+        assert_eq!(sanitise_file_name("line\nbreak\r\t.txt"), "linebreak.txt");
+        assert_eq!(sanitise_file_name("del\u{7f}\u{85}.txt"), "del.txt", "DEL and C1 controls go too");
+    }
+
+    #[test]
+    fn bidi_overrides_are_removed_so_the_name_reads_as_stored() {
+        assert_eq!(sanitise_file_name("invoice\u{202E}fdp.exe"), "invoicefdp.exe");
+    }
+
+    #[test]
+    fn unicode_and_inner_spaces_are_kept_as_is() {
+        assert_eq!(sanitise_file_name("résumé final (2).pdf"), "résumé final (2).pdf");
+        assert_eq!(sanitise_file_name("日本語 ファイル.txt"), "日本語 ファイル.txt");
+        assert_eq!(sanitise_file_name("  padded name.txt  "), "padded name.txt", "outer spaces are trimmed");
+    }
+
+    #[test]
+    fn names_that_are_only_dots_beyond_two_are_ordinary_names() {
+        assert_eq!(sanitise_file_name("..."), "...");
+        assert_eq!(sanitise_file_name(".bashrc"), ".bashrc");
+    }
+
+    #[test]
+    fn a_thousand_character_name_is_capped_and_keeps_its_extension() {
+        let long = format!("{}.pdf", "a".repeat(1000));
+        let name = sanitise_file_name(&long);
+        assert_eq!(name.len(), MAX_FILE_NAME_BYTES, "capped at the limit");
+        assert!(name.ends_with("aaa.pdf"), "the extension survives: {name}");
+    }
+
+    #[test]
+    fn capping_never_splits_a_multibyte_character() {
+        let long = format!("{}.txt", "é".repeat(500));
+        let name = sanitise_file_name(&long);
+        assert!(name.len() <= MAX_FILE_NAME_BYTES, "within the limit");
+        assert!(name.ends_with(".txt"), "extension kept");
+        assert!(name.trim_end_matches(".txt").chars().all(|c| c == 'é'), "only whole characters remain");
+    }
+
+    #[test]
+    fn a_very_long_extension_is_not_kept_whole() {
+        let long = format!("name.{}", "x".repeat(300));
+        let name = sanitise_file_name(&long);
+        assert_eq!(name.len(), MAX_FILE_NAME_BYTES);
+        assert!(name.starts_with("name."), "the name is cut from the end instead");
+    }
+
+    #[test]
+    fn new_keys_are_prefix_uuid_and_name() {
+        let scheme = KeyScheme::new("uploads");
+        let key = scheme.new_key("../x/résumé.pdf");
+        let parts: Vec<&str> = key.split('/').collect();
+        assert_eq!(parts.len(), 3, "three segments: {key}");
+        assert_eq!(parts[0], "uploads");
+        assert_eq!(Uuid::parse_str(parts[1]).map(|u| u.get_version_num()).ok(), Some(4), "a v4 UUID");
+        assert_eq!(parts[2], "résumé.pdf");
+        assert!(scheme.is_issued_shape(&key), "the scheme recognises its own keys");
+    }
+
+    #[test]
+    fn two_keys_for_the_same_name_differ() {
+        let scheme = KeyScheme::new("uploads");
+        assert_ne!(scheme.new_key("a.txt"), scheme.new_key("a.txt"), "the UUID keeps them apart");
+    }
+
+    #[test]
+    fn an_empty_prefix_starts_keys_with_the_uuid() {
+        let scheme = KeyScheme::new("");
+        let key = scheme.new_key("a.txt");
+        assert!(!key.starts_with('/'), "no leading slash: {key}");
+        assert!(scheme.is_issued_shape(&key));
+    }
+
+    #[test]
+    fn keys_outside_the_issued_shape_are_recognised_as_foreign() {
+        let scheme = KeyScheme::new("uploads");
+        let id = "0b6b6b0e-5f2c-4c1e-9a55-2a8f3f5b9c11";
+        assert!(scheme.is_issued_shape(&format!("uploads/{id}/a.txt")));
+        for key in [
+            format!("other/{id}/a.txt"),
+            format!("uploadsx/{id}/a.txt"),
+            format!("/uploads/{id}/a.txt"),
+            "uploads/not-a-uuid/a.txt".to_owned(),
+            format!("uploads/{id}/"),
+            format!("uploads/{id}/.."),
+            format!("uploads/{id}/a/b.txt"),
+            format!("uploads/{}/a.txt", id.to_uppercase()),
+            format!("uploads/{id}/ a.txt"),
+            "uploads".to_owned(),
+        ] {
+            assert!(!scheme.is_issued_shape(&key), "{key:?} is not a key this backend issues");
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! dropship-backend: the reference signing backend. Hands out presigned S3 PUT URLs (native
+//! batch API and the Rails guide's two routes) and records finished uploads after a HEAD.
+//! This file parses the configuration, opens the parts and serves until SIGTERM or Ctrl-C.
+
+mod config;
+mod db;
+mod error;
+mod keys;
+mod limits;
+mod routes;
+mod signer;
+mod validate;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, Flags};
+use crate::db::Db;
+use crate::keys::KeyScheme;
+use crate::routes::App;
+use crate::signer::Signer;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // Logs go to stderr: stdout carries only the `listening on` line that tests wait for.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("dropship_backend=info,warn")),
+        )
+        .init();
+    let flags = Flags::parse();
+    match run(flags).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("dropship-backend: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(flags: Flags) -> anyhow::Result<()> {
+    let config: Config = flags.validate()?;
+    let db =
+        Db::open(&config.db).with_context(|| format!("cannot open the records database {}", config.db.display()))?;
+    let signer = Signer::new(&config.s3).await;
+    // Presigning resolves the endpoint and the credentials: fail now, not on the first client.
+    signer
+        .presign_put("dropship-backend-startup-check", Default::default())
+        .await
+        .context("the S3 settings cannot sign a URL")?;
+
+    let app =
+        Arc::new(App { signer, db, keys: KeyScheme::new(config.key_prefix.clone()), tokens: config.tokens.clone() });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr().context("cannot read the bound address")?;
+    tracing::info!(
+        %address,
+        bucket = %config.s3.bucket,
+        endpoint = config.s3.endpoint.as_deref().unwrap_or("AWS"),
+        prefix = %config.key_prefix,
+        "dropship-backend ready"
+    );
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on http://{address}").context("cannot write to stdout")?;
+    stdout.flush().context("cannot flush stdout")?;
+
+    axum::serve(listener, routes::router(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the server stopped with an error")
+}
+
+/// Resolves on SIGTERM or Ctrl-C, so in-flight requests finish before the process exits.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,165 @@
+//! The real dropship-backend binary, started against an [`S3Server`] with a temp database and
+//! a random token, on a port the OS picks. The URL comes from its `listening on` line.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::process::{spawn_tied_to_process, stop_child};
+use crate::{block_on, log_tail, target_bin, S3Server};
+
+/// How long the backend gets to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Environment twins of the backend's flags: cleared so the caller's shell cannot change a test.
+const BACKEND_ENV: &[&str] = &[
+    "DROPSHIP_BACKEND_LISTEN",
+    "DROPSHIP_S3_ENDPOINT",
+    "DROPSHIP_S3_REGION",
+    "DROPSHIP_S3_BUCKET",
+    "DROPSHIP_S3_ACCESS_KEY_ID",
+    "DROPSHIP_S3_SECRET_ACCESS_KEY",
+    "DROPSHIP_S3_PATH_STYLE",
+    "DROPSHIP_S3_ACCELERATE",
+    "DROPSHIP_URL_EXPIRY_SECS",
+    "DROPSHIP_BACKEND_TOKENS",
+    "DROPSHIP_KEY_PREFIX",
+    "DROPSHIP_BACKEND_DB",
+];
+
+/// Extra settings for [`Backend::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct BackendOptions {
+    /// `--url-expiry-secs`; the backend's default (900) when `None`.
+    pub url_expiry_secs: Option<u64>,
+    /// Appended to the command line as they are.
+    pub extra_args: Vec<String>,
+    /// The binary to run; `target_bin("dropship-backend")` when `None`.
+    pub binary: Option<PathBuf>,
+}
+
+/// A running dropship-backend. Dropping it stops the process and removes its database.
+pub struct Backend {
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub url: String,
+    /// The one bearer token it accepts.
+    pub token: String,
+    pub db_path: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Backend {
+    pub fn start(s3: &S3Server) -> Backend {
+        Self::start_with(s3, BackendOptions::default())
+    }
+
+    pub fn start_with(s3: &S3Server, options: BackendOptions) -> Backend {
+        let binary = options.binary.clone().unwrap_or_else(|| target_bin("dropship-backend"));
+        let dir = tempfile::Builder::new().prefix("dropship-backend-").tempdir().expect("a temp dir");
+        let db_path = dir.path().join("backend.sqlite");
+        let log_path = dir.path().join("backend.log");
+        let token = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let log = std::fs::File::create(&log_path).expect("the backend log file can be created");
+
+        let mut command = Command::new(&binary);
+        for name in BACKEND_ENV {
+            command.env_remove(name);
+        }
+        command
+            // Debug level so that tests also see what the backend would log in detail.
+            .env("RUST_LOG", "dropship_backend=debug,warn")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--s3-endpoint", &s3.endpoint])
+            .args(["--region", &s3.region])
+            .args(["--bucket", &s3.bucket])
+            .args(["--access-key-id", &s3.access_key])
+            .args(["--secret-access-key", &s3.secret_key])
+            .arg("--path-style")
+            .args(["--tokens", &token])
+            .arg("--db")
+            .arg(&db_path);
+        if let Some(secs) = options.url_expiry_secs {
+            command.args(["--url-expiry-secs", &secs.to_string()]);
+        }
+        command.args(&options.extra_args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+        let mut child =
+            spawn_tied_to_process(command).unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (found, url) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = found.send(url.trim().to_owned());
+                    break;
+                }
+            }
+            // Keep draining so the backend never blocks on a full pipe; ends when it exits.
+            for _ in lines {}
+        });
+        let url = match url.recv_timeout(START_TIMEOUT) {
+            Ok(url) => url,
+            Err(_) => {
+                stop_child(&mut child);
+                panic!(
+                    "dropship-backend did not print `listening on …` within {START_TIMEOUT:?}; last lines of its log:\n{}",
+                    log_tail(&log_path, 40)
+                );
+            }
+        };
+        Backend { url, token, db_path, log_path, child: Some(child), _dir: dir }
+    }
+
+    /// Every record, newest first, through `GET /api/v1/records`.
+    pub fn records(&self) -> Vec<Value> {
+        let body = self.get_json("/api/v1/records?limit=1000").expect("GET /api/v1/records answers 200");
+        body["records"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// One native record, through `GET /api/v1/records/{id}`; `None` on 404.
+    pub fn record(&self, client_upload_id: &str) -> Option<Value> {
+        self.get_json(&format!("/api/v1/records/{client_upload_id}"))
+    }
+
+    fn get_json(&self, path: &str) -> Option<Value> {
+        let url = format!("{}{path}", self.url);
+        block_on(async {
+            let response = reqwest::Client::new()
+                .get(&url)
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("GET {path} failed: {e}"));
+            match response.status() {
+                reqwest::StatusCode::OK => Some(response.json().await.expect("a JSON body")),
+                reqwest::StatusCode::NOT_FOUND => None,
+                status => panic!("GET {path} answered {status}: {}", response.text().await.unwrap_or_default()),
+            }
+        })
+    }
+
+    /// Everything the backend has logged so far (its stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Stops the process (SIGTERM, SIGKILL after 3 s). Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child);
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
