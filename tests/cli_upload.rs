@@ -1,0 +1,355 @@
+//! The `dropship` CLI end to end: the real binary, the real `dropship-backend`, a real SeaweedFS
+//! that checks signatures and checksums, and a real SQLite history.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use dropship_testkit::{target_bin, Backend, S3Server};
+use serde_json::Value;
+
+/// A scratch folder with files to upload and its own data directory.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new() -> Workspace {
+        Workspace { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    fn file(&self, relative: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.dir.path().join("files").join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn dropship(&self, backend: &Backend, api: &str) -> Command {
+        let mut command = Command::new(target_bin("dropship"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DROPSHIP_BACKEND_URL", &backend.url)
+            .env("DROPSHIP_TOKEN", &backend.token)
+            .env("DROPSHIP_API", api)
+            .env("DROPSHIP_DATA_DIR", self.data_dir());
+        command
+    }
+
+    fn history(&self) -> Vec<Value> {
+        let output = Command::new(target_bin("dropship"))
+            .args(["history", "--json", "--limit", "10000", "--data-dir"])
+            .arg(self.data_dir())
+            .output()
+            .expect("run dropship history");
+        assert!(output.status.success(), "history should always work: {}", String::from_utf8_lossy(&output.stderr));
+        json_lines(&output)
+    }
+}
+
+fn json_lines(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}")))
+        .collect()
+}
+
+fn run(mut command: Command) -> Output {
+    let output = command.output().expect("run dropship");
+    eprintln!("stderr: {}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// Deterministic, incompressible-looking bytes.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ seed as u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Every uploaded file is in S3 byte-identical, in the history as uploaded with the same key,
+/// and recorded by the backend exactly once with the same key and size.
+fn assert_landed(s3: &S3Server, backend: &Backend, workspace: &Workspace, lines: &[Value], files: &[(PathBuf, Vec<u8>)]) {
+    let history = workspace.history();
+    let records = backend.records();
+    for (path, bytes) in files {
+        let line = lines
+            .iter()
+            .find(|l| l["path"].as_str() == Some(path.to_str().unwrap()))
+            .unwrap_or_else(|| panic!("the CLI should print a line for {}", path.display()));
+        assert_eq!(line["status"], "uploaded", "{} should upload: {line}", path.display());
+        assert_eq!(line["size"], bytes.len() as u64);
+        let key = line["key"].as_str().expect("an uploaded file has a key");
+        let stored = s3.get_object(key).unwrap_or_else(|| panic!("{key} should be in the bucket"));
+        assert!(stored == *bytes, "{key} should be byte-identical ({} vs {} bytes)", stored.len(), bytes.len());
+
+        let upload_id = line["upload_id"].as_str().unwrap();
+        let row = history.iter().find(|h| h["upload_id"] == upload_id).expect("a history row per upload");
+        assert_eq!(row["status"], "uploaded");
+        assert_eq!(row["key"], key, "history and CLI agree on the key");
+        assert_eq!(row["source"], "cli");
+        assert!(row["object_url"].as_str().is_some_and(|u| !u.contains('?')), "no signature in history: {row}");
+
+        let matching: Vec<_> = records.iter().filter(|r| r["key"] == key).collect();
+        assert_eq!(matching.len(), 1, "the backend should record {key} exactly once: {records:?}");
+        assert_eq!(matching[0]["size"], bytes.len() as u64, "the backend's size agrees");
+    }
+}
+
+fn edge_case_files(workspace: &Workspace) -> Vec<(PathBuf, Vec<u8>)> {
+    let specs: Vec<(&str, Vec<u8>)> = vec![
+        ("empty.bin", Vec::new()),
+        ("one-byte.txt", b"x".to_vec()),
+        ("résumé final (2).pdf", pattern(12_345, 1)),
+        ("forty-mib.bin", pattern(40 << 20, 2)),
+        ("nested/a/deep.txt", pattern(777, 3)),
+        ("nested/a/b/deeper.json", br#"{"ok":true}"#.to_vec()),
+        ("nested/top.csv", b"a,b\n1,2\n".to_vec()),
+    ];
+    specs.into_iter().map(|(name, bytes)| (workspace.file(name, &bytes), bytes)).collect()
+}
+
+fn upload_edge_cases_with(api: &str) {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let files = edge_case_files(&workspace);
+    let root = workspace.dir.path().join("files");
+
+    let mut command = workspace.dropship(&backend, api);
+    command.args(["upload", "--json"]);
+    for name in ["empty.bin", "one-byte.txt", "résumé final (2).pdf", "forty-mib.bin", "nested"] {
+        command.arg(root.join(name));
+    }
+    let output = run(command);
+    let lines = json_lines(&output);
+    assert_eq!(lines.len(), files.len(), "one JSON line per file, the folder expanded: {lines:?}");
+    assert!(output.status.success(), "every file uploaded means exit 0");
+    assert_landed(s3, &backend, &workspace, &lines, &files);
+}
+
+#[test]
+fn native_uploads_of_empty_tiny_unicode_large_and_nested_files_land_byte_identical() {
+    upload_edge_cases_with("native");
+}
+
+#[test]
+fn rails_uploads_of_the_same_files_land_byte_identical_and_are_recorded() {
+    upload_edge_cases_with("rails");
+}
+
+#[test]
+fn the_key_keeps_the_unicode_file_name() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let path = workspace.file("résumé final (2).pdf", b"%PDF-1.4");
+    let mut command = workspace.dropship(&backend, "native");
+    command.args(["upload", "--json"]).arg(&path);
+    let lines = json_lines(&run(command));
+    assert!(lines[0]["key"].as_str().unwrap().ends_with("/résumé final (2).pdf"), "{}", lines[0]);
+}
+
+#[test]
+fn a_missing_path_fails_on_its_own_line_and_the_other_files_still_upload() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let good = workspace.file("good.txt", b"still here");
+    let missing = workspace.dir.path().join("files/never-existed.txt");
+
+    let mut command = workspace.dropship(&backend, "native");
+    command.args(["upload", "--json"]).arg(&missing).arg(&good);
+    let output = run(command);
+    assert_eq!(output.status.code(), Some(1), "a failed file means exit 1");
+    let lines = json_lines(&output);
+    let failed = lines.iter().find(|l| l["path"] == missing.to_str().unwrap()).expect("a line for the missing path");
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"]["code"], "file_not_found");
+    assert!(failed["error"]["message"].as_str().unwrap().contains("never-existed.txt"));
+    assert_landed(s3, &backend, &workspace, &lines, &[(good, b"still here".to_vec())]);
+}
+
+#[test]
+fn an_unreadable_file_fails_on_its_own_line_and_the_other_files_still_upload() {
+    use std::os::unix::fs::PermissionsExt;
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let good = workspace.file("good.txt", b"readable");
+    let secret = workspace.file("secret.txt", b"nobody may read this");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+
+    let mut command = workspace.dropship(&backend, "native");
+    command.args(["upload", "--json"]).arg(&secret).arg(&good);
+    let output = run(as_unprivileged_user(command, &workspace));
+    let lines = json_lines(&output);
+    assert_eq!(output.status.code(), Some(1));
+    let failed = lines.iter().find(|l| l["path"] == secret.to_str().unwrap()).expect("a line for the unreadable file");
+    assert_eq!(failed["error"]["code"], "file_unreadable", "{failed}");
+    assert!(failed["error"]["message"].as_str().unwrap().contains("permission denied"));
+    assert_landed(s3, &backend, &workspace, &lines, &[(good, b"readable".to_vec())]);
+}
+
+/// Root reads every file whatever its mode; to see a real "permission denied" the CLI must run
+/// as an ordinary user. When the tests run as root, drop to `nobody` for this one command.
+fn as_unprivileged_user(command: Command, workspace: &Workspace) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::geteuid() } != 0 {
+        return command;
+    }
+    for dir in [workspace.dir.path().to_owned(), workspace.dir.path().join("files")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::create_dir_all(workspace.data_dir()).unwrap();
+    std::fs::set_permissions(workspace.data_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut wrapped = Command::new("setpriv");
+    wrapped.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(command.get_program());
+    wrapped.args(command.get_args());
+    wrapped.env_clear();
+    for (name, value) in command.get_envs() {
+        if let Some(value) = value {
+            wrapped.env(name, value);
+        }
+    }
+    wrapped
+}
+
+fn assert_one_clear_line(output: &Output, must_mention: &[&str]) {
+    assert_eq!(output.status.code(), Some(2), "a setup problem exits 2");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "exactly one line saying what to fix: {stderr}");
+    for word in must_mention {
+        assert!(lines[0].contains(word), "the line should mention {word:?}: {}", lines[0]);
+    }
+    assert!(String::from_utf8_lossy(&output.stdout).trim().is_empty(), "no per-file noise without --json");
+}
+
+#[test]
+fn an_unreachable_backend_gives_one_line_that_says_to_check_the_url() {
+    let workspace = Workspace::new();
+    let path = workspace.file("a.txt", b"a");
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output = Command::new(target_bin("dropship"))
+        .args(["upload", "--backend", &format!("http://127.0.0.1:{closed_port}"), "--token", "t", "--data-dir"])
+        .arg(workspace.data_dir())
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_one_clear_line(&output, &["Could not reach the backend", "backend URL"]);
+    let history = workspace.history();
+    assert_eq!(history[0]["status"], "failed", "the attempt is in the history");
+    assert_eq!(history[0]["error_code"], "backend_unreachable");
+}
+
+#[test]
+fn a_rejected_token_gives_one_line_that_says_to_set_a_valid_token() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let path = workspace.file("a.txt", b"a");
+    let mut command = workspace.dropship(&backend, "native");
+    command.env("DROPSHIP_TOKEN", "not-the-token").arg("upload").arg(&path);
+    assert_one_clear_line(&run(command), &["rejected the token", "--token"]);
+    assert!(backend.records().is_empty(), "nothing recorded with a bad token");
+}
+
+#[test]
+fn garbage_from_the_backend_gives_one_line_that_says_to_check_the_flavour() {
+    // The real backend never answers garbage; a loopback stand-in does, to every request.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut buf = [0u8; 8192];
+            let _ = stream.read(&mut buf);
+            let body = "<html><body>Welcome to nginx!</body></html>";
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    let workspace = Workspace::new();
+    let path = workspace.file("a.txt", b"a");
+    let output = Command::new(target_bin("dropship"))
+        .args(["upload", "--backend", &url, "--token", "t", "--data-dir"])
+        .arg(workspace.data_dir())
+        .arg(&path)
+        .output()
+        .unwrap();
+    server.join().unwrap();
+    assert_one_clear_line(&output, &["not the expected JSON", "API flavour", "Welcome to nginx"]);
+}
+
+#[test]
+fn no_backend_configured_says_how_to_configure_one() {
+    let workspace = Workspace::new();
+    let path = workspace.file("a.txt", b"a");
+    let output = Command::new(target_bin("dropship"))
+        .env_remove("DROPSHIP_BACKEND_URL")
+        .env_remove("DROPSHIP_TOKEN")
+        .args(["upload", "--data-dir"])
+        .arg(workspace.data_dir())
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_one_clear_line(&output, &["--backend", "Settings"]);
+}
+
+#[test]
+fn history_searches_by_name_and_filters_by_status() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let invoice = workspace.file("invoice-0042.pdf", b"%PDF");
+    let photo = workspace.file("photo.jpg", b"\xFF\xD8\xFF");
+    let mut command = workspace.dropship(&backend, "native");
+    command.args(["upload", "--json"]).arg(&invoice).arg(&photo).arg(workspace.dir.path().join("files/gone.png"));
+    run(command);
+
+    let query = |args: &[&str]| {
+        let output = Command::new(target_bin("dropship"))
+            .args(["history", "--json", "--data-dir"])
+            .arg(workspace.data_dir())
+            .args(args)
+            .output()
+            .unwrap();
+        json_lines(&output)
+    };
+    let found = query(&["--search", "INVOICE"]);
+    assert_eq!(found.len(), 1, "search is case-insensitive on the name");
+    assert_eq!(found[0]["file_name"], "invoice-0042.pdf");
+    let key = found[0]["key"].as_str().unwrap().to_owned();
+    assert_eq!(query(&["--search", &key]).len(), 1, "search finds by key too");
+    let failed = query(&["--status", "failed"]);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["file_name"], "gone.png");
+    assert_eq!(query(&["--status", "uploaded"]).len(), 2);
+
+    let table = Command::new(target_bin("dropship")).args(["history", "--data-dir"]).arg(workspace.data_dir()).output().unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("invoice-0042.pdf") && text.contains("uploaded"), "the table shows names and states: {text}");
+}
+
+#[test]
+fn history_rejects_an_unknown_status_with_the_valid_ones() {
+    let workspace = Workspace::new();
+    let output = Command::new(target_bin("dropship"))
+        .args(["history", "--status", "done", "--data-dir"])
+        .arg(workspace.data_dir())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("uploaded"));
+}
+
