@@ -18,6 +18,15 @@ pub struct UploadArgs {
     /// One JSON object per file on stdout, instead of a progress bar.
     #[arg(long)]
     json: bool,
+    /// Requests in flight at once, across files and parts [default: 8, or the saved setting].
+    #[arg(long, env = "DROPSHIP_CONCURRENCY", value_name = "N")]
+    concurrency: Option<u32>,
+    /// Files at least this many bytes go up in parts [default: 64 MiB].
+    #[arg(long, env = "DROPSHIP_MULTIPART_THRESHOLD", value_name = "BYTES")]
+    multipart_threshold: Option<u64>,
+    /// Preferred part size in bytes, at least 5 MiB [default: 16 MiB].
+    #[arg(long, env = "DROPSHIP_PART_SIZE", value_name = "BYTES")]
+    part_size: Option<u64>,
     /// Files and folders to upload.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
@@ -28,7 +37,7 @@ pub async fn run(args: UploadArgs) -> ExitCode {
         Ok(engine) => engine,
         Err(e) => return setup_error(&e),
     };
-    if let Err(e) = engine.apply_settings(resolve_settings(&engine, &args.backend)) {
+    if let Err(e) = engine.apply_settings(resolve_settings(&engine, &args)) {
         return setup_error(&e);
     }
 
@@ -51,9 +60,15 @@ pub async fn run(args: UploadArgs) -> ExitCode {
 }
 
 /// Flags and environment win over the data directory's settings file, field by field.
-fn resolve_settings(engine: &Engine, args: &BackendArgs) -> Settings {
+fn resolve_settings(engine: &Engine, upload: &UploadArgs) -> Settings {
+    let args = &upload.backend;
     let saved = engine.settings();
+    let mut transfer = saved.as_ref().map(|s| s.transfer).unwrap_or_default();
+    transfer.concurrency = upload.concurrency.unwrap_or(transfer.concurrency);
+    transfer.multipart_threshold = upload.multipart_threshold.unwrap_or(transfer.multipart_threshold);
+    transfer.part_size = upload.part_size.unwrap_or(transfer.part_size);
     Settings {
+        transfer,
         backend_url: args.backend_url.clone().or_else(|| saved.as_ref().map(|s| s.backend_url.clone())).unwrap_or_default(),
         api: args.api.or_else(|| saved.as_ref().map(|s| s.api)).unwrap_or(ApiFlavour::Native),
         token: args.token.clone().or_else(|| saved.as_ref().map(|s| s.token.clone())).unwrap_or_default(),

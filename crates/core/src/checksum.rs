@@ -41,3 +41,59 @@ mod tests {
         assert_eq!(len, 0);
     }
 }
+
+/// Per-part SHA-256s for a multipart upload, and the whole-object checksum S3 itself gives a
+/// multipart object: the SHA-256 of the concatenated part digests, suffixed `-<parts>`.
+/// One pass over the file, one hash per byte.
+pub fn sha256_parts(path: &Path, part_size: u64) -> std::io::Result<(Vec<String>, String, u64)> {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let (mut parts, mut composite) = (Vec::new(), Sha256::new());
+    let (mut part, mut in_part, mut total) = (Sha256::new(), 0u64, 0u64);
+    loop {
+        let want = (part_size - in_part).min(buf.len() as u64) as usize;
+        let n = file.read(&mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        part.update(&buf[..n]);
+        in_part += n as u64;
+        total += n as u64;
+        if in_part == part_size {
+            let digest = std::mem::take(&mut part).finalize();
+            composite.update(digest);
+            parts.push(b64(&digest));
+            in_part = 0;
+        }
+    }
+    if in_part > 0 {
+        let digest = part.finalize();
+        composite.update(digest);
+        parts.push(b64(&digest));
+    }
+    let whole = format!("{}-{}", b64(&composite.finalize()), parts.len());
+    Ok((parts, whole, total))
+}
+
+#[cfg(test)]
+mod part_tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_hashed_separately_and_combined_as_s3_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abcdefghij").unwrap();
+        let (parts, whole, len) = sha256_parts(&path, 4).unwrap();
+        assert_eq!(len, 10);
+        assert_eq!(parts.len(), 3, "4 + 4 + 2 bytes");
+        let digest = |b: &[u8]| Sha256::digest(b);
+        assert_eq!(parts[2], base64::engine::general_purpose::STANDARD.encode(digest(b"ij")));
+        let mut combined = Sha256::new();
+        for chunk in [&b"abcd"[..], b"efgh", b"ij"] {
+            combined.update(digest(chunk));
+        }
+        assert_eq!(whole, format!("{}-3", base64::engine::general_purpose::STANDARD.encode(combined.finalize())));
+    }
+}

@@ -59,6 +59,31 @@ pub struct Settings {
     pub api: ApiFlavour,
     #[serde(default)]
     pub token: String,
+    /// Optional on the wire: a client that omits it keeps the defaults.
+    #[serde(default)]
+    #[ts(optional, as = "Option<TransferSettings>")]
+    pub transfer: TransferSettings,
+}
+
+/// How uploads use the network. The defaults suit a desktop on an office link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct TransferSettings {
+    /// Requests in flight at once, across all files and parts.
+    pub concurrency: u32,
+    /// Files at least this large go up in parts, in parallel.
+    #[ts(type = "number")]
+    pub multipart_threshold: u64,
+    /// Preferred part size; grown for files that would need more than 10,000 parts.
+    #[ts(type = "number")]
+    pub part_size: u64,
+}
+
+impl Default for TransferSettings {
+    fn default() -> Self {
+        TransferSettings { concurrency: 8, multipart_threshold: 64 * 1024 * 1024, part_size: 16 * 1024 * 1024 }
+    }
 }
 
 // The token is a secret: keep it out of debug output and therefore out of logs.
@@ -89,6 +114,15 @@ impl Settings {
             return Err(Error::InvalidSettings(format!(
                 "the backend URL {raw:?} must start with http:// or https:// and name a host"
             )));
+        }
+        if !(1..=64).contains(&self.transfer.concurrency) {
+            return Err(Error::InvalidSettings(format!(
+                "concurrency must be between 1 and 64, not {}",
+                self.transfer.concurrency
+            )));
+        }
+        if self.transfer.part_size < crate::transfer::MIN_PART_SIZE {
+            return Err(Error::InvalidSettings("the part size must be at least 5 MiB, S3's minimum".into()));
         }
         if self.token.chars().any(|c| c.is_control()) {
             return Err(Error::InvalidSettings("the token contains control characters".into()));
@@ -156,7 +190,7 @@ mod tests {
     use super::*;
 
     fn settings(url: &str) -> Settings {
-        Settings { backend_url: url.into(), api: ApiFlavour::Native, token: "t".into() }
+        Settings { backend_url: url.into(), api: ApiFlavour::Native, token: "t".into(), transfer: Default::default() }
     }
 
     #[test]
@@ -177,6 +211,12 @@ mod tests {
         let s = Settings { api: ApiFlavour::Rails, ..settings("http://127.0.0.1:8080") };
         s.save(dir.path()).unwrap();
         assert_eq!(Settings::load(dir.path()).unwrap(), Some(s));
+    }
+
+    #[test]
+    fn settings_saved_before_transfer_settings_existed_still_load() {
+        let s: Settings = serde_json::from_str(r#"{"backend_url":"http://x","api":"native","token":"t"}"#).unwrap();
+        assert_eq!(s.transfer, TransferSettings::default());
     }
 
     #[test]

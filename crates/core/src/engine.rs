@@ -13,15 +13,17 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use tokio::sync::Semaphore;
+
 use crate::backend::{self, CompletionReport, FileToSign, PresignedUpload, SigningBackend};
-use crate::config::HISTORY_FILE;
+use crate::config::{TransferSettings, HISTORY_FILE};
 use crate::store::{NewUpload, Store};
-use crate::transfer::{self, TransferError};
+use crate::transfer::{self, MultipartRun, Next, PartPlan, Range, RetryPolicy, TransferError};
 use crate::{checksum, scan, Error, ErrorInfo, Event, HistoryEntry, HistoryQuery, Settings, Source};
 
-/// Files whose bytes are in flight at once. Enough to hide per-request latency on small files
-/// without competing with itself for bandwidth on large ones.
-const FILE_CONCURRENCY: usize = 4;
+/// Fresh URLs asked for one file before giving up on it: a URL refused again right after
+/// re-signing is not an expiry problem.
+const MAX_RESIGNS: u32 = 2;
 /// Files hashed at once; hashing is CPU-bound, one per core on a small machine.
 const HASH_CONCURRENCY: usize = 2;
 /// Progress events per file at most this often, so a fast upload does not flood the UI.
@@ -40,6 +42,12 @@ struct Inner {
     events: broadcast::Sender<Event>,
     http: reqwest::Client,
     runtime: Handle,
+    /// One permit per request in flight, shared by every file and part of every batch, so the
+    /// concurrency setting bounds the whole engine.
+    permits: Semaphore,
+    /// The permits `permits` was last sized to (settings can change it while running).
+    permit_count: Mutex<usize>,
+    retry: RetryPolicy,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -88,7 +96,54 @@ struct Job {
     file_name: String,
     size: u64,
     content_type: String,
+    /// Base64 SHA-256 of the file, or S3's composite checksum (`<b64>-<parts>`) when it goes up
+    /// in parts.
     checksum: Option<String>,
+    /// For files that go up in parts: the plan and each part's base64 SHA-256.
+    parts: Option<(PartPlan, Vec<String>)>,
+}
+
+impl Job {
+    fn to_sign(&self) -> FileToSign {
+        FileToSign {
+            upload_id: self.upload_id.clone(),
+            file_name: self.file_name.clone(),
+            size: self.size,
+            content_type: self.content_type.clone(),
+            checksum_sha256: self.checksum.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A file whose bytes are in S3, waiting to be reported.
+struct Sent {
+    job: Job,
+    key: Option<String>,
+    object_url: String,
+}
+
+impl Sent {
+    fn report(&self) -> CompletionReport {
+        CompletionReport {
+            upload_id: self.job.upload_id.clone(),
+            key: self.key.clone(),
+            object_url: self.object_url.clone(),
+            file_name: self.job.file_name.clone(),
+            size: self.job.size,
+            content_type: self.job.content_type.clone(),
+            checksum_sha256: self.job.checksum.clone().unwrap_or_default(),
+        }
+    }
+}
+
+trait TransferOf {
+    fn unwrap_or_default_transfer(self) -> TransferSettings;
+}
+
+impl TransferOf for Option<Settings> {
+    fn unwrap_or_default_transfer(self) -> TransferSettings {
+        self.map(|s| s.transfer).unwrap_or_default()
+    }
 }
 
 impl Engine {
@@ -103,6 +158,7 @@ impl Engine {
             .build()
             .map_err(|e| Error::InvalidSettings(format!("could not set up HTTP: {e}")))?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let concurrency = settings.as_ref().map(|s| s.transfer).unwrap_or_default().concurrency as usize;
         Ok(Engine {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_owned(),
@@ -111,6 +167,9 @@ impl Engine {
                 events,
                 http,
                 runtime,
+                permits: Semaphore::new(concurrency),
+                permit_count: Mutex::new(concurrency),
+                retry: RetryPolicy::default(),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
             }),
@@ -128,6 +187,7 @@ impl Engine {
     /// Uses these settings from now on without saving them (the CLI's flags).
     pub fn apply_settings(&self, settings: Settings) -> Result<(), Error> {
         settings.validate()?;
+        self.resize_permits(settings.transfer.concurrency as usize);
         *self.inner.settings.write().unwrap_or_else(|p| p.into_inner()) = Some(settings);
         Ok(())
     }
@@ -183,6 +243,30 @@ impl Engine {
         self.inner.tasks.wait().await;
     }
 
+    /// Applies a new concurrency at once: extra permits now, or fewer as running requests end.
+    fn resize_permits(&self, wanted: usize) {
+        let mut current = self.inner.permit_count.lock().unwrap_or_else(|p| p.into_inner());
+        if wanted > *current {
+            self.inner.permits.add_permits(wanted - *current);
+        } else if wanted < *current {
+            let forgotten = self.inner.permits.forget_permits(*current - wanted);
+            if forgotten < *current - wanted {
+                // Some are in use: take them back as they come free.
+                let permits = self.clone();
+                let missing = (*current - wanted - forgotten) as u32;
+                self.inner.tasks.spawn_on(
+                    async move {
+                        if let Ok(p) = permits.inner.permits.acquire_many(missing).await {
+                            p.forget();
+                        }
+                    },
+                    &self.inner.runtime,
+                );
+            }
+        }
+        *current = wanted;
+    }
+
     fn backend(&self) -> Result<Arc<dyn SigningBackend>, Error> {
         let settings = self.settings().ok_or(Error::NotConfigured)?;
         backend::connect(&settings, self.inner.http.clone())
@@ -195,14 +279,17 @@ impl Engine {
 
     async fn run_batch(&self, batch_id: String, paths: Vec<PathBuf>, source: Source) -> BatchSummary {
         let mut summary = BatchSummary { batch_id: batch_id.clone(), files: Vec::new(), error: None };
-        let backend = match self.backend() {
-            Ok(backend) => backend,
+        let (backend, transfer) = match self.backend().map(|b| (b, self.settings().unwrap_or_default_transfer())) {
+            Ok(ready) => ready,
             Err(e) => return self.fail_batch(summary, e),
         };
 
         let (found, unreadable) = match tokio::task::spawn_blocking(move || scan::expand(&paths)).await {
             Ok(result) => result,
-            Err(e) => return self.fail_batch(summary, Error::Unreadable { path: "the dropped paths".into(), detail: e.to_string() }),
+            Err(e) => {
+                let error = Error::Unreadable { path: "the dropped paths".into(), detail: e.to_string() };
+                return self.fail_batch(summary, error);
+            }
         };
         for (path, error) in unreadable {
             let outcome = self.record_unreadable(&batch_id, &path, source, error);
@@ -218,6 +305,7 @@ impl Engine {
                 path: file.path,
                 size: file.size,
                 checksum: None,
+                parts: None,
             };
             let new = NewUpload {
                 upload_id: &job.upload_id,
@@ -244,43 +332,44 @@ impl Engine {
         let mut pending = jobs.into_iter().peekable();
         while pending.peek().is_some() {
             let chunk: Vec<Job> = pending.by_ref().take(backend.max_presign_batch()).collect();
-            let ready = self.prepare(chunk, backend.max_file_size(), &mut summary).await;
-            if ready.is_empty() {
-                continue;
-            }
-            let to_sign: Vec<FileToSign> = ready
-                .iter()
-                .map(|job| FileToSign {
-                    upload_id: job.upload_id.clone(),
-                    file_name: job.file_name.clone(),
-                    size: job.size,
-                    content_type: job.content_type.clone(),
-                    checksum_sha256: job.checksum.clone().unwrap_or_default(),
-                })
-                .collect();
-            let signed = match backend.presign(&to_sign).await {
-                Ok(signed) => signed,
-                Err(e) if e.is_batch_level() => {
-                    let error = Error::from(e);
-                    for job in ready.into_iter().chain(pending) {
+            let ready = self.prepare(chunk, &transfer, backend.as_ref(), &mut summary).await;
+            let (multipart, single): (Vec<Job>, Vec<Job>) = ready.into_iter().partition(|job| job.parts.is_some());
+
+            let (single, signed) = match self.presign_all(&single, backend.as_ref()).await {
+                Ok(signed) => (single, signed),
+                Err(error) if error.is_batch_level() => {
+                    for job in single.into_iter().chain(multipart).chain(pending) {
                         summary.files.push(self.fail(&job, &error));
                     }
                     return self.fail_batch(summary, error);
                 }
-                Err(e) => {
-                    let error = Error::from(e);
-                    for job in ready {
+                Err(error) => {
+                    for job in single {
                         summary.files.push(self.fail(&job, &error));
                     }
-                    continue;
+                    (Vec::new(), Vec::new())
                 }
             };
-            let outcomes: Vec<FileOutcome> = stream::iter(ready.into_iter().zip(signed))
-                .map(|(job, upload)| self.send_and_report(job, upload, backend.as_ref()))
-                .buffer_unordered(FILE_CONCURRENCY)
+            let singles = single.into_iter().zip(signed).map(|(job, url)| (job, Some(url)));
+            let all = singles.chain(multipart.into_iter().map(|job| (job, None)));
+            let results: Vec<Result<Sent, FileOutcome>> = stream::iter(all)
+                .map(|(job, url)| self.send(job, url, &transfer, backend.as_ref()))
+                .buffer_unordered(transfer.concurrency as usize)
                 .collect()
                 .await;
-            summary.files.extend(outcomes);
+            let mut sent = Vec::with_capacity(results.len());
+            for result in results {
+                match result {
+                    Ok(done) => sent.push(done),
+                    Err(failed) => summary.files.push(failed),
+                }
+            }
+            if let Err(error) = self.report_all(sent, backend.as_ref(), &mut summary).await {
+                for job in pending {
+                    summary.files.push(self.fail(&job, &error));
+                }
+                return self.fail_batch(summary, error);
+            }
         }
 
         self.emit(Event::BatchFinished {
@@ -291,22 +380,44 @@ impl Engine {
         summary
     }
 
-    /// Hashes the chunk's files; the ones that cannot be read or are too large fail here.
-    async fn prepare(&self, chunk: Vec<Job>, max_size: u64, summary: &mut BatchSummary) -> Vec<Job> {
-        let hashed: Vec<(Job, Result<String, Error>)> = stream::iter(chunk)
-            .map(|job| async move {
+    /// Hashes the chunk's files (in parts, for the ones that go up in parts); the ones that
+    /// cannot be read or are too large fail here.
+    async fn prepare(
+        &self,
+        chunk: Vec<Job>,
+        transfer: &TransferSettings,
+        backend: &dyn SigningBackend,
+        summary: &mut BatchSummary,
+    ) -> Vec<Job> {
+        let max_size = backend.max_file_size();
+        let multipart = backend.supports_multipart();
+        let hashed: Vec<(Job, Result<(), Error>)> = stream::iter(chunk)
+            .map(|mut job| async move {
                 if job.size > max_size {
-                    let error = TransferError::TooLarge { path: job.path.display().to_string(), size: job.size, limit: max_size };
+                    let error =
+                        TransferError::TooLarge { path: job.path.display().to_string(), size: job.size, limit: max_size };
                     return (job, Err(error.into()));
                 }
+                let plan = (multipart && job.size >= transfer.multipart_threshold)
+                    .then(|| PartPlan::new(job.size, transfer.part_size))
+                    .flatten();
                 let path = job.path.clone();
-                let result = match tokio::task::spawn_blocking(move || checksum::sha256_file(&path)).await {
-                    Ok(Ok((digest, len))) if len == job.size => Ok(digest),
-                    Ok(Ok((_, len))) => Err(TransferError::FileChanged {
+                let hashed = tokio::task::spawn_blocking(move || match plan {
+                    Some(plan) => checksum::sha256_parts(&path, plan.part_size).map(|(parts, whole, len)| (whole, len, Some((plan, parts)))),
+                    None => checksum::sha256_file(&path).map(|(whole, len)| (whole, len, None)),
+                })
+                .await;
+                let result = match hashed {
+                    Ok(Ok((_, len, _))) if len != job.size => Err(TransferError::FileChanged {
                         path: job.path.display().to_string(),
                         detail: format!("it was {} bytes and then {len} bytes", job.size),
                     }
                     .into()),
+                    Ok(Ok((whole, _, parts))) => {
+                        job.checksum = Some(whole);
+                        job.parts = parts;
+                        Ok(())
+                    }
                     Ok(Err(e)) => Err(scan::io_error(&job.path, e)),
                     Err(e) => Err(Error::Unreadable { path: job.path.display().to_string(), detail: e.to_string() }),
                 };
@@ -316,62 +427,161 @@ impl Engine {
             .collect()
             .await;
         let mut ready = Vec::with_capacity(hashed.len());
-        for (mut job, result) in hashed {
+        for (job, result) in hashed {
             match result {
-                Ok(digest) => {
-                    job.checksum = Some(digest);
-                    ready.push(job);
-                }
+                Ok(()) => ready.push(job),
                 Err(error) => summary.files.push(self.fail(&job, &error)),
             }
         }
         ready
     }
 
-    async fn send_and_report(&self, job: Job, upload: PresignedUpload, backend: &dyn SigningBackend) -> FileOutcome {
-        let checksum = job.checksum.clone().unwrap_or_default();
-        let store = &self.inner.store;
-        if let Err(e) = store.mark_uploading(&job.upload_id, &checksum, upload.key.as_deref(), &upload.object_url) {
-            return self.fail(&job, &e.into());
+    async fn presign_all(&self, jobs: &[Job], backend: &dyn SigningBackend) -> Result<Vec<PresignedUpload>, Error> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
         }
-        tracing::info!(upload_id = %job.upload_id, url = %backend::redact_url(&upload.url), size = job.size, "uploading");
+        let files: Vec<FileToSign> = jobs.iter().map(Job::to_sign).collect();
+        Ok(backend.presign(&files).await?)
+    }
 
-        let progress = self.progress_reporter(&job);
-        if let Err(e) = transfer::put_file(&self.inner.http, &upload, &job.path, job.size, progress).await {
-            return self.fail(&job, &e.into());
-        }
-        if let Err(e) = store.mark_reporting(&job.upload_id) {
-            return self.fail(&job, &e.into());
-        }
-        let report = CompletionReport {
-            upload_id: job.upload_id.clone(),
-            key: upload.key.clone(),
-            object_url: upload.object_url.clone(),
-            file_name: job.file_name.clone(),
-            size: job.size,
-            content_type: job.content_type.clone(),
-            checksum_sha256: checksum.clone(),
+    /// Sends one file's bytes: a single PUT when it has a URL, parts otherwise.
+    async fn send(
+        &self,
+        job: Job,
+        url: Option<PresignedUpload>,
+        transfer: &TransferSettings,
+        backend: &dyn SigningBackend,
+    ) -> Result<Sent, FileOutcome> {
+        let result = match url {
+            Some(url) => self.send_single(&job, url, backend).await,
+            None => self.send_multipart(&job, transfer, backend).await,
         };
-        if let Err(e) = backend.report(&report).await {
-            return self.fail(&job, &e.into());
+        match result {
+            Ok((key, object_url)) => Ok(Sent { job, key, object_url }),
+            Err(error) => Err(self.fail(&job, &error)),
         }
-        if let Err(e) = store.mark_uploaded(&job.upload_id) {
-            return self.fail(&job, &e.into());
+    }
+
+    async fn send_single(
+        &self,
+        job: &Job,
+        mut upload: PresignedUpload,
+        backend: &dyn SigningBackend,
+    ) -> Result<(Option<String>, String), Error> {
+        let checksum = job.checksum.as_deref().unwrap_or_default();
+        self.inner.store.mark_uploading(&job.upload_id, checksum, upload.key.as_deref(), &upload.object_url)?;
+        tracing::info!(upload_id = %job.upload_id, url = %backend::redact_url(&upload.url), size = job.size, "uploading");
+        let _permit = self.inner.permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
+        let range = Range { offset: 0, len: job.size, file_size: job.size };
+        let (mut attempt, mut resigns) = (0u32, 0u32);
+        loop {
+            let progress = self.progress_reporter(job);
+            let error = match transfer::put_range(&self.inner.http, &upload.url, &upload.headers, &job.path, range, progress).await {
+                Ok(_) => return Ok((upload.key, upload.object_url)),
+                Err(error) => error,
+            };
+            attempt += 1;
+            match transfer::classify(&error) {
+                Next::Retry if attempt < self.inner.retry.max_attempts => {
+                    tracing::info!(upload_id = %job.upload_id, attempt, "upload failed, retrying: {error}");
+                    tokio::time::sleep(self.inner.retry.delay(attempt)).await;
+                }
+                Next::Resign if resigns < MAX_RESIGNS => {
+                    tracing::info!(upload_id = %job.upload_id, "upload URL refused, signing it again: {error}");
+                    resigns += 1;
+                    upload = backend.presign(&[job.to_sign()]).await?.pop().ok_or(error)?;
+                }
+                _ => return Err(error.into()),
+            }
         }
+    }
+
+    async fn send_multipart(
+        &self,
+        job: &Job,
+        transfer: &TransferSettings,
+        backend: &dyn SigningBackend,
+    ) -> Result<(Option<String>, String), Error> {
+        let (plan, part_checksums) = job.parts.as_ref().expect("multipart jobs are planned");
+        let upload = backend.create_multipart(&job.to_sign()).await?;
+        let checksum = job.checksum.as_deref().unwrap_or_default();
+        self.inner.store.mark_uploading(&job.upload_id, checksum, Some(&upload.key), &upload.object_url)?;
+        tracing::info!(upload_id = %job.upload_id, key = %upload.key, parts = plan.part_count, "uploading in parts");
+        let progress = self.progress_reporter(job);
+        let run = MultipartRun {
+            client: &self.inner.http,
+            backend,
+            upload: &upload,
+            path: &job.path,
+            plan: *plan,
+            part_checksums,
+            permits: &self.inner.permits,
+            max_in_flight: transfer.concurrency as usize,
+            retry: self.inner.retry,
+            progress,
+        };
+        let completed = match transfer::upload_parts(&run).await {
+            Ok(parts) => backend.complete_multipart(&upload, &parts).await.map_err(Error::from),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = completed {
+            // Leave nothing half-done in the bucket: S3 keeps (and bills) unfinished uploads.
+            if let Err(abort) = backend.abort_multipart(&upload).await {
+                tracing::warn!(upload_id = %job.upload_id, "could not abort the multipart upload: {abort}");
+            }
+            return Err(error);
+        }
+        Ok((Some(upload.key), upload.object_url))
+    }
+
+    /// Tells the backend about every file of the chunk that landed, in as few round trips as
+    /// the flavour allows. Errs only when the backend as a whole is unusable.
+    async fn report_all(&self, sent: Vec<Sent>, backend: &dyn SigningBackend, summary: &mut BatchSummary) -> Result<(), Error> {
+        if sent.is_empty() {
+            return Ok(());
+        }
+        for done in &sent {
+            if let Err(e) = self.inner.store.mark_reporting(&done.job.upload_id) {
+                tracing::error!(upload_id = %done.job.upload_id, "could not record progress in history: {e}");
+            }
+        }
+        let reports: Vec<CompletionReport> = sent.iter().map(Sent::report).collect();
+        let results = match backend.report_batch(&reports).await {
+            Ok(results) => results,
+            Err(e) => {
+                let error = Error::from(e);
+                for done in &sent {
+                    summary.files.push(self.fail(&done.job, &error));
+                }
+                return Err(error);
+            }
+        };
+        for (done, result) in sent.into_iter().zip(results) {
+            let recorded = result.map_err(Error::from).and_then(|()| Ok(self.inner.store.mark_uploaded(&done.job.upload_id)?));
+            match recorded {
+                Ok(()) => summary.files.push(self.uploaded(done)),
+                Err(error) => summary.files.push(self.fail(&done.job, &error)),
+            }
+        }
+        Ok(())
+    }
+
+    fn uploaded(&self, done: Sent) -> FileOutcome {
+        let Sent { job, key, object_url } = done;
         self.emit(Event::FileUploaded {
             upload_id: job.upload_id.clone(),
-            key: upload.key.clone().unwrap_or_default(),
-            object_url: upload.object_url.clone(),
+            key: key.clone().unwrap_or_default(),
+            object_url: object_url.clone(),
             size: job.size,
         });
         FileOutcome {
             path: job.path,
             status: FileStatus::Uploaded,
-            key: upload.key,
+            key,
             size: Some(job.size),
             upload_id: Some(job.upload_id),
-            object_url: Some(upload.object_url),
-            checksum_sha256: Some(checksum),
+            object_url: Some(object_url),
+            checksum_sha256: job.checksum,
             error: None,
         }
     }
@@ -419,6 +629,7 @@ impl Engine {
             size: 0,
             content_type: String::new(),
             checksum: None,
+            parts: None,
         };
         let new = NewUpload {
             upload_id: &job.upload_id,

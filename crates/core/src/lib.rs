@@ -11,7 +11,7 @@ mod scan;
 pub mod store;
 pub mod transfer;
 
-pub use config::{default_data_dir, ApiFlavour, Settings};
+pub use config::{default_data_dir, ApiFlavour, Settings, TransferSettings};
 pub use engine::{BatchSummary, Engine, FileOutcome, FileStatus};
 pub use error::{Error, ErrorInfo};
 pub use events::Event;

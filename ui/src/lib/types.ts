@@ -7,6 +7,7 @@ export type { HistoryEntry } from "../bindings/HistoryEntry";
 export type { HistoryStatus } from "../bindings/HistoryStatus";
 export type { Settings } from "../bindings/Settings";
 export type { Source } from "../bindings/Source";
+export type { TransferSettings } from "../bindings/TransferSettings";
 
 /** Native drag state, on `dropship://drag`: the webview never sees the dropped paths. */
 export type DragState = "enter" | "leave" | "drop";

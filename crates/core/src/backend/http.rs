@@ -63,6 +63,9 @@ impl BackendHttp {
             detail,
         })?;
         match status.as_u16() {
+            // 204 and other empty answers read as JSON null.
+            200..=299 if body.iter().all(u8::is_ascii_whitespace) => serde_json::from_slice(b"null")
+                .map_err(|e| BackendError::BadResponse { url, detail: format!("{e}; the body was empty") }),
             200..=299 => serde_json::from_slice(&body).map_err(|e| BackendError::BadResponse {
                 url,
                 detail: format!("{e}; the body began with {:?}", preview(&body)),

@@ -72,6 +72,37 @@ pub struct CompletionReport {
     pub checksum_sha256: String,
 }
 
+/// A multipart upload the backend created.
+#[derive(Debug, Clone)]
+pub struct MultipartUpload {
+    pub key: String,
+    pub upload_id: String,
+    pub object_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PartToSign {
+    pub part_number: u32,
+    pub size: u64,
+    pub checksum_sha256: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct SignedPart {
+    pub part_number: u32,
+    pub url: url::Url,
+    pub headers: BTreeMap<String, String>,
+    /// When S3 stops accepting the URL; `None` when the backend did not say.
+    pub expires_at: Option<time::OffsetDateTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompletedPart {
+    pub part_number: u32,
+    pub etag: String,
+    pub checksum_sha256: Option<String>,
+}
+
 #[async_trait]
 pub trait SigningBackend: Send + Sync {
     /// The most files one `presign` call should carry.
@@ -82,8 +113,37 @@ pub trait SigningBackend: Send + Sync {
     async fn presign(&self, files: &[FileToSign]) -> Result<Vec<PresignedUpload>, BackendError>;
     /// Tells the backend an upload finished; succeeds once it is recorded (or was already).
     async fn report(&self, report: &CompletionReport) -> Result<(), BackendError>;
+    /// Reports many uploads in one round trip where the flavour allows; one result per report.
+    async fn report_batch(&self, reports: &[CompletionReport]) -> Result<Vec<Result<(), BackendError>>, BackendError> {
+        let mut results = Vec::with_capacity(reports.len());
+        for report in reports {
+            match self.report(report).await {
+                Err(e) if e.is_batch_level() => return Err(e),
+                result => results.push(result),
+            }
+        }
+        Ok(results)
+    }
     /// Checks that the backend is reachable and accepts the token.
     async fn check(&self) -> Result<(), BackendError>;
+
+    /// Whether the flavour can upload in parts; without it files are capped at one PUT.
+    fn supports_multipart(&self) -> bool {
+        false
+    }
+    async fn create_multipart(&self, _file: &FileToSign) -> Result<MultipartUpload, BackendError> {
+        Err(BackendError::Unsupported { what: "multipart uploads" })
+    }
+    /// Presigns the given parts, in order, in one round trip.
+    async fn sign_parts(&self, _upload: &MultipartUpload, _parts: &[PartToSign]) -> Result<Vec<SignedPart>, BackendError> {
+        Err(BackendError::Unsupported { what: "multipart uploads" })
+    }
+    async fn complete_multipart(&self, _upload: &MultipartUpload, _parts: &[CompletedPart]) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported { what: "multipart uploads" })
+    }
+    async fn abort_multipart(&self, _upload: &MultipartUpload) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported { what: "multipart uploads" })
+    }
 }
 
 /// S3's limit for a single PUT.
@@ -112,6 +172,8 @@ pub enum BackendError {
     BadResponse { url: String, detail: String },
     #[error("The backend refused: {message}")]
     Rejected { status: u16, message: String },
+    #[error("This backend's API flavour does not offer {what}.")]
+    Unsupported { what: &'static str },
     #[error("The backend at {url} failed with HTTP {status}{}. Try again later, or tell whoever runs the backend.", detail_suffix(.message))]
     ServerError { url: String, status: u16, message: String },
 }
@@ -128,11 +190,12 @@ impl BackendError {
             BackendError::BadResponse { .. } => "backend_bad_response",
             BackendError::Rejected { .. } => "backend_rejected",
             BackendError::ServerError { .. } => "backend_error",
+            BackendError::Unsupported { .. } => "unsupported",
         }
     }
 
     /// A rejection concerns one file; the others mean no file in the batch can go anywhere.
     pub fn is_batch_level(&self) -> bool {
-        !matches!(self, BackendError::Rejected { .. })
+        !matches!(self, BackendError::Rejected { .. } | BackendError::Unsupported { .. })
     }
 }

@@ -5,9 +5,14 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::http::BackendHttp;
-use super::{BackendError, CompletionReport, FileToSign, PresignedUpload, SigningBackend, SINGLE_PUT_LIMIT};
+use super::{
+    BackendError, CompletedPart, CompletionReport, FileToSign, MultipartUpload, PartToSign, PresignedUpload,
+    SignedPart, SigningBackend,
+};
+use crate::transfer::MAX_OBJECT_SIZE;
 
 /// The backend accepts up to 1,000 files per request; smaller batches keep the first PUT
 /// starting soon and a failed request cheap to retry.
@@ -54,12 +59,57 @@ struct PresignedEntry {
     object_url: Option<String>,
 }
 
+fn report_body(report: &CompletionReport, with_id: bool) -> ReportBody<'_> {
+    ReportBody {
+        client_upload_id: with_id.then_some(report.upload_id.as_str()),
+        key: report.key.as_deref(),
+        file_name: &report.file_name,
+        size: report.size,
+        content_type: &report.content_type,
+        checksum_sha256: &report.checksum_sha256,
+    }
+}
+
+#[derive(Deserialize)]
+struct BatchReportResponse {
+    results: Vec<BatchReportResult>,
+}
+
+#[derive(Deserialize)]
+struct BatchReportResult {
+    status: String,
+    error: Option<crate::ErrorInfo>,
+}
+
+#[derive(Deserialize)]
+struct CreatedMultipart {
+    key: String,
+    upload_id: String,
+    object_url: String,
+}
+
+#[derive(Deserialize)]
+struct SignedParts {
+    parts: Vec<SignedPartEntry>,
+}
+
+#[derive(Deserialize)]
+struct SignedPartEntry {
+    part_number: u32,
+    url: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    expires_at: Option<String>,
+}
+
 fn put() -> String {
     "PUT".into()
 }
 
 #[derive(Serialize)]
 struct ReportBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_upload_id: Option<&'a str>,
     key: Option<&'a str>,
     file_name: &'a str,
     size: u64,
@@ -74,7 +124,7 @@ impl SigningBackend for NativeBackend {
     }
 
     fn max_file_size(&self) -> u64 {
-        SINGLE_PUT_LIMIT
+        MAX_OBJECT_SIZE
     }
 
     async fn presign(&self, files: &[FileToSign]) -> Result<Vec<PresignedUpload>, BackendError> {
@@ -113,15 +163,99 @@ impl SigningBackend for NativeBackend {
     }
 
     async fn report(&self, report: &CompletionReport) -> Result<(), BackendError> {
-        let body = ReportBody {
-            key: report.key.as_deref(),
-            file_name: &report.file_name,
-            size: report.size,
-            content_type: &report.content_type,
-            checksum_sha256: &report.checksum_sha256,
-        };
         let route = format!("api/v1/uploads/{}/report", report.upload_id);
-        let _: serde_json::Value = self.http.post(&route, &body).await?;
+        let _: serde_json::Value = self.http.post(&route, &report_body(report, false)).await?;
+        Ok(())
+    }
+
+    async fn report_batch(&self, reports: &[CompletionReport]) -> Result<Vec<Result<(), BackendError>>, BackendError> {
+        let body = json!({ "reports": reports.iter().map(|r| report_body(r, true)).collect::<Vec<_>>() });
+        let response: BatchReportResponse = self.http.post("api/v1/reports", &body).await?;
+        let bad = |detail: String| BackendError::BadResponse { url: self.http.base_shown(), detail };
+        if response.results.len() != reports.len() {
+            return Err(bad(format!("sent {} reports, got {} results", reports.len(), response.results.len())));
+        }
+        Ok(response
+            .results
+            .into_iter()
+            .map(|result| match result.status.as_str() {
+                "recorded" | "already_recorded" => Ok(()),
+                _ => Err(BackendError::Rejected {
+                    status: 422,
+                    message: result.error.map(|e| e.message).unwrap_or_else(|| format!("status {}", result.status)),
+                }),
+            })
+            .collect())
+    }
+
+    fn supports_multipart(&self) -> bool {
+        true
+    }
+
+    async fn create_multipart(&self, file: &FileToSign) -> Result<MultipartUpload, BackendError> {
+        let body = json!({
+            "client_upload_id": file.upload_id,
+            "file_name": file.file_name,
+            "size": file.size,
+            "content_type": file.content_type,
+            "checksum_algorithm": "SHA256",
+        });
+        let created: CreatedMultipart = self.http.post("api/v1/multipart", &body).await?;
+        Ok(MultipartUpload { key: created.key, upload_id: created.upload_id, object_url: created.object_url })
+    }
+
+    async fn sign_parts(&self, upload: &MultipartUpload, parts: &[PartToSign]) -> Result<Vec<SignedPart>, BackendError> {
+        let body = json!({
+            "key": upload.key,
+            "upload_id": upload.upload_id,
+            "parts": parts.iter().map(|p| json!({
+                "part_number": p.part_number,
+                "size": p.size,
+                "checksum_sha256": p.checksum_sha256,
+            })).collect::<Vec<_>>(),
+        });
+        let response: SignedParts = self.http.post("api/v1/multipart/sign", &body).await?;
+        let bad = |detail: String| BackendError::BadResponse { url: self.http.base_shown(), detail };
+        if response.parts.len() != parts.len() {
+            return Err(bad(format!("asked to sign {} parts, got {}", parts.len(), response.parts.len())));
+        }
+        parts
+            .iter()
+            .zip(response.parts)
+            .map(|(asked, signed)| {
+                if asked.part_number != signed.part_number {
+                    return Err(bad("the part URLs came back out of order".into()));
+                }
+                let expires_at = signed.expires_at.as_deref().and_then(|at| {
+                    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+                });
+                Ok(SignedPart {
+                    part_number: signed.part_number,
+                    url: super::rails::parse_upload_url(&signed.url).map_err(bad)?,
+                    headers: signed.headers,
+                    expires_at,
+                })
+            })
+            .collect()
+    }
+
+    async fn complete_multipart(&self, upload: &MultipartUpload, parts: &[CompletedPart]) -> Result<(), BackendError> {
+        let body = json!({
+            "key": upload.key,
+            "upload_id": upload.upload_id,
+            "parts": parts.iter().map(|p| json!({
+                "part_number": p.part_number,
+                "etag": p.etag,
+                "checksum_sha256": p.checksum_sha256,
+            })).collect::<Vec<_>>(),
+        });
+        let _: serde_json::Value = self.http.post("api/v1/multipart/complete", &body).await?;
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, upload: &MultipartUpload) -> Result<(), BackendError> {
+        let body = json!({ "key": upload.key, "upload_id": upload.upload_id });
+        let _: serde_json::Value = self.http.post("api/v1/multipart/abort", &body).await?;
         Ok(())
     }
 

@@ -1,9 +1,16 @@
-//! The transfer engine: sends a file's bytes to S3 through a presigned URL, streamed from disk
-//! in fixed-size chunks so memory stays flat whatever the file size.
+//! The transfer engine: sends a file's bytes to S3 through presigned URLs — one PUT for a small
+//! file, parts in parallel for a large one — retrying what can succeed and re-signing URLs that
+//! expired.
 
-mod single_put;
+mod multipart;
+mod plan;
+mod put;
+mod retry;
 
-pub use single_put::{put_file, Progress};
+pub use multipart::{upload_parts, MultipartRun};
+pub use plan::{PartPlan, MAX_OBJECT_SIZE, MIN_PART_SIZE};
+pub use put::{put_range, Progress, Range};
+pub use retry::{classify, Next, RetryPolicy};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -18,8 +25,10 @@ pub enum TransferError {
     Network { detail: String },
     #[error("{path} changed while it was being uploaded ({detail}). Upload it again once it is no longer being written.")]
     FileChanged { path: String, detail: String },
-    #[error("{path} is {size} bytes, more than the {limit}-byte limit of a single upload with this backend.")]
+    #[error("{path} is {size} bytes, more than the {limit}-byte limit of an upload with this backend{}.", if *.limit < MAX_OBJECT_SIZE { " (its API has no multipart uploads)" } else { "" })]
     TooLarge { path: String, size: u64, limit: u64 },
+    #[error("S3 did not return an ETag for part {part} of the upload; the multipart upload was aborted.")]
+    MissingEtag { part: u32 },
 }
 
 impl TransferError {
@@ -31,6 +40,7 @@ impl TransferError {
             TransferError::Network { .. } => "network",
             TransferError::FileChanged { .. } => "file_changed",
             TransferError::TooLarge { .. } => "file_too_large",
+            TransferError::MissingEtag { .. } => "s3_error",
         }
     }
 }

@@ -1,0 +1,154 @@
+//! A multipart upload through presigned part URLs: parts go up in parallel (bounded by the
+//! engine's shared permits), URLs are signed in batches as the parts need them and signed
+//! again when they have expired or are about to, and failed parts are retried by the policy.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::{classify, put_range, Next, PartPlan, Range, RetryPolicy, TransferError};
+use crate::backend::{CompletedPart, MultipartUpload, PartToSign, SignedPart, SigningBackend};
+use crate::Error;
+
+/// Parts signed per backend round trip.
+const SIGN_BATCH: u32 = 64;
+/// A URL this close to expiry is signed again before use rather than sent and refused.
+const RESIGN_MARGIN: Duration = Duration::from_secs(60);
+/// Fresh URLs asked for one part before giving up on it (a URL refused twice after re-signing
+/// is not an expiry problem).
+const MAX_RESIGNS: u32 = 2;
+
+pub struct MultipartRun<'a> {
+    pub client: &'a reqwest::Client,
+    pub backend: &'a dyn SigningBackend,
+    pub upload: &'a MultipartUpload,
+    pub path: &'a Path,
+    pub plan: PartPlan,
+    /// Base64 SHA-256 of each part, signed into its URL so S3 verifies every part.
+    pub part_checksums: &'a [String],
+    /// Shared with every other transfer of the engine: one permit per request in flight.
+    pub permits: &'a Semaphore,
+    pub max_in_flight: usize,
+    pub retry: RetryPolicy,
+    /// Called with the bytes of the whole file sent so far.
+    pub progress: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+/// Uploads every part and returns them in order, ready for CompleteMultipartUpload. On error
+/// the caller aborts the upload.
+pub async fn upload_parts(run: &MultipartRun<'_>) -> Result<Vec<CompletedPart>, Error> {
+    let book = UrlBook::default();
+    let next = AtomicU32::new(1);
+    let sent = Arc::new(AtomicU64::new(0));
+    let done = Mutex::new(Vec::with_capacity(run.plan.part_count as usize));
+    let workers = run.max_in_flight.clamp(1, run.plan.part_count as usize);
+    futures_util::future::try_join_all((0..workers).map(|_| send_parts(run, &book, &next, &sent, &done))).await?;
+    let mut parts = done.into_inner().unwrap_or_else(|p| p.into_inner());
+    parts.sort_by_key(|p| p.part_number);
+    Ok(parts)
+}
+
+/// One worker: takes the next unsent part until there are none.
+async fn send_parts(
+    run: &MultipartRun<'_>,
+    book: &UrlBook,
+    next: &AtomicU32,
+    sent: &Arc<AtomicU64>,
+    done: &Mutex<Vec<CompletedPart>>,
+) -> Result<(), Error> {
+    loop {
+        let number = next.fetch_add(1, Ordering::Relaxed);
+        if number > run.plan.part_count {
+            return Ok(());
+        }
+        let _permit = run.permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
+        let etag = send_part(run, book, number, sent).await?;
+        let checksum = run.part_checksums.get(number as usize - 1).cloned();
+        done.lock().unwrap_or_else(|p| p.into_inner()).push(CompletedPart { part_number: number, etag, checksum_sha256: checksum });
+    }
+}
+
+async fn send_part(run: &MultipartRun<'_>, book: &UrlBook, number: u32, sent: &Arc<AtomicU64>) -> Result<String, Error> {
+    let (offset, len) = run.plan.range(number);
+    let range = Range { offset, len, file_size: run.plan.size };
+    let (mut attempt, mut resigns, mut force_sign) = (0u32, 0u32, false);
+    loop {
+        let signed = book.url_for(run, number, force_sign).await?;
+        let this_attempt = Arc::new(AtomicU64::new(0));
+        let progress = {
+            let this_attempt = this_attempt.clone();
+            let report = run.progress.clone();
+            let sent = sent.clone();
+            Arc::new(move |bytes: u64| {
+                let before = this_attempt.swap(bytes, Ordering::Relaxed);
+                report(sent.fetch_add(bytes - before, Ordering::Relaxed) + bytes - before);
+            })
+        };
+        match put_range(run.client, &signed.url, &signed.headers, run.path, range, progress).await {
+            Ok(Some(etag)) => return Ok(etag),
+            Ok(None) => return Err(TransferError::MissingEtag { part: number }.into()),
+            Err(error) => {
+                // What this attempt sent will be sent again: take it back out of the progress.
+                sent.fetch_sub(this_attempt.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+                attempt += 1;
+                match classify(&error) {
+                    Next::Retry if attempt < run.retry.max_attempts => {
+                        tracing::info!(part = number, attempt, "part failed, retrying: {error}");
+                        tokio::time::sleep(run.retry.delay(attempt)).await;
+                        force_sign = false;
+                    }
+                    Next::Resign if resigns < MAX_RESIGNS => {
+                        tracing::info!(part = number, "part URL refused, signing it again: {error}");
+                        resigns += 1;
+                        force_sign = true;
+                    }
+                    _ => return Err(error.into()),
+                }
+            }
+        }
+    }
+}
+
+/// Signed part URLs, fetched in batches on demand. One signing request at a time: workers that
+/// need a URL meanwhile wait for that batch instead of asking for the same parts again.
+#[derive(Default)]
+struct UrlBook {
+    signed: tokio::sync::Mutex<HashMap<u32, SignedPart>>,
+}
+
+impl UrlBook {
+    async fn url_for(&self, run: &MultipartRun<'_>, number: u32, force: bool) -> Result<SignedPart, Error> {
+        let mut signed = self.signed.lock().await;
+        if !force {
+            if let Some(part) = signed.get(&number).filter(|p| is_fresh(p)) {
+                return Ok(part.clone());
+            }
+        }
+        let last = number.saturating_add(SIGN_BATCH - 1).min(run.plan.part_count);
+        let wanted: Vec<PartToSign> = (number..=last)
+            .filter(|n| *n == number || !signed.get(n).is_some_and(is_fresh))
+            .map(|n| PartToSign {
+                part_number: n,
+                size: run.plan.range(n).1,
+                checksum_sha256: run.part_checksums.get(n as usize - 1).cloned(),
+            })
+            .collect();
+        for part in run.backend.sign_parts(run.upload, &wanted).await? {
+            signed.insert(part.part_number, part);
+        }
+        signed.get(&number).cloned().ok_or_else(|| {
+            Error::Backend(crate::backend::BackendError::BadResponse {
+                url: String::new(),
+                detail: format!("no URL came back for part {number}"),
+            })
+        })
+    }
+}
+
+fn is_fresh(part: &SignedPart) -> bool {
+    part.expires_at.is_none_or(|at| at - time::OffsetDateTime::now_utc() > RESIGN_MARGIN)
+}

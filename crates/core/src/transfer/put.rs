@@ -1,0 +1,112 @@
+//! One PUT of a byte range of a file to a presigned URL: a whole file, or one part of a
+//! multipart upload. The bytes are streamed from disk in fixed-size chunks, so memory stays
+//! flat whatever the size.
+
+use std::collections::BTreeMap;
+use std::io::SeekFrom;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::TransferError;
+
+/// Read size for streaming a file into a request body.
+const STREAM_CHUNK: usize = 256 * 1024;
+
+/// Called with the number of bytes of this request handed to the connection so far.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// The bytes to send: `len` bytes at `offset` of a file expected to be `file_size` bytes long.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    pub offset: u64,
+    pub len: u64,
+    pub file_size: u64,
+}
+
+/// PUTs the range with exactly the signed headers and returns the ETag S3 answered with.
+/// The length is declared up front, and the file's size is checked first, so a file that was
+/// changed meanwhile fails instead of storing something else.
+pub async fn put_range(
+    client: &reqwest::Client,
+    url: &url::Url,
+    headers: &BTreeMap<String, String>,
+    path: &Path,
+    range: Range,
+    progress: Progress,
+) -> Result<Option<String>, TransferError> {
+    let shown = path.display().to_string();
+    let changed = |detail: String| TransferError::FileChanged { path: shown.clone(), detail };
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| changed(e.to_string()))?;
+    let now = file.metadata().await.map_err(|e| changed(e.to_string()))?.len();
+    if now != range.file_size {
+        return Err(changed(format!("it was {} bytes when checked and is {now} bytes now", range.file_size)));
+    }
+    if range.offset > 0 {
+        file.seek(SeekFrom::Start(range.offset)).await.map_err(|e| changed(e.to_string()))?;
+    }
+
+    let mut sent = 0u64;
+    let stream = ReaderStream::with_capacity(file.take(range.len), STREAM_CHUNK).map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            sent += bytes.len() as u64;
+            progress(sent);
+        }
+        chunk
+    });
+    let request = headers
+        .iter()
+        .fold(client.put(url.clone()), |request, (name, value)| request.header(name, value))
+        .header(reqwest::header::CONTENT_LENGTH, range.len);
+    let request =
+        if range.len == 0 { request.body(Vec::new()) } else { request.body(reqwest::Body::wrap_stream(stream)) };
+
+    let response = request.send().await.map_err(|e| TransferError::Network { detail: crate::backend::http_error_detail(&e) })?;
+    let status = response.status();
+    if status.is_success() {
+        let etag = response.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        return Ok(etag);
+    }
+    let body = response.text().await.unwrap_or_default();
+    let (code, message) = parse_s3_error(&body);
+    Err(match (status.as_u16(), code.as_str()) {
+        (400, "BadDigest" | "XAmzContentChecksumMismatch" | "InvalidDigest") => TransferError::ChecksumMismatch { message },
+        (403, _) => TransferError::UrlRejected { code, message },
+        (status, _) => TransferError::S3Error { status, code, message },
+    })
+}
+
+/// S3 errors are XML: `<Error><Code>…</Code><Message>…</Message></Error>`.
+fn parse_s3_error(body: &str) -> (String, String) {
+    let field = |tag: &str| {
+        let open = format!("<{tag}>");
+        let start = body.find(&open)? + open.len();
+        let end = body[start..].find(&format!("</{tag}>"))? + start;
+        Some(body[start..end].trim().to_owned())
+    };
+    let code = field("Code").unwrap_or_else(|| "UnknownError".into());
+    let message = field("Message").unwrap_or_else(|| {
+        let text: String = body.chars().take(200).collect();
+        if text.is_empty() { "no details given".into() } else { text }
+    });
+    (code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_error_xml_gives_code_and_message() {
+        let xml = "<?xml version=\"1.0\"?><Error><Code>BadDigest</Code><Message>The sha256 you specified did not match.</Message></Error>";
+        assert_eq!(parse_s3_error(xml), ("BadDigest".into(), "The sha256 you specified did not match.".into()));
+    }
+
+    #[test]
+    fn a_non_xml_error_body_is_still_shown() {
+        assert_eq!(parse_s3_error("oops").1, "oops");
+    }
+}
