@@ -7,7 +7,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::db::DbError;
-use crate::signer::SignerError;
+use crate::signer::{MultipartError, SignerError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -79,6 +79,33 @@ impl From<SignerError> for ApiError {
                 "storage_unavailable",
                 "The backend could not reach the bucket to check the upload; report it again later.",
             ),
+            SignerError::Storage { .. } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "storage_unavailable",
+                "The backend could not reach the bucket; try again later.",
+            ),
+        }
+    }
+}
+
+impl From<MultipartError> for ApiError {
+    /// The general mapping; routes that give S3's refusal a meaning of their own (complete,
+    /// abort) match on the error before falling back to this.
+    fn from(error: MultipartError) -> Self {
+        match error {
+            MultipartError::NoSuchUpload { key, upload_id } => Self::new(
+                StatusCode::NOT_FOUND,
+                "upload_not_found",
+                format!(
+                    "S3 has no multipart upload {upload_id} for {key}: it was completed, aborted or never created. \
+                     Start a new one with POST /api/v1/multipart."
+                ),
+            ),
+            MultipartError::Refused { operation, key, code, message } => {
+                tracing::warn!(%key, %code, %message, "S3 refused to {operation} an object");
+                Self::unprocessable("storage_rejected", format!("S3 refused to {operation} {key}: {code}: {message}"))
+            }
+            MultipartError::Signer(error) => error.into(),
         }
     }
 }

@@ -7,9 +7,25 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Most files in one presign request and most reports in one batch report.
 pub const MAX_BATCH: usize = 1000;
 
-/// S3's limit for a single PUT (5 GiB). Bigger files need multipart, which this backend does
-/// not offer yet.
+/// S3's limit for a single PUT (5 GiB). Bigger files need a multipart upload.
 pub const MAX_SINGLE_PUT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// S3's limit for one object, and so for a multipart upload (5 TiB).
+pub const MAX_MULTIPART_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+
+/// S3's limit for one part (5 GiB). Its 5 MiB minimum (for every part but the last) is left
+/// to S3, which enforces it on completion (`EntityTooSmall`).
+pub const MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// S3's highest part number, and so the most parts one upload can complete with.
+pub const MAX_PART_NUMBER: i64 = 10_000;
+
+/// Most parts signed in one request: a client signs a window of parts at a time, and URLs
+/// expire, so signing all 10,000 at once would only waste them.
+pub const MAX_PARTS_PER_SIGN: usize = 1000;
+
+/// Longest accepted S3 upload id or ETag, in bytes (AWS's are well under 200).
+pub const MAX_UPLOAD_TOKEN_BYTES: usize = 1024;
 
 /// Default and maximum `limit` of `GET /api/v1/records`.
 pub const MAX_RECORDS_PAGE: u32 = 1000;

@@ -1,5 +1,8 @@
-//! Everything that talks to S3: presigned PUT URLs for clients, and the HEAD that checks an
-//! object really exists before the backend records it. No other module touches the SDK.
+//! Everything that talks to S3: presigned PUT URLs for clients, the HEAD that checks an
+//! object really exists before the backend records it, and multipart uploads (`multipart`).
+//! No other module touches the SDK.
+
+mod multipart;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -8,12 +11,14 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::{Credentials, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
-use aws_sdk_s3::types::ChecksumMode;
+use aws_sdk_s3::types::{ChecksumMode, ChecksumType};
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use time::OffsetDateTime;
 
 use crate::config::S3Settings;
+
+pub use multipart::{CompletingPart, MultipartError, PartToSign, UploadedPart};
 
 /// A URL the client PUTs its bytes to, and the headers it must send with it.
 #[derive(Debug, Clone)]
@@ -29,7 +34,8 @@ pub struct PresignedPut {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectHead {
     pub size: u64,
-    /// Base64 SHA-256 when the object was stored with one (a full-object checksum).
+    /// Base64 SHA-256 of the whole object when S3 holds one (a single PUT with a checksum);
+    /// `None` for multipart objects, whose checksum covers the parts' checksums instead.
     pub checksum_sha256: Option<String>,
 }
 
@@ -46,6 +52,10 @@ pub enum SignerError {
     Presign { key: String, detail: String },
     #[error("could not HEAD {key} in the bucket: {detail}")]
     Head { key: String, detail: String },
+    /// Any other S3 call that failed on the storage's side (network, 5xx, the backend's own
+    /// credentials or bucket refused).
+    #[error("could not {operation} {key}: {detail}")]
+    Storage { operation: &'static str, key: String, detail: String },
 }
 
 /// Presigns and checks objects in one bucket.
@@ -144,14 +154,20 @@ impl Signer {
         let result =
             self.client.head_object().bucket(&self.bucket).key(key).checksum_mode(ChecksumMode::Enabled).send().await;
         match result {
-            Ok(head) => Ok(Some(ObjectHead {
-                size: head.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-                checksum_sha256: head
+            Ok(head) => {
+                // A multipart object created with SHA-256 carries a checksum of its parts'
+                // checksums ("<base64>-N", type COMPOSITE), not the file's; keep it in that
+                // form so it is only ever compared with a composite checksum.
+                let composite = head.checksum_type() == Some(&ChecksumType::Composite);
+                let checksum_sha256 = head
                     .checksum_sha256()
-                    // Multipart objects carry a checksum of checksums ("…-N"), not the file's.
-                    .filter(|c| !c.contains('-'))
-                    .map(str::to_owned),
-            })),
+                    .filter(|c| !composite || c.contains('-'))
+                    .map(str::to_owned);
+                Ok(Some(ObjectHead {
+                    size: head.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                    checksum_sha256,
+                }))
+            }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => Err(SignerError::Head { key: key.to_owned(), detail: DisplayErrorContext(&e).to_string() }),
         }
@@ -186,7 +202,7 @@ pub fn without_query(url: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn settings(endpoint: Option<&str>, path_style: bool, accelerate: bool) -> S3Settings {
+    pub(super) fn settings(endpoint: Option<&str>, path_style: bool, accelerate: bool) -> S3Settings {
         S3Settings {
             endpoint: endpoint.map(str::to_owned),
             region: "us-east-1".to_owned(),
@@ -271,7 +287,7 @@ mod tests {
         assert_eq!(without_query("http://h/b/k"), "http://h/b/k");
     }
 
-    fn query_param(url: &str, name: &str) -> Option<String> {
+    pub(super) fn query_param(url: &str, name: &str) -> Option<String> {
         let query = url.split_once('?')?.1;
         query.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=')?;

@@ -21,6 +21,23 @@ pub fn is_sha256_base64(value: &str) -> bool {
     STANDARD.decode(value).is_ok_and(|bytes| bytes.len() == 32)
 }
 
+/// True for a whole-object checksum as S3 reports it: a file's SHA-256 (see
+/// [`is_sha256_base64`]), or for a multipart object the SHA-256 of its parts' SHA-256s
+/// followed by `-<number of parts>`.
+pub fn is_object_checksum(value: &str) -> bool {
+    match value.rsplit_once('-') {
+        Some((digest, parts)) => {
+            is_sha256_base64(digest) && parts.parse::<u32>().is_ok_and(|n| (1..=10_000).contains(&n))
+        }
+        None => is_sha256_base64(value),
+    }
+}
+
+/// Whether two object checksums can be compared: both of a whole file, or both composite.
+pub fn same_checksum_kind(a: &str, b: &str) -> bool {
+    a.contains('-') == b.contains('-')
+}
+
 /// The content type to sign, or `None` when the value cannot be an HTTP header a client sends
 /// (control characters, non-ASCII) or does not look like `type/subtype`.
 pub fn content_type_or_default(raw: Option<&str>) -> Option<String> {
@@ -52,6 +69,9 @@ mod tests {
     #[test]
     fn only_32_byte_padded_base64_is_a_sha256() {
         assert!(is_sha256_base64("ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="));
+        assert!(is_object_checksum("ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=-3"), "composite");
+        assert!(!is_object_checksum("ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=-0"), "no parts");
+        assert!(!is_object_checksum("ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=-x"));
         assert!(!is_sha256_base64("ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0"), "padding needed");
         assert!(!is_sha256_base64("AAAA"), "too short");
         assert!(

@@ -1,7 +1,9 @@
 //! The HTTP surface: the route table, bearer-token auth, request logging and the JSON 404/405.
-//! Handlers live in `native` (our API) and `rails` (the guide's two routes).
+//! Handlers live in `native` (our API), `multipart` (its multipart routes) and `rails` (the
+//! guide's two routes).
 
 mod body;
+mod multipart;
 mod native;
 mod rails;
 
@@ -98,6 +100,11 @@ fn protected_routes() -> RouteTable {
         .add(Verb::Post, "/api/v1/reports", native::report_batch)
         .add(Verb::Get, "/api/v1/records", native::list_records)
         .add(Verb::Get, "/api/v1/records/{client_upload_id}", native::get_record)
+        .add(Verb::Post, "/api/v1/multipart", multipart::create_upload)
+        .add(Verb::Post, "/api/v1/multipart/sign", multipart::sign_parts)
+        .add(Verb::Get, "/api/v1/multipart/parts", multipart::list_parts)
+        .add(Verb::Post, "/api/v1/multipart/complete", multipart::complete_upload)
+        .add(Verb::Post, "/api/v1/multipart/abort", multipart::abort_upload)
         .add(Verb::Post, "/api/attachments/generate_upload_url", rails::generate_upload_url)
         .add(Verb::Post, "/api/attachments", rails::create_attachment)
 }
@@ -200,7 +207,7 @@ mod tests {
         let document: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json is valid JSON");
         assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "it is an OpenAPI 3.1 document");
         let routes = served_routes();
-        assert!(routes.len() >= 9, "the table lists all routes");
+        assert!(routes.len() >= 14, "the table lists all routes");
         for (verb, path) in routes {
             assert!(
                 document["paths"][path][verb.openapi_name()].is_object(),

@@ -20,7 +20,7 @@ use crate::db::{Flavour, NewRecord, Record, RecordOutcome};
 use crate::error::ApiError;
 use crate::limits::{MAX_BATCH, MAX_RECORDS_PAGE, MAX_SINGLE_PUT_BYTES, REPORT_CHECK_CONCURRENCY};
 use crate::signer::{without_query, PutConditions};
-use crate::validate::{canonical_upload_id, content_type_or_default, is_sha256_base64};
+use crate::validate::{canonical_upload_id, content_type_or_default, is_object_checksum, is_sha256_base64, same_checksum_kind};
 
 pub async fn ping() -> Json<Value> {
     Json(json!({
@@ -62,7 +62,7 @@ pub async fn presign_batch(
     State(app): State<AppState>,
     ApiJson(request): ApiJson<PresignRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    check_batch_size("files", request.files.len())?;
+    check_batch_size("files", request.files.len(), MAX_BATCH)?;
     let mut seen = HashSet::new();
     let mut checked = Vec::with_capacity(request.files.len());
     for (index, file) in request.files.iter().enumerate() {
@@ -118,7 +118,7 @@ fn check_presign_file(index: usize, file: &PresignFile) -> Result<(String, Strin
             "file_too_large",
             format!(
                 "files[{index}] is {} bytes; a single PUT carries at most 5 GiB ({MAX_SINGLE_PUT_BYTES} bytes). \
-                 Larger files need a multipart upload, which this backend does not offer yet.",
+                 Upload larger files in parts: POST /api/v1/multipart.",
                 file.size
             ),
         ));
@@ -138,17 +138,33 @@ fn check_presign_file(index: usize, file: &PresignFile) -> Result<(String, Strin
     Ok((id, content_type))
 }
 
-fn check_batch_size(field: &str, count: usize) -> Result<(), ApiError> {
+/// `empty_batch` / `batch_too_large` unless `count` is from 1 to `max`.
+pub(super) fn check_batch_size(field: &str, count: usize, max: usize) -> Result<(), ApiError> {
     if count == 0 {
         return Err(ApiError::unprocessable("empty_batch", format!("`{field}` is empty; send at least one.")));
     }
-    if count > MAX_BATCH {
+    if count > max {
         return Err(ApiError::unprocessable(
             "batch_too_large",
-            format!("`{field}` has {count} entries; send at most {MAX_BATCH} per request."),
+            format!("`{field}` has {count} entries; send at most {max} per request."),
         ));
     }
     Ok(())
+}
+
+/// `key_not_allowed` unless the key has the shape this backend hands out, so a client can only
+/// ever act on objects inside the prefix that the backend itself named.
+pub(super) fn check_issued_key(app: &AppState, key: &str) -> Result<(), ApiError> {
+    if app.keys.is_issued_shape(key) {
+        return Ok(());
+    }
+    Err(ApiError::unprocessable(
+        "key_not_allowed",
+        format!(
+            "The key {key:?} is not one this backend hands out (`{}/<uuid>/<file name>`); use the key from the presign or multipart response.",
+            app.keys.prefix()
+        ),
+    ))
 }
 
 /// The body of a completion report.
@@ -193,20 +209,12 @@ async fn record_report(
     let client_upload_id = canonical_upload_id(raw_client_upload_id).ok_or_else(|| {
         ApiError::unprocessable("invalid_client_upload_id", "The client_upload_id must be a UUID chosen by the client.")
     })?;
-    if !app.keys.is_issued_shape(&report.key) {
-        return Err(ApiError::unprocessable(
-            "key_not_allowed",
-            format!(
-                "The key {:?} is not one this backend hands out (`{}/<uuid>/<file name>`); report the key from the presign response.",
-                report.key,
-                app.keys.prefix()
-            ),
-        ));
-    }
-    if !is_sha256_base64(&report.checksum_sha256) {
+    check_issued_key(app, &report.key)?;
+    if !is_object_checksum(&report.checksum_sha256) {
         return Err(ApiError::unprocessable(
             "invalid_checksum",
-            "checksum_sha256 must be the standard base64 (with padding) of the file's 32-byte SHA-256.",
+            "checksum_sha256 must be the standard base64 (with padding) of the file's 32-byte SHA-256, \
+             or for a multipart upload S3's composite checksum `<base64>-<parts>`.",
         ));
     }
     let content_type = content_type_or_default(report.content_type.as_deref()).ok_or_else(|| {
@@ -243,7 +251,8 @@ async fn record_report(
             ),
         ));
     }
-    if head.checksum_sha256.as_ref().is_some_and(|stored| *stored != report.checksum_sha256) {
+    let differs = |stored: &String| same_checksum_kind(stored, &report.checksum_sha256) && *stored != report.checksum_sha256;
+    if head.checksum_sha256.as_ref().is_some_and(differs) {
         return Err(ApiError::unprocessable(
             "checksum_mismatch",
             format!(
@@ -311,7 +320,7 @@ pub async fn report_batch(
     State(app): State<AppState>,
     ApiJson(request): ApiJson<BatchReportRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    check_batch_size("reports", request.reports.len())?;
+    check_batch_size("reports", request.reports.len(), MAX_BATCH)?;
     let total = request.reports.len();
     let permits = Arc::new(Semaphore::new(REPORT_CHECK_CONCURRENCY));
     let mut tasks = JoinSet::new();

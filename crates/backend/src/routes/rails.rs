@@ -87,7 +87,7 @@ impl From<SignerError> for RailsErrors {
         match error {
             SignerError::Presign { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR)
                 .with("base", "the backend could not sign an upload URL; tell the operator"),
-            SignerError::Head { .. } => Self::new(StatusCode::BAD_GATEWAY)
+            SignerError::Head { .. } | SignerError::Storage { .. } => Self::new(StatusCode::BAD_GATEWAY)
                 .with("base", "the backend could not reach the bucket to check the upload; try again later"),
         }
     }

@@ -104,6 +104,31 @@ pub fn put(url: &str, headers: &[(String, String)], body: &[u8]) -> (StatusCode,
     })
 }
 
+/// What S3 answered to a PUT of a part: status, `ETag` header and body text.
+#[derive(Debug)]
+pub struct PutReply {
+    pub status: StatusCode,
+    pub etag: Option<String>,
+    pub text: String,
+}
+
+/// PUTs `body` to a URL with the given headers and keeps the `ETag` that S3 answers with.
+pub fn put_keeping_etag(url: &str, headers: &[(String, String)], body: &[u8]) -> PutReply {
+    let url = url.to_owned();
+    let headers = headers.to_vec();
+    let body = body.to_vec();
+    block_on(async move {
+        let mut request = http().put(&url).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.expect("the PUT reaches S3");
+        let status = response.status();
+        let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        PutReply { status, etag, text: response.text().await.unwrap_or_default() }
+    })
+}
+
 /// The `headers` object of a presigned upload as pairs.
 pub fn headers_of(upload: &Value) -> Vec<(String, String)> {
     upload["headers"]
