@@ -1,6 +1,7 @@
 //! Shared helpers for the system tests: processes that are always stopped, and the pieces of a
 //! desktop session (Xvfb, tauri-driver, a GTK drag source, xdotool) for the GUI test.
 
+pub mod cli;
 pub mod desktop;
 pub mod process;
 
