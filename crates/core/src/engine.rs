@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use crate::backend::{self, CompletionReport, FileToSign, PresignedUpload, SigningBackend};
 use crate::config::{TransferSettings, HISTORY_FILE};
 use crate::store::{NewUpload, Store};
-use crate::transfer::{self, MultipartRun, Next, PartPlan, Range, RetryPolicy, TransferError};
+use crate::transfer::{self, MultipartRun, Next, PartPlan, RetryPolicy, TransferError};
 use crate::{checksum, scan, Error, ErrorInfo, Event, HistoryEntry, HistoryQuery, Settings, Source};
 
 /// Fresh URLs asked for one file before giving up on it: a URL refused again right after
@@ -472,11 +472,10 @@ impl Engine {
         self.inner.store.mark_uploading(&job.upload_id, checksum, upload.key.as_deref(), &upload.object_url)?;
         tracing::info!(upload_id = %job.upload_id, url = %backend::redact_url(&upload.url), size = job.size, "uploading");
         let _permit = self.inner.permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
-        let range = Range { offset: 0, len: job.size, file_size: job.size };
         let (mut attempt, mut resigns) = (0u32, 0u32);
         loop {
             let progress = self.progress_reporter(job);
-            let error = match transfer::put_range(&self.inner.http, &upload.url, &upload.headers, &job.path, range, progress).await {
+            let error = match transfer::send_file(&self.inner.http, &upload, &job.path, job.size, progress).await {
                 Ok(_) => return Ok((upload.key, upload.object_url)),
                 Err(error) => error,
             };

@@ -36,8 +36,20 @@ pub struct PresignedUpload {
     pub url: url::Url,
     /// Headers that were signed into the URL and must be sent exactly.
     pub headers: BTreeMap<String, String>,
+    pub method: UploadMethod,
     /// The object's URL without a query string (what history and reports show).
     pub object_url: String,
+}
+
+/// How the bytes go to the URL.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum UploadMethod {
+    /// A PUT with the file as the body.
+    #[default]
+    Put,
+    /// A presigned POST form (S3's browser-upload policy): these fields, in order, then the
+    /// file as the last field.
+    PostForm { fields: Vec<(String, String)> },
 }
 
 // A presigned URL is a bearer credential until it expires: never print its signature.

@@ -157,7 +157,14 @@ impl SigningBackend for NativeBackend {
                 }
                 let url = super::rails::parse_upload_url(&entry.url).map_err(bad)?;
                 let object_url = entry.object_url.unwrap_or_else(|| super::redact_url(&url));
-                Ok(PresignedUpload { upload_id: entry.client_upload_id, key: Some(entry.key), url, headers: entry.headers, object_url })
+                Ok(PresignedUpload {
+                    upload_id: entry.client_upload_id,
+                    key: Some(entry.key),
+                    url,
+                    headers: entry.headers,
+                    method: super::UploadMethod::Put,
+                    object_url,
+                })
             })
             .collect()
     }

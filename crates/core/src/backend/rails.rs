@@ -60,6 +60,7 @@ impl SigningBackend for RailsBackend {
                 object_url: super::redact_url(&url),
                 url,
                 headers: generated.headers,
+                method: super::UploadMethod::Put,
             });
         }
         Ok(signed)

@@ -9,7 +9,7 @@ mod retry;
 
 pub use multipart::{upload_parts, MultipartRun};
 pub use plan::{PartPlan, MAX_OBJECT_SIZE, MIN_PART_SIZE};
-pub use put::{put_range, Progress, Range};
+pub use put::{put_range, send_file, Progress, Range};
 pub use retry::{classify, Next, RetryPolicy};
 
 #[derive(Debug, thiserror::Error)]

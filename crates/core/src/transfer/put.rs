@@ -27,6 +27,27 @@ pub struct Range {
     pub file_size: u64,
 }
 
+/// Sends a whole file the way its presigned upload says: a PUT, or a presigned POST form.
+pub async fn send_file(
+    client: &reqwest::Client,
+    upload: &crate::backend::PresignedUpload,
+    path: &Path,
+    size: u64,
+    progress: Progress,
+) -> Result<(), TransferError> {
+    let range = Range { offset: 0, len: size, file_size: size };
+    match &upload.method {
+        crate::backend::UploadMethod::Put => {
+            put_range(client, &upload.url, &upload.headers, path, range, progress).await.map(drop)
+        }
+        crate::backend::UploadMethod::PostForm { .. } => Err(TransferError::S3Error {
+            status: 0,
+            code: "Unsupported".into(),
+            message: "presigned POST forms are not supported yet".into(),
+        }),
+    }
+}
+
 /// PUTs the range with exactly the signed headers and returns the ETag S3 answered with.
 /// The length is declared up front, and the file's size is checked first, so a file that was
 /// changed meanwhile fails instead of storing something else.
