@@ -2,6 +2,7 @@
 //! desktop session (Xvfb, tauri-driver, a GTK drag source, xdotool) for the GUI test.
 
 pub mod cli;
+pub mod companion;
 pub mod desktop;
 pub mod process;
 

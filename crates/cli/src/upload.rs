@@ -42,7 +42,19 @@ pub async fn run(args: UploadArgs) -> ExitCode {
     }
 
     let progress = (!args.json && std::io::stderr().is_terminal()).then(|| show_progress(&engine));
-    let summary = engine.upload(args.paths, Source::Cli).await;
+    let upload = engine.upload(args.paths, Source::Cli);
+    tokio::pin!(upload);
+    let mut interrupted = false;
+    let summary = tokio::select! {
+        summary = &mut upload => summary,
+        _ = tokio::signal::ctrl_c() => {
+            // Let the engine abort what is in flight, so nothing is left half-done in the bucket.
+            eprintln!("dropship: interrupted; cancelling the uploads in progress…");
+            interrupted = true;
+            engine.cancel_all();
+            upload.await
+        }
+    };
     if let Some(progress) = progress {
         progress.abort();
         let _ = progress.await;
@@ -51,6 +63,9 @@ pub async fn run(args: UploadArgs) -> ExitCode {
 
     if let Some(error) = &summary.error {
         return setup_error(error);
+    }
+    if interrupted {
+        return ExitCode::from(130);
     }
     if summary.count(FileStatus::Uploaded) == summary.files.len() {
         ExitCode::SUCCESS
@@ -127,6 +142,13 @@ fn show_progress(engine: &Engine) -> tokio::task::JoinHandle<()> {
                 }
                 Event::FileUploaded { .. } | Event::FileFailed { .. } => finished += 1,
                 Event::BatchFinished { .. } | Event::BatchFailed { .. } => break,
+                Event::FileRetrying { offline, retry_in_ms, reason, .. } => {
+                    let wait = retry_in_ms.div_ceil(1000);
+                    let what = if offline { "offline".to_owned() } else { reason.message };
+                    bar.set_message(format!("{finished}/{files} files — {what}; retrying in {wait} s"));
+                    continue;
+                }
+                _ => {}
             }
             bar.set_message(format!("{finished}/{files} files"));
         }

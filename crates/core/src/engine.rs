@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::backend::{self, CompletionReport, FileToSign, PresignedUpload, SigningBackend};
 use crate::config::{TransferSettings, HISTORY_FILE};
+use crate::control::{Controls, Gate};
 use crate::store::{NewUpload, Store};
 use crate::transfer::{self, MultipartRun, Next, PartPlan, RetryPolicy, TransferError};
 use crate::{checksum, scan, Error, ErrorInfo, Event, HistoryEntry, HistoryQuery, Settings, Source};
@@ -48,6 +49,7 @@ struct Inner {
     /// The permits `permits` was last sized to (settings can change it while running).
     permit_count: Mutex<usize>,
     retry: RetryPolicy,
+    controls: Controls,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -101,6 +103,7 @@ struct Job {
     checksum: Option<String>,
     /// For files that go up in parts: the plan and each part's base64 SHA-256.
     parts: Option<(PartPlan, Vec<String>)>,
+    gate: Gate,
 }
 
 impl Job {
@@ -170,6 +173,7 @@ impl Engine {
                 permits: Semaphore::new(concurrency),
                 permit_count: Mutex::new(concurrency),
                 retry: RetryPolicy::default(),
+                controls: Controls::default(),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
             }),
@@ -236,6 +240,48 @@ impl Engine {
         self.run_batch(uuid::Uuid::new_v4().to_string(), paths, source).await
     }
 
+    /// Pauses one running upload: nothing more is sent until it is resumed. False when there is
+    /// no such upload running.
+    pub fn pause(&self, upload_id: &str) -> bool {
+        let found = self.inner.controls.set_paused(upload_id, true);
+        if found {
+            self.emit(Event::FilePaused { upload_id: upload_id.to_owned() });
+        }
+        found
+    }
+
+    pub fn resume(&self, upload_id: &str) -> bool {
+        let found = self.inner.controls.set_paused(upload_id, false);
+        if found {
+            self.emit(Event::FileResumed { upload_id: upload_id.to_owned() });
+        }
+        found
+    }
+
+    /// Cancels one running upload; a multipart upload is aborted on the backend.
+    pub fn cancel(&self, upload_id: &str) -> bool {
+        self.inner.controls.cancel(upload_id)
+    }
+
+    /// Pauses every upload, the ones that start later included, until [`Engine::resume_all`].
+    pub fn pause_all(&self) {
+        self.inner.controls.set_all_paused(true);
+        self.emit(Event::QueuePaused { paused: true });
+    }
+
+    pub fn resume_all(&self) {
+        self.inner.controls.set_all_paused(false);
+        self.emit(Event::QueuePaused { paused: false });
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.inner.controls.all_paused()
+    }
+
+    pub fn cancel_all(&self) {
+        self.inner.controls.cancel_all();
+    }
+
     /// Stops running batches and waits for them to let go.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
@@ -298,14 +344,16 @@ impl Engine {
 
         let mut jobs = Vec::with_capacity(found.len());
         for file in found {
+            let upload_id = uuid::Uuid::new_v4().to_string();
             let job = Job {
-                upload_id: uuid::Uuid::new_v4().to_string(),
                 file_name: file_name_of(&file.path),
                 content_type: mime_guess::from_path(&file.path).first_or_octet_stream().essence_str().to_owned(),
                 path: file.path,
                 size: file.size,
                 checksum: None,
                 parts: None,
+                gate: self.inner.controls.register(&upload_id),
+                upload_id,
             };
             let new = NewUpload {
                 upload_id: &job.upload_id,
@@ -453,6 +501,7 @@ impl Engine {
         backend: &dyn SigningBackend,
     ) -> Result<Sent, FileOutcome> {
         let result = match url {
+            _ if job.gate.is_cancelled() => Err(Error::Cancelled),
             Some(url) => self.send_single(&job, url, backend).await,
             None => self.send_multipart(&job, transfer, backend).await,
         };
@@ -471,19 +520,31 @@ impl Engine {
         let checksum = job.checksum.as_deref().unwrap_or_default();
         self.inner.store.mark_uploading(&job.upload_id, checksum, upload.key.as_deref(), &upload.object_url)?;
         tracing::info!(upload_id = %job.upload_id, url = %backend::redact_url(&upload.url), size = job.size, "uploading");
-        let _permit = self.inner.permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
         let (mut attempt, mut resigns) = (0u32, 0u32);
+        let mut gate = job.gate.clone();
+        let on_retry = self.retry_reporter(job);
         loop {
+            gate.wait_open().await.map_err(|_| Error::Cancelled)?;
+            let _permit = self.inner.permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
             let progress = self.progress_reporter(job);
-            let error = match transfer::send_file(&self.inner.http, &upload, &job.path, job.size, progress).await {
-                Ok(_) => return Ok((upload.key, upload.object_url)),
+            let sending = transfer::send_file(&self.inner.http, &upload, &job.path, job.size, progress);
+            let result = tokio::select! {
+                result = sending => result,
+                // Paused or cancelled: a single PUT cannot be resumed midway, so it starts over.
+                _ = gate.closed() => continue,
+            };
+            let error = match result {
+                Ok(()) => return Ok((upload.key, upload.object_url)),
                 Err(error) => error,
             };
             attempt += 1;
             match transfer::classify(&error) {
                 Next::Retry if attempt < self.inner.retry.max_attempts => {
                     tracing::info!(upload_id = %job.upload_id, attempt, "upload failed, retrying: {error}");
-                    tokio::time::sleep(self.inner.retry.delay(attempt)).await;
+                    let delay = self.inner.retry.delay(attempt);
+                    on_retry(attempt, delay, &error);
+                    drop(_permit);
+                    tokio::time::sleep(delay).await;
                 }
                 Next::Resign if resigns < MAX_RESIGNS => {
                     tracing::info!(upload_id = %job.upload_id, "upload URL refused, signing it again: {error}");
@@ -518,10 +579,16 @@ impl Engine {
             max_in_flight: transfer.concurrency as usize,
             retry: self.inner.retry,
             progress,
+            on_retry: self.retry_reporter(job),
+            gate: job.gate.clone(),
         };
-        let completed = match transfer::upload_parts(&run).await {
-            Ok(parts) => backend.complete_multipart(&upload, &parts).await.map_err(Error::from),
-            Err(error) => Err(error),
+        let sending = async {
+            let parts = transfer::upload_parts(&run).await?;
+            Ok::<_, Error>(backend.complete_multipart(&upload, &parts).await?)
+        };
+        let completed = tokio::select! {
+            result = sending => result,
+            _ = job.gate.cancelled() => Err(Error::Cancelled),
         };
         if let Err(error) = completed {
             // Leave nothing half-done in the bucket: S3 keeps (and bills) unfinished uploads.
@@ -567,6 +634,7 @@ impl Engine {
 
     fn uploaded(&self, done: Sent) -> FileOutcome {
         let Sent { job, key, object_url } = done;
+        self.inner.controls.forget(&job.upload_id);
         self.emit(Event::FileUploaded {
             upload_id: job.upload_id.clone(),
             key: key.clone().unwrap_or_default(),
@@ -589,18 +657,31 @@ impl Engine {
         let engine = self.clone();
         let upload_id = job.upload_id.clone();
         let total = job.size;
-        let last = Mutex::new(None::<Instant>);
+        let speed = Mutex::new(SpeedMeter::default());
         Arc::new(move |bytes_done| {
-            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
-            let due = last.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL);
-            if due || bytes_done == total {
-                *last = Some(Instant::now());
-                engine.emit(Event::FileProgress { upload_id: upload_id.clone(), bytes_done, total });
+            let mut speed = speed.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(bytes_per_second) = speed.sample(bytes_done, bytes_done == total) {
+                engine.emit(Event::FileProgress { upload_id: upload_id.clone(), bytes_done, total, bytes_per_second });
             }
         })
     }
 
+    fn retry_reporter(&self, job: &Job) -> transfer::OnRetry {
+        let engine = self.clone();
+        let upload_id = job.upload_id.clone();
+        Arc::new(move |attempt, delay, error| {
+            engine.emit(Event::FileRetrying {
+                upload_id: upload_id.clone(),
+                attempt,
+                retry_in_ms: delay.as_millis() as u64,
+                offline: matches!(error, TransferError::Network { .. }),
+                reason: Error::from(error.clone()).info(),
+            });
+        })
+    }
+
     fn fail(&self, job: &Job, error: &Error) -> FileOutcome {
+        self.inner.controls.forget(&job.upload_id);
         let info = error.info();
         if let Err(e) = self.inner.store.mark_failed(&job.upload_id, &info.code, &info.message) {
             tracing::error!(upload_id = %job.upload_id, "could not record the failure in history: {e}");
@@ -629,6 +710,7 @@ impl Engine {
             content_type: String::new(),
             checksum: None,
             parts: None,
+            gate: Gate::inert(),
         };
         let new = NewUpload {
             upload_id: &job.upload_id,
@@ -657,4 +739,34 @@ impl Engine {
 
 fn file_name_of(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+/// Bytes per second, smoothed so the number a person reads does not jump with every chunk.
+#[derive(Default)]
+struct SpeedMeter {
+    last: Option<(Instant, u64)>,
+    smoothed: f64,
+}
+
+impl SpeedMeter {
+    /// Takes a progress sample; returns the speed when an event is due (at most every
+    /// [`PROGRESS_INTERVAL`], and always for the last byte).
+    fn sample(&mut self, bytes_done: u64, finished: bool) -> Option<u64> {
+        let now = Instant::now();
+        let Some((at, bytes)) = self.last else {
+            self.last = Some((now, bytes_done));
+            return Some(0);
+        };
+        let elapsed = now.duration_since(at);
+        if elapsed < PROGRESS_INTERVAL && !finished {
+            return None;
+        }
+        let seconds = elapsed.as_secs_f64().max(1e-3);
+        let instant = bytes_done.saturating_sub(bytes) as f64 / seconds;
+        // An exponential moving average with a time constant of about two seconds.
+        let weight = (seconds / 2.0).min(1.0);
+        self.smoothed = if self.smoothed == 0.0 { instant } else { self.smoothed + weight * (instant - self.smoothed) };
+        self.last = Some((now, bytes_done));
+        Some(self.smoothed as u64)
+    }
 }

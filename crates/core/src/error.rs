@@ -30,6 +30,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error("Dropship is shutting down; the upload was not finished.")]
     ShuttingDown,
+    #[error("Cancelled. Nothing was left behind in the bucket.")]
+    Cancelled,
 }
 
 impl Error {
@@ -44,6 +46,7 @@ impl Error {
             Error::Transfer(e) => e.code(),
             Error::Store(_) => "history_store",
             Error::ShuttingDown => "shutting_down",
+            Error::Cancelled => "cancelled",
         }
     }
 

@@ -26,6 +26,29 @@ pub enum Event {
         bytes_done: u64,
         #[ts(type = "number")]
         total: u64,
+        /// Smoothed over the last few seconds.
+        #[ts(type = "number")]
+        bytes_per_second: u64,
+    },
+    /// A request failed and will be tried again after `retry_in_ms`. `offline` when the
+    /// network itself failed (no connection, timeouts), so the UI can say "offline".
+    FileRetrying {
+        upload_id: String,
+        attempt: u32,
+        #[ts(type = "number")]
+        retry_in_ms: u64,
+        offline: bool,
+        reason: ErrorInfo,
+    },
+    FilePaused {
+        upload_id: String,
+    },
+    FileResumed {
+        upload_id: String,
+    },
+    /// Everything is paused (`paused: true`) or running again.
+    QueuePaused {
+        paused: bool,
     },
     FileUploaded {
         upload_id: String,

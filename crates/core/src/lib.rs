@@ -4,6 +4,7 @@
 pub mod backend;
 mod checksum;
 pub mod config;
+mod control;
 mod engine;
 mod error;
 mod events;

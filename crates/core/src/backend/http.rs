@@ -47,6 +47,11 @@ impl BackendHttp {
         self.send(request).await
     }
 
+    pub async fn delete<T: DeserializeOwned>(&self, route: &str) -> Result<T, BackendError> {
+        let request = self.client.delete(self.url(route));
+        self.send(request).await
+    }
+
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, BackendError> {
         let mut request = request.header(reqwest::header::ACCEPT, "application/json");
         if !self.token.is_empty() {
@@ -106,6 +111,10 @@ fn error_message(body: &[u8], status: reqwest::StatusCode) -> String {
     }
     if let Some(errors) = json.get("errors") {
         return rails_errors(errors);
+    }
+    // Express apps (Companion's 404 and 500 pages) answer `{"message": …}`.
+    if let Some(message) = json.get("message").and_then(|m| m.as_str()) {
+        return message.to_owned();
     }
     fallback()
 }
@@ -173,6 +182,8 @@ mod tests {
         let native = br#"{"error":{"code":"object_missing","message":"The object is not in the bucket."}}"#;
         assert_eq!(error_message(native, reqwest::StatusCode::UNPROCESSABLE_ENTITY), "The object is not in the bucket.");
         assert_eq!(error_message(br#"{"error":"bad key"}"#, reqwest::StatusCode::BAD_REQUEST), "bad key");
+        let express = br#"{"message":"connect ECONNREFUSED 127.0.0.1:1","error":{"errno":-111}}"#;
+        assert_eq!(error_message(express, reqwest::StatusCode::INTERNAL_SERVER_ERROR), "connect ECONNREFUSED 127.0.0.1:1");
     }
 
     #[test]

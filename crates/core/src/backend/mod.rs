@@ -2,6 +2,7 @@
 //! finished uploads. One trait, one implementation per API flavour; everything above this
 //! module is flavour-blind.
 
+mod companion;
 mod http;
 mod native;
 mod rails;
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 
 use crate::{ApiFlavour, Error, Settings};
 
+pub use companion::CompanionBackend;
 pub use native::NativeBackend;
 pub use rails::{derive_key_from_url, RailsBackend};
 pub(crate) use http::describe_reqwest_error as http_error_detail;
@@ -167,9 +169,7 @@ pub fn connect(settings: &Settings, client: reqwest::Client) -> Result<Arc<dyn S
     match settings.api {
         ApiFlavour::Native => Ok(Arc::new(NativeBackend::new(http))),
         ApiFlavour::Rails => Ok(Arc::new(RailsBackend::new(http))),
-        ApiFlavour::Companion => Err(Error::InvalidSettings(
-            "the companion API flavour is not supported yet; use native or rails".into(),
-        )),
+        ApiFlavour::Companion => Ok(Arc::new(CompanionBackend::new(http))),
     }
 }
 

@@ -4,15 +4,16 @@
 
 mod multipart;
 mod plan;
+mod post_form;
 mod put;
 mod retry;
 
-pub use multipart::{upload_parts, MultipartRun};
+pub use multipart::{upload_parts, MultipartRun, OnRetry};
 pub use plan::{PartPlan, MAX_OBJECT_SIZE, MIN_PART_SIZE};
 pub use put::{put_range, send_file, Progress, Range};
 pub use retry::{classify, Next, RetryPolicy};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransferError {
     #[error("The upload URL was refused by S3 ({code}: {message}). It may have expired; try the upload again.")]

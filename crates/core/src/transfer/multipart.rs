@@ -12,7 +12,11 @@ use tokio::sync::Semaphore;
 
 use super::{classify, put_range, Next, PartPlan, Range, RetryPolicy, TransferError};
 use crate::backend::{CompletedPart, MultipartUpload, PartToSign, SignedPart, SigningBackend};
+use crate::control::Gate;
 use crate::Error;
+
+/// Told about each retry: the attempt that failed, the wait before the next, and why.
+pub type OnRetry = Arc<dyn Fn(u32, Duration, &TransferError) + Send + Sync>;
 
 /// Parts signed per backend round trip.
 const SIGN_BATCH: u32 = 64;
@@ -36,6 +40,9 @@ pub struct MultipartRun<'a> {
     pub retry: RetryPolicy,
     /// Called with the bytes of the whole file sent so far.
     pub progress: Arc<dyn Fn(u64) + Send + Sync>,
+    pub on_retry: OnRetry,
+    /// Pause holds parts back (and sends interrupted ones again on resume).
+    pub gate: Gate,
 }
 
 /// Uploads every part and returns them in order, ready for CompleteMultipartUpload. On error
@@ -65,7 +72,6 @@ async fn send_parts(
         if number > run.plan.part_count {
             return Ok(());
         }
-        let _permit = run.permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
         let etag = send_part(run, book, number, sent).await?;
         let checksum = run.part_checksums.get(number as usize - 1).cloned();
         done.lock().unwrap_or_else(|p| p.into_inner()).push(CompletedPart { part_number: number, etag, checksum_sha256: checksum });
@@ -76,7 +82,10 @@ async fn send_part(run: &MultipartRun<'_>, book: &UrlBook, number: u32, sent: &A
     let (offset, len) = run.plan.range(number);
     let range = Range { offset, len, file_size: run.plan.size };
     let (mut attempt, mut resigns, mut force_sign) = (0u32, 0u32, false);
+    let mut gate = run.gate.clone();
     loop {
+        gate.wait_open().await.map_err(|_| Error::Cancelled)?;
+        let _permit = run.permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
         let signed = book.url_for(run, number, force_sign).await?;
         let this_attempt = Arc::new(AtomicU64::new(0));
         let progress = {
@@ -88,7 +97,16 @@ async fn send_part(run: &MultipartRun<'_>, book: &UrlBook, number: u32, sent: &A
                 report(sent.fetch_add(bytes - before, Ordering::Relaxed) + bytes - before);
             })
         };
-        match put_range(run.client, &signed.url, &signed.headers, run.path, range, progress).await {
+        let sending = put_range(run.client, &signed.url, &signed.headers, run.path, range, progress);
+        let result = tokio::select! {
+            result = sending => result,
+            _ = gate.closed() => {
+                // Paused or cancelled mid-part: this part goes again from its start later.
+                sent.fetch_sub(this_attempt.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+                continue;
+            }
+        };
+        match result {
             Ok(Some(etag)) => return Ok(etag),
             Ok(None) => return Err(TransferError::MissingEtag { part: number }.into()),
             Err(error) => {
@@ -98,7 +116,10 @@ async fn send_part(run: &MultipartRun<'_>, book: &UrlBook, number: u32, sent: &A
                 match classify(&error) {
                     Next::Retry if attempt < run.retry.max_attempts => {
                         tracing::info!(part = number, attempt, "part failed, retrying: {error}");
-                        tokio::time::sleep(run.retry.delay(attempt)).await;
+                        let delay = run.retry.delay(attempt);
+                        (run.on_retry)(attempt, delay, &error);
+                        drop(_permit);
+                        tokio::time::sleep(delay).await;
                         force_sign = false;
                     }
                     Next::Resign if resigns < MAX_RESIGNS => {

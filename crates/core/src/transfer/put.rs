@@ -40,11 +40,9 @@ pub async fn send_file(
         crate::backend::UploadMethod::Put => {
             put_range(client, &upload.url, &upload.headers, path, range, progress).await.map(drop)
         }
-        crate::backend::UploadMethod::PostForm { .. } => Err(TransferError::S3Error {
-            status: 0,
-            code: "Unsupported".into(),
-            message: "presigned POST forms are not supported yet".into(),
-        }),
+        crate::backend::UploadMethod::PostForm { fields } => {
+            super::post_form::post_form(client, &upload.url, fields, path, size, progress).await
+        }
     }
 }
 
@@ -101,7 +99,7 @@ pub async fn put_range(
 }
 
 /// S3 errors are XML: `<Error><Code>…</Code><Message>…</Message></Error>`.
-fn parse_s3_error(body: &str) -> (String, String) {
+pub(super) fn parse_s3_error(body: &str) -> (String, String) {
     let field = |tag: &str| {
         let open = format!("<{tag}>");
         let start = body.find(&open)? + open.len();
