@@ -8,6 +8,12 @@ fn main() {
         "list_history",
         "pick_files",
         "pick_folder",
+        "pause_upload",
+        "resume_upload",
+        "cancel_upload",
+        "pause_all",
+        "resume_all",
+        "cancel_all",
     ]);
     tauri_build::try_build(tauri_build::Attributes::new().app_manifest(commands)).expect("failed to run tauri-build");
 }

@@ -62,6 +62,38 @@ pub async fn pick_folder(app: AppHandle, window: Window, engine: State<'_, Engin
     submit_picked(&engine, rx.await.unwrap_or_default())
 }
 
+/// Pauses one upload; false when it is no longer running (it finished meanwhile).
+#[tauri::command]
+pub fn pause_upload(engine: State<'_, Engine>, upload_id: String) -> bool {
+    engine.pause(&upload_id)
+}
+
+#[tauri::command]
+pub fn resume_upload(engine: State<'_, Engine>, upload_id: String) -> bool {
+    engine.resume(&upload_id)
+}
+
+/// Cancels one upload (a multipart upload is aborted on the backend).
+#[tauri::command]
+pub fn cancel_upload(engine: State<'_, Engine>, upload_id: String) -> bool {
+    engine.cancel(&upload_id)
+}
+
+#[tauri::command]
+pub fn pause_all(engine: State<'_, Engine>) {
+    engine.pause_all()
+}
+
+#[tauri::command]
+pub fn resume_all(engine: State<'_, Engine>) {
+    engine.resume_all()
+}
+
+#[tauri::command]
+pub fn cancel_all(engine: State<'_, Engine>) {
+    engine.cancel_all()
+}
+
 fn submit_picked(engine: &Engine, picked: Vec<FilePath>) -> CommandResult<Option<String>> {
     if picked.is_empty() {
         return Ok(None);

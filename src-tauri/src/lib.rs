@@ -34,6 +34,12 @@ pub fn run() {
             commands::list_history,
             commands::pick_files,
             commands::pick_folder,
+            commands::pause_upload,
+            commands::resume_upload,
+            commands::cancel_upload,
+            commands::pause_all,
+            commands::resume_all,
+            commands::cancel_all,
         ])
         .build(tauri::generate_context!())
         .expect("the Dropship window could not be created");

@@ -11,6 +11,12 @@ export const listHistory = (search: string | null, status: string | null, limit 
 /** Opens the native picker; resolves to the batch id, or null when the picker was cancelled. */
 export const pickFiles = () => invoke<string | null>("pick_files");
 export const pickFolder = () => invoke<string | null>("pick_folder");
+export const pauseUpload = (uploadId: string) => invoke<boolean>("pause_upload", { uploadId });
+export const resumeUpload = (uploadId: string) => invoke<boolean>("resume_upload", { uploadId });
+export const cancelUpload = (uploadId: string) => invoke<boolean>("cancel_upload", { uploadId });
+export const pauseAll = () => invoke<void>("pause_all");
+export const resumeAll = () => invoke<void>("resume_all");
+export const cancelAll = () => invoke<void>("cancel_all");
 
 export const onEngineEvent = (handler: (event: EngineEvent) => void): Promise<UnlistenFn> =>
   listen<EngineEvent>("dropship://event", (e) => handler(e.payload));

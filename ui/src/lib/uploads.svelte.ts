@@ -2,7 +2,7 @@
 // SQLite) is the durable record; this list is what is moving right now.
 import type { EngineEvent, ErrorInfo } from "./types";
 
-export type UploadState = "queued" | "uploading" | "uploaded" | "failed";
+export type UploadState = "queued" | "uploading" | "paused" | "uploaded" | "failed";
 
 export interface Upload {
   upload_id: string;
@@ -14,6 +14,10 @@ export interface Upload {
   key: string | null;
   object_url: string | null;
   error: ErrorInfo | null;
+  /** Smoothed, from the engine. */
+  bytes_per_second: number;
+  /** Set while a failed request waits to be tried again. */
+  retry: { offline: boolean; message: string; until: number } | null;
 }
 
 function baseName(path: string): string {
@@ -26,10 +30,14 @@ export class Uploads {
   items = $state<Upload[]>([]);
   /** A whole batch that could not start (no settings, backend unreachable…). */
   batchError = $state<ErrorInfo | null>(null);
+  /** Everything is paused (Pause all). */
+  allPaused = $state(false);
   // Points at the reactive proxies in `items`, so progress updates are O(1).
   #byId = new Map<string, Upload>();
 
-  active = $derived(this.items.filter((u) => u.state === "queued" || u.state === "uploading").length);
+  active = $derived(
+    this.items.filter((u) => u.state === "queued" || u.state === "uploading" || u.state === "paused").length,
+  );
   finished = $derived(this.items.length - this.active);
   /** Something to clear: finished uploads or a batch error. */
   clearable = $derived(this.finished > 0 || this.batchError !== null);
@@ -48,18 +56,42 @@ export class Uploads {
           key: null,
           object_url: null,
           error: null,
+          bytes_per_second: 0,
+          retry: null,
         });
         break;
       }
       case "file_progress": {
         const upload = this.#byId.get(event.upload_id);
-        if (upload && upload.state !== "uploaded" && upload.state !== "failed") {
+        if (upload && (upload.state === "queued" || upload.state === "uploading")) {
           upload.bytes_done = event.bytes_done;
           upload.size = event.total;
+          upload.bytes_per_second = event.bytes_per_second;
+          upload.retry = null;
           upload.state = "uploading";
         }
         break;
       }
+      case "file_retrying": {
+        const upload = this.#byId.get(event.upload_id);
+        if (upload) {
+          upload.retry = { offline: event.offline, message: event.reason.message, until: Date.now() + event.retry_in_ms };
+        }
+        break;
+      }
+      case "file_paused": {
+        const upload = this.#byId.get(event.upload_id);
+        if (upload && (upload.state === "queued" || upload.state === "uploading")) upload.state = "paused";
+        break;
+      }
+      case "file_resumed": {
+        const upload = this.#byId.get(event.upload_id);
+        if (upload && upload.state === "paused") upload.state = "uploading";
+        break;
+      }
+      case "queue_paused":
+        this.allPaused = event.paused;
+        break;
       case "file_uploaded": {
         const upload = this.#byId.get(event.upload_id);
         if (upload) {
@@ -84,8 +116,11 @@ export class Uploads {
             key: null,
             object_url: null,
             error: null,
+            bytes_per_second: 0,
+            retry: null,
           });
         upload.state = "failed";
+        upload.retry = null;
         upload.error = event.error;
         break;
       }
@@ -103,7 +138,7 @@ export class Uploads {
 
   clearFinished(): void {
     this.batchError = null;
-    this.items = this.items.filter((u) => u.state === "queued" || u.state === "uploading");
+    this.items = this.items.filter((u) => u.state === "queued" || u.state === "uploading" || u.state === "paused");
     this.#byId = new Map(this.items.map((u) => [u.upload_id, u]));
   }
 
