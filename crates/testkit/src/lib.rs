@@ -5,6 +5,7 @@
 //! own runtime ([`block_on`]), which also works when called from inside another runtime.
 
 mod backend;
+mod fault_proxy;
 mod ports;
 mod process;
 mod s3;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 pub use backend::{Backend, BackendOptions};
+pub use fault_proxy::{Fault, FaultProxy, Rule};
 pub use s3::S3Server;
 
 /// The workspace root, fixed at compile time (this crate lives in `crates/testkit`).
