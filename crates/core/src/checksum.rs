@@ -42,38 +42,35 @@ mod tests {
     }
 }
 
-/// Per-part SHA-256s for a multipart upload, and the whole-object checksum S3 itself gives a
-/// multipart object: the SHA-256 of the concatenated part digests, suffixed `-<parts>`.
-/// One pass over the file, one hash per byte.
-pub fn sha256_parts(path: &Path, part_size: u64) -> std::io::Result<(Vec<String>, String, u64)> {
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+/// The base64 SHA-256 of `len` bytes at `offset`: one part of a multipart upload. Fails with
+/// `UnexpectedEof` when the file no longer holds those bytes.
+pub fn sha256_range(path: &Path, offset: u64, len: u64) -> std::io::Result<String> {
+    use std::io::{Seek, SeekFrom};
     let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; READ_CHUNK];
-    let (mut parts, mut composite) = (Vec::new(), Sha256::new());
-    let (mut part, mut in_part, mut total) = (Sha256::new(), 0u64, 0u64);
-    loop {
-        let want = (part_size - in_part).min(buf.len() as u64) as usize;
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
         let n = file.read(&mut buf[..want])?;
         if n == 0 {
-            break;
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file is shorter than it was"));
         }
-        part.update(&buf[..n]);
-        in_part += n as u64;
-        total += n as u64;
-        if in_part == part_size {
-            let digest = std::mem::take(&mut part).finalize();
-            composite.update(digest);
-            parts.push(b64(&digest));
-            in_part = 0;
-        }
+        hasher.update(&buf[..n]);
+        left -= n as u64;
     }
-    if in_part > 0 {
-        let digest = part.finalize();
-        composite.update(digest);
-        parts.push(b64(&digest));
+    Ok(base64::engine::general_purpose::STANDARD.encode(hasher.finalize()))
+}
+
+/// The whole-object checksum S3 gives a multipart object: the SHA-256 of the concatenated part
+/// digests, suffixed `-<parts>`.
+pub fn composite(part_digests: &[String]) -> String {
+    let mut combined = Sha256::new();
+    for digest in part_digests {
+        combined.update(base64::engine::general_purpose::STANDARD.decode(digest).unwrap_or_default());
     }
-    let whole = format!("{}-{}", b64(&composite.finalize()), parts.len());
-    Ok((parts, whole, total))
+    format!("{}-{}", base64::engine::general_purpose::STANDARD.encode(combined.finalize()), part_digests.len())
 }
 
 #[cfg(test)]
@@ -85,15 +82,22 @@ mod part_tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"abcdefghij").unwrap();
-        let (parts, whole, len) = sha256_parts(&path, 4).unwrap();
-        assert_eq!(len, 10);
-        assert_eq!(parts.len(), 3, "4 + 4 + 2 bytes");
+        let parts: Vec<String> = [(0, 4), (4, 4), (8, 2)].iter().map(|&(o, l)| sha256_range(&path, o, l).unwrap()).collect();
         let digest = |b: &[u8]| Sha256::digest(b);
         assert_eq!(parts[2], base64::engine::general_purpose::STANDARD.encode(digest(b"ij")));
         let mut combined = Sha256::new();
         for chunk in [&b"abcd"[..], b"efgh", b"ij"] {
             combined.update(digest(chunk));
         }
-        assert_eq!(whole, format!("{}-3", base64::engine::general_purpose::STANDARD.encode(combined.finalize())));
+        let expected = format!("{}-3", base64::engine::general_purpose::STANDARD.encode(combined.finalize()));
+        assert_eq!(composite(&parts), expected);
+    }
+
+    #[test]
+    fn a_range_past_the_end_of_the_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        assert_eq!(sha256_range(&path, 2, 4).unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }

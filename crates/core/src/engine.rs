@@ -101,8 +101,8 @@ struct Job {
     /// Base64 SHA-256 of the file, or S3's composite checksum (`<b64>-<parts>`) when it goes up
     /// in parts.
     checksum: Option<String>,
-    /// For files that go up in parts: the plan and each part's base64 SHA-256.
-    parts: Option<(PartPlan, Vec<String>)>,
+    /// For files that go up in parts: how they are cut. Their parts are hashed as they go.
+    parts: Option<PartPlan>,
     gate: Gate,
 }
 
@@ -449,21 +449,21 @@ impl Engine {
                 let plan = (multipart && job.size >= transfer.multipart_threshold)
                     .then(|| PartPlan::new(job.size, transfer.part_size))
                     .flatten();
+                if plan.is_some() {
+                    // Large files are hashed part by part during the upload, not ahead of it.
+                    job.parts = plan;
+                    return (job, Ok(()));
+                }
                 let path = job.path.clone();
-                let hashed = tokio::task::spawn_blocking(move || match plan {
-                    Some(plan) => checksum::sha256_parts(&path, plan.part_size).map(|(parts, whole, len)| (whole, len, Some((plan, parts)))),
-                    None => checksum::sha256_file(&path).map(|(whole, len)| (whole, len, None)),
-                })
-                .await;
+                let hashed = tokio::task::spawn_blocking(move || checksum::sha256_file(&path)).await;
                 let result = match hashed {
-                    Ok(Ok((_, len, _))) if len != job.size => Err(TransferError::FileChanged {
+                    Ok(Ok((_, len))) if len != job.size => Err(TransferError::FileChanged {
                         path: job.path.display().to_string(),
                         detail: format!("it was {} bytes and then {len} bytes", job.size),
                     }
                     .into()),
-                    Ok(Ok((whole, _, parts))) => {
+                    Ok(Ok((whole, _))) => {
                         job.checksum = Some(whole);
-                        job.parts = parts;
                         Ok(())
                     }
                     Ok(Err(e)) => Err(scan::io_error(&job.path, e)),
@@ -502,11 +502,15 @@ impl Engine {
     ) -> Result<Sent, FileOutcome> {
         let result = match url {
             _ if job.gate.is_cancelled() => Err(Error::Cancelled),
-            Some(url) => self.send_single(&job, url, backend).await,
+            Some(url) => self.send_single(&job, url, backend).await.map(|(key, url)| (key, url, None)),
             None => self.send_multipart(&job, transfer, backend).await,
         };
         match result {
-            Ok((key, object_url)) => Ok(Sent { job, key, object_url }),
+            Ok((key, object_url, checksum)) => {
+                let mut job = job;
+                job.checksum = checksum.or(job.checksum);
+                Ok(Sent { job, key, object_url })
+            }
             Err(error) => Err(self.fail(&job, &error)),
         }
     }
@@ -517,8 +521,7 @@ impl Engine {
         mut upload: PresignedUpload,
         backend: &dyn SigningBackend,
     ) -> Result<(Option<String>, String), Error> {
-        let checksum = job.checksum.as_deref().unwrap_or_default();
-        self.inner.store.mark_uploading(&job.upload_id, checksum, upload.key.as_deref(), &upload.object_url)?;
+        self.inner.store.mark_uploading(&job.upload_id, job.checksum.as_deref(), upload.key.as_deref(), &upload.object_url)?;
         tracing::info!(upload_id = %job.upload_id, url = %backend::redact_url(&upload.url), size = job.size, "uploading");
         let (mut attempt, mut resigns) = (0u32, 0u32);
         let mut gate = job.gate.clone();
@@ -561,11 +564,10 @@ impl Engine {
         job: &Job,
         transfer: &TransferSettings,
         backend: &dyn SigningBackend,
-    ) -> Result<(Option<String>, String), Error> {
-        let (plan, part_checksums) = job.parts.as_ref().expect("multipart jobs are planned");
+    ) -> Result<(Option<String>, String, Option<String>), Error> {
+        let plan = job.parts.as_ref().expect("multipart jobs are planned");
         let upload = backend.create_multipart(&job.to_sign()).await?;
-        let checksum = job.checksum.as_deref().unwrap_or_default();
-        self.inner.store.mark_uploading(&job.upload_id, checksum, Some(&upload.key), &upload.object_url)?;
+        self.inner.store.mark_uploading(&job.upload_id, None, Some(&upload.key), &upload.object_url)?;
         tracing::info!(upload_id = %job.upload_id, key = %upload.key, parts = plan.part_count, "uploading in parts");
         let progress = self.progress_reporter(job);
         let run = MultipartRun {
@@ -574,7 +576,6 @@ impl Engine {
             upload: &upload,
             path: &job.path,
             plan: *plan,
-            part_checksums,
             permits: &self.inner.permits,
             max_in_flight: transfer.concurrency as usize,
             retry: self.inner.retry,
@@ -583,21 +584,24 @@ impl Engine {
             gate: job.gate.clone(),
         };
         let sending = async {
-            let parts = transfer::upload_parts(&run).await?;
-            Ok::<_, Error>(backend.complete_multipart(&upload, &parts).await?)
+            let (parts, checksum) = transfer::upload_parts(&run).await?;
+            backend.complete_multipart(&upload, &parts).await?;
+            Ok::<_, Error>(checksum)
         };
         let completed = tokio::select! {
             result = sending => result,
             _ = job.gate.cancelled() => Err(Error::Cancelled),
         };
-        if let Err(error) = completed {
-            // Leave nothing half-done in the bucket: S3 keeps (and bills) unfinished uploads.
-            if let Err(abort) = backend.abort_multipart(&upload).await {
-                tracing::warn!(upload_id = %job.upload_id, "could not abort the multipart upload: {abort}");
+        match completed {
+            Ok(checksum) => Ok((Some(upload.key), upload.object_url, Some(checksum))),
+            Err(error) => {
+                // Leave nothing half-done in the bucket: S3 keeps (and bills) unfinished uploads.
+                if let Err(abort) = backend.abort_multipart(&upload).await {
+                    tracing::warn!(upload_id = %job.upload_id, "could not abort the multipart upload: {abort}");
+                }
+                Err(error)
             }
-            return Err(error);
         }
-        Ok((Some(upload.key), upload.object_url))
     }
 
     /// Tells the backend about every file of the chunk that landed, in as few round trips as
@@ -607,7 +611,7 @@ impl Engine {
             return Ok(());
         }
         for done in &sent {
-            if let Err(e) = self.inner.store.mark_reporting(&done.job.upload_id) {
+            if let Err(e) = self.inner.store.mark_reporting(&done.job.upload_id, done.job.checksum.as_deref()) {
                 tracing::error!(upload_id = %done.job.upload_id, "could not record progress in history: {e}");
             }
         }

@@ -198,15 +198,21 @@ impl Store {
         )
     }
 
-    pub fn mark_uploading(&self, upload_id: &str, checksum: &str, key: Option<&str>, object_url: &str) -> Result<(), StoreError> {
+    pub fn mark_uploading(&self, upload_id: &str, checksum: Option<&str>, key: Option<&str>, object_url: &str) -> Result<(), StoreError> {
         self.write(
             "UPDATE uploads SET status = 'uploading', checksum_sha256 = ?2, key = ?3, object_url = ?4, updated_at = ?5 WHERE upload_id = ?1",
             params![upload_id, checksum, key, object_url, now()],
         )
     }
 
-    pub fn mark_reporting(&self, upload_id: &str) -> Result<(), StoreError> {
-        self.write("UPDATE uploads SET status = 'reporting', updated_at = ?2 WHERE upload_id = ?1", params![upload_id, now()])
+    /// In S3, to be reported; `checksum` is the object's, when it was only known at the end
+    /// (a multipart upload's composite checksum).
+    pub fn mark_reporting(&self, upload_id: &str, checksum: Option<&str>) -> Result<(), StoreError> {
+        self.write(
+            "UPDATE uploads SET status = 'reporting', checksum_sha256 = COALESCE(?2, checksum_sha256), updated_at = ?3
+             WHERE upload_id = ?1",
+            params![upload_id, checksum, now()],
+        )
     }
 
     pub fn mark_uploaded(&self, upload_id: &str) -> Result<(), StoreError> {
@@ -299,8 +305,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
         add(&store, "u1", "a.txt");
-        store.mark_uploading("u1", "c2hh", Some("uploads/x/a.txt"), "http://s3/b/uploads/x/a.txt").unwrap();
-        store.mark_reporting("u1").unwrap();
+        store.mark_uploading("u1", Some("c2hh"), Some("uploads/x/a.txt"), "http://s3/b/uploads/x/a.txt").unwrap();
+        store.mark_reporting("u1", None).unwrap();
         store.mark_uploaded("u1").unwrap();
         let entry = store.get("u1").unwrap().unwrap();
         assert_eq!(entry.status, UploadStatus::Uploaded);

@@ -7,11 +7,13 @@ mod plan;
 mod post_form;
 mod put;
 mod retry;
+mod throttle;
 
 pub use multipart::{upload_parts, MultipartRun, OnRetry};
 pub use plan::{PartPlan, MAX_OBJECT_SIZE, MIN_PART_SIZE};
 pub use put::{put_range, send_file, Progress, Range};
 pub use retry::{classify, Next, RetryPolicy};
+pub use throttle::Throttle;
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]

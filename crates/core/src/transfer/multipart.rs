@@ -1,6 +1,8 @@
 //! A multipart upload through presigned part URLs: parts go up in parallel (bounded by the
 //! engine's shared permits), URLs are signed in batches as the parts need them and signed
 //! again when they have expired or are about to, and failed parts are retried by the policy.
+//! Each part's SHA-256 is signed into its URL; one sequential pass hashes the parts just ahead
+//! of the uploads, so the first bytes go out at once instead of after a whole-file read.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use super::{classify, put_range, Next, PartPlan, Range, RetryPolicy, TransferError};
 use crate::backend::{CompletedPart, MultipartUpload, PartToSign, SignedPart, SigningBackend};
@@ -32,8 +34,6 @@ pub struct MultipartRun<'a> {
     pub upload: &'a MultipartUpload,
     pub path: &'a Path,
     pub plan: PartPlan,
-    /// Base64 SHA-256 of each part, signed into its URL so S3 verifies every part.
-    pub part_checksums: &'a [String],
     /// Shared with every other transfer of the engine: one permit per request in flight.
     pub permits: &'a Semaphore,
     pub max_in_flight: usize,
@@ -45,24 +45,71 @@ pub struct MultipartRun<'a> {
     pub gate: Gate,
 }
 
-/// Uploads every part and returns them in order, ready for CompleteMultipartUpload. On error
-/// the caller aborts the upload.
-pub async fn upload_parts(run: &MultipartRun<'_>) -> Result<Vec<CompletedPart>, Error> {
+/// Uploads every part and returns them in order, ready for CompleteMultipartUpload, with S3's
+/// composite checksum of the object. On error the caller aborts the upload.
+pub async fn upload_parts(run: &MultipartRun<'_>) -> Result<(Vec<CompletedPart>, String), Error> {
+    let checksums = PartChecksums::new(run.plan.part_count);
     let book = UrlBook::default();
     let next = AtomicU32::new(1);
     let sent = Arc::new(AtomicU64::new(0));
     let done = Mutex::new(Vec::with_capacity(run.plan.part_count as usize));
     let workers = run.max_in_flight.clamp(1, run.plan.part_count as usize);
-    futures_util::future::try_join_all((0..workers).map(|_| send_parts(run, &book, &next, &sent, &done))).await?;
+    let sending = futures_util::future::try_join_all(
+        (0..workers).map(|_| send_parts(run, &book, &checksums, &next, &sent, &done)),
+    );
+    futures_util::future::try_join(checksums.compute(run), sending).await?;
     let mut parts = done.into_inner().unwrap_or_else(|p| p.into_inner());
     parts.sort_by_key(|p| p.part_number);
-    Ok(parts)
+    Ok((parts, checksums.composite()))
+}
+
+/// The parts' SHA-256s, filled in order by one pass over the file; senders wait for theirs.
+struct PartChecksums {
+    digests: Mutex<Vec<String>>,
+    hashed: watch::Sender<u32>,
+}
+
+impl PartChecksums {
+    fn new(parts: u32) -> Self {
+        PartChecksums { digests: Mutex::new(Vec::with_capacity(parts as usize)), hashed: watch::channel(0).0 }
+    }
+
+    async fn compute(&self, run: &MultipartRun<'_>) -> Result<(), Error> {
+        for number in 1..=run.plan.part_count {
+            let (offset, len) = run.plan.range(number);
+            let path = run.path.to_owned();
+            let digest = tokio::task::spawn_blocking(move || crate::checksum::sha256_range(&path, offset, len))
+                .await
+                .map_err(|e| TransferError::FileChanged { path: run.path.display().to_string(), detail: e.to_string() })?
+                .map_err(|e| TransferError::FileChanged { path: run.path.display().to_string(), detail: e.to_string() })?;
+            self.digests.lock().unwrap_or_else(|p| p.into_inner()).push(digest);
+            self.hashed.send_replace(number);
+        }
+        Ok(())
+    }
+
+    /// Waits until part `number` is hashed; returns how many parts are.
+    async fn wait_for(&self, number: u32) -> u32 {
+        let mut hashed = self.hashed.subscribe();
+        // The sender lives as long as `self`, so this only ends with the value reached.
+        let reached = hashed.wait_for(|n| *n >= number).await.map(|n| *n);
+        reached.unwrap_or(number)
+    }
+
+    fn get(&self, number: u32) -> Option<String> {
+        self.digests.lock().unwrap_or_else(|p| p.into_inner()).get(number as usize - 1).cloned()
+    }
+
+    fn composite(&self) -> String {
+        crate::checksum::composite(&self.digests.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// One worker: takes the next unsent part until there are none.
 async fn send_parts(
     run: &MultipartRun<'_>,
     book: &UrlBook,
+    checksums: &PartChecksums,
     next: &AtomicU32,
     sent: &Arc<AtomicU64>,
     done: &Mutex<Vec<CompletedPart>>,
@@ -72,13 +119,19 @@ async fn send_parts(
         if number > run.plan.part_count {
             return Ok(());
         }
-        let etag = send_part(run, book, number, sent).await?;
-        let checksum = run.part_checksums.get(number as usize - 1).cloned();
+        let etag = send_part(run, book, checksums, number, sent).await?;
+        let checksum = checksums.get(number);
         done.lock().unwrap_or_else(|p| p.into_inner()).push(CompletedPart { part_number: number, etag, checksum_sha256: checksum });
     }
 }
 
-async fn send_part(run: &MultipartRun<'_>, book: &UrlBook, number: u32, sent: &Arc<AtomicU64>) -> Result<String, Error> {
+async fn send_part(
+    run: &MultipartRun<'_>,
+    book: &UrlBook,
+    checksums: &PartChecksums,
+    number: u32,
+    sent: &Arc<AtomicU64>,
+) -> Result<String, Error> {
     let (offset, len) = run.plan.range(number);
     let range = Range { offset, len, file_size: run.plan.size };
     let (mut attempt, mut resigns, mut force_sign) = (0u32, 0u32, false);
@@ -86,7 +139,7 @@ async fn send_part(run: &MultipartRun<'_>, book: &UrlBook, number: u32, sent: &A
     loop {
         gate.wait_open().await.map_err(|_| Error::Cancelled)?;
         let _permit = run.permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
-        let signed = book.url_for(run, number, force_sign).await?;
+        let signed = book.url_for(run, checksums, number, force_sign).await?;
         let this_attempt = Arc::new(AtomicU64::new(0));
         let progress = {
             let this_attempt = this_attempt.clone();
@@ -142,20 +195,28 @@ struct UrlBook {
 }
 
 impl UrlBook {
-    async fn url_for(&self, run: &MultipartRun<'_>, number: u32, force: bool) -> Result<SignedPart, Error> {
+    async fn url_for(
+        &self,
+        run: &MultipartRun<'_>,
+        checksums: &PartChecksums,
+        number: u32,
+        force: bool,
+    ) -> Result<SignedPart, Error> {
         let mut signed = self.signed.lock().await;
         if !force {
             if let Some(part) = signed.get(&number).filter(|p| is_fresh(p)) {
                 return Ok(part.clone());
             }
         }
-        let last = number.saturating_add(SIGN_BATCH - 1).min(run.plan.part_count);
+        // Sign this part and the following ones already hashed, in one round trip.
+        let hashed = checksums.wait_for(number).await;
+        let last = number.saturating_add(SIGN_BATCH - 1).min(hashed);
         let wanted: Vec<PartToSign> = (number..=last)
             .filter(|n| *n == number || !signed.get(n).is_some_and(is_fresh))
             .map(|n| PartToSign {
                 part_number: n,
                 size: run.plan.range(n).1,
-                checksum_sha256: run.part_checksums.get(n as usize - 1).cloned(),
+                checksum_sha256: checksums.get(n),
             })
             .collect();
         for part in run.backend.sign_parts(run.upload, &wanted).await? {
