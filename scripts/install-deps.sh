@@ -39,3 +39,12 @@ if [ "${WITH_TAURI_DRIVER:-0}" = 1 ] && ! command -v tauri-driver >/dev/null; th
   echo "==> installing tauri-driver"
   cargo install tauri-driver --locked --quiet
 fi
+
+# Uppy Companion (the `companion` API flavour's server, for the system tests), pinned.
+COMPANION_VERSION=6.2.2
+if [ "$(node -p "require('$ROOT/.stack/companion/node_modules/@uppy/companion/package.json').version" 2>/dev/null)" != "$COMPANION_VERSION" ]; then
+  echo "==> installing @uppy/companion@$COMPANION_VERSION into .stack/companion"
+  mkdir -p .stack/companion
+  npm install --prefix .stack/companion --no-audit --no-fund --loglevel=error --save-exact \
+    "@uppy/companion@$COMPANION_VERSION"
+fi

@@ -82,7 +82,11 @@ impl Companion {
             if let Some(url) = listening_url(&log_path) {
                 break url;
             }
-            assert!(Instant::now() < deadline, "Companion printed no listening line in {START_TIMEOUT:?}:\n{}", log_tail(&log_path));
+            assert!(
+                Instant::now() < deadline,
+                "Companion printed no listening line in {START_TIMEOUT:?}:\n{}",
+                log_tail(&log_path)
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         // It prints the line once it handles requests; one answered request proves it.
@@ -90,7 +94,11 @@ impl Companion {
             if let Some(status) = get_status(&url, "/s3/params?filename=ready.txt&type=text%2Fplain") {
                 break status;
             }
-            assert!(Instant::now() < deadline, "Companion at {url} did not answer in {START_TIMEOUT:?}:\n{}", log_tail(&log_path));
+            assert!(
+                Instant::now() < deadline,
+                "Companion at {url} did not answer in {START_TIMEOUT:?}:\n{}",
+                log_tail(&log_path)
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         let expected = if s3.is_some() { 200 } else { 404 };
@@ -98,6 +106,11 @@ impl Companion {
         let started_in = started.elapsed();
         eprintln!("companion: ready at {url} after {started_in:.1?} (pid {})", process.pid());
         Companion { url, started_in, log_path, process, _dir: dir }
+    }
+
+    /// Everything Companion logged so far, one request per line among the rest.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     pub fn log_tail(&self) -> String {

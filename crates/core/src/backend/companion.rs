@@ -172,7 +172,11 @@ impl SigningBackend for CompanionBackend {
         Ok(MultipartUpload { key: created.key, upload_id: created.upload_id, object_url })
     }
 
-    async fn sign_parts(&self, upload: &MultipartUpload, parts: &[PartToSign]) -> Result<Vec<SignedPart>, BackendError> {
+    async fn sign_parts(
+        &self,
+        upload: &MultipartUpload,
+        parts: &[PartToSign],
+    ) -> Result<Vec<SignedPart>, BackendError> {
         let numbers: Vec<u32> = parts.iter().map(|p| p.part_number).collect();
         let signed: SignedBatch = self.http.get(&sign_parts_route(upload, &numbers)).await?;
         signed_parts(signed, &numbers).map_err(|detail| self.bad(detail))
@@ -195,7 +199,11 @@ impl SigningBackend for CompanionBackend {
 }
 
 fn content_type_of(file: &FileToSign) -> String {
-    if file.content_type.is_empty() { "application/octet-stream".into() } else { file.content_type.clone() }
+    if file.content_type.is_empty() {
+        "application/octet-stream".into()
+    } else {
+        file.content_type.clone()
+    }
 }
 
 fn encode(component: &str) -> String {
@@ -236,7 +244,9 @@ fn presigned_upload(file: &FileToSign, params: UploadParameters) -> Result<Presi
             .map(|(_, key)| key.clone())
             .ok_or("the presigned POST form has no key field")?;
         if key.contains("${filename}") {
-            return Err(format!("the form's key {key:?} asks S3 to substitute the file name, which Dropship does not do"));
+            return Err(format!(
+                "the form's key {key:?} asks S3 to substitute the file name, which Dropship does not do"
+            ));
         }
         Ok(PresignedUpload {
             upload_id: file.upload_id.clone(),
@@ -343,8 +353,15 @@ mod tests {
         assert_eq!(
             names,
             [
-                "success_action_status", "content-type", "bucket", "X-Amz-Algorithm", "X-Amz-Credential",
-                "X-Amz-Date", "key", "Policy", "X-Amz-Signature"
+                "success_action_status",
+                "content-type",
+                "bucket",
+                "X-Amz-Algorithm",
+                "X-Amz-Credential",
+                "X-Amz-Date",
+                "key",
+                "Policy",
+                "X-Amz-Signature"
             ],
             "the fields keep the server's order"
         );
@@ -356,8 +373,14 @@ mod tests {
     #[test]
     fn a_post_form_object_url_is_the_form_url_and_the_key_encoded_per_segment() {
         let upload = presigned_upload(&file("x"), parse(POST_ANSWER)).unwrap();
-        assert_eq!(upload.object_url, "http://127.0.0.1:8333/dropship-test/d696d5db-r%C3%A9sum%C3%A9%20final%20%282%29.pdf");
-        assert_eq!(object_url("https://b.s3.amazonaws.com", "a b/c?d/é"), "https://b.s3.amazonaws.com/a%20b/c%3Fd/%C3%A9");
+        assert_eq!(
+            upload.object_url,
+            "http://127.0.0.1:8333/dropship-test/d696d5db-r%C3%A9sum%C3%A9%20final%20%282%29.pdf"
+        );
+        assert_eq!(
+            object_url("https://b.s3.amazonaws.com", "a b/c?d/é"),
+            "https://b.s3.amazonaws.com/a%20b/c%3Fd/%C3%A9"
+        );
         let host_root: url::Url = "https://b.s3.amazonaws.com/".parse().unwrap();
         assert_eq!(form_base(&host_root), "https://b.s3.amazonaws.com", "no double slash for a bucket in the host");
     }
@@ -378,14 +401,17 @@ mod tests {
 
     #[test]
     fn a_put_answer_keeps_its_headers_and_takes_the_key_from_the_answer_or_else_the_url() {
-        let with_key = parse(r#"{"method":"PUT","url":"http://127.0.0.1:1/b/ignored?X-Amz-Signature=s","key":"given/k","headers":{"content-type":"application/pdf"},"fields":{}}"#);
+        let with_key = parse(
+            r#"{"method":"PUT","url":"http://127.0.0.1:1/b/ignored?X-Amz-Signature=s","key":"given/k","headers":{"content-type":"application/pdf"},"fields":{}}"#,
+        );
         let upload = presigned_upload(&file("x"), with_key).unwrap();
         assert!(upload.method == UploadMethod::Put);
         assert_eq!(upload.key.as_deref(), Some("given/k"));
         assert_eq!(upload.headers.get("content-type").map(String::as_str), Some("application/pdf"));
         assert_eq!(upload.object_url, "http://127.0.0.1:1/b/ignored", "no signature in the object URL");
 
-        let without_key = parse(r#"{"method":"put","url":"http://127.0.0.1:1/b/a%20b.pdf?X-Amz-Signature=s","fields":null}"#);
+        let without_key =
+            parse(r#"{"method":"put","url":"http://127.0.0.1:1/b/a%20b.pdf?X-Amz-Signature=s","fields":null}"#);
         assert_eq!(presigned_upload(&file("x"), without_key).unwrap().key.as_deref(), Some("a b.pdf"));
     }
 
@@ -401,12 +427,14 @@ mod tests {
             params_route("résumé final (2).pdf", "application/pdf"),
             "s3/params?filename=r%C3%A9sum%C3%A9%20final%20%282%29.pdf&type=application%2Fpdf"
         );
-        let upload = MultipartUpload { key: "a/b&c=d.bin".into(), upload_id: "x/y+z".into(), object_url: String::new() };
+        let upload =
+            MultipartUpload { key: "a/b&c=d.bin".into(), upload_id: "x/y+z".into(), object_url: String::new() };
         assert_eq!(
             sign_parts_route(&upload, &[1, 2, 3]),
             "s3/multipart/x%2Fy%2Bz/batch?key=a%2Fb%26c%3Dd.bin&partNumbers=1,2,3"
         );
-        let http = BackendHttp::new(reqwest::Client::new(), "http://127.0.0.1:3020/companion".parse().unwrap(), String::new());
+        let http =
+            BackendHttp::new(reqwest::Client::new(), "http://127.0.0.1:3020/companion".parse().unwrap(), String::new());
         assert_eq!(
             http.url(&sign_parts_route(&upload, &[7])).as_str(),
             "http://127.0.0.1:3020/companion/s3/multipart/x%2Fy%2Bz/batch?key=a%2Fb%26c%3Dd.bin&partNumbers=7",
