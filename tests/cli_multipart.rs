@@ -52,3 +52,22 @@ fn part_urls_that_expire_during_the_upload_are_signed_again() {
         &backend,
     );
 }
+
+#[test]
+fn the_bandwidth_limit_holds_uploads_to_the_set_rate() {
+    let backend = Backend::start(S3Server::shared());
+    let five_mib = (5 * MIB).to_string();
+    let limit = 4 * MIB;
+    let size = 16 * MIB;
+    let started = std::time::Instant::now();
+    upload_in_parts(
+        size,
+        &["--multipart-threshold", &five_mib, "--part-size", &five_mib, "--bandwidth-limit", &limit.to_string()],
+        &backend,
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+    // A tenth of a second's burst is allowed up front; beyond that, no faster than the limit.
+    let fastest = (size as f64 / limit as f64) - 0.1;
+    assert!(elapsed >= fastest * 0.95, "16 MiB at 4 MiB/s took only {elapsed:.2} s");
+    assert!(elapsed < fastest * 2.0 + 5.0, "and not far slower either: {elapsed:.2} s");
+}

@@ -13,7 +13,7 @@ const MIB: u64 = 1024 * 1024;
 
 fn engine(backend: &Backend, data_dir: &Path) -> Engine {
     let engine = Engine::open(data_dir, runtime().handle().clone()).expect("open the engine");
-    let transfer = TransferSettings { concurrency: 1, multipart_threshold: 5 * MIB, part_size: 5 * MIB };
+    let transfer = TransferSettings { concurrency: 1, multipart_threshold: 5 * MIB, part_size: 5 * MIB, bandwidth_limit: 0 };
     engine
         .apply_settings(Settings {
             backend_url: backend.url.clone(),

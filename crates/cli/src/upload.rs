@@ -27,6 +27,9 @@ pub struct UploadArgs {
     /// Preferred part size in bytes, at least 5 MiB [default: 16 MiB].
     #[arg(long, env = "DROPSHIP_PART_SIZE", value_name = "BYTES")]
     part_size: Option<u64>,
+    /// Upload at most this many bytes per second, all files together; 0 for no limit.
+    #[arg(long, env = "DROPSHIP_BANDWIDTH_LIMIT", value_name = "BYTES_PER_SECOND")]
+    bandwidth_limit: Option<u64>,
     /// Files and folders to upload.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
@@ -82,6 +85,7 @@ fn resolve_settings(engine: &Engine, upload: &UploadArgs) -> Settings {
     transfer.concurrency = upload.concurrency.unwrap_or(transfer.concurrency);
     transfer.multipart_threshold = upload.multipart_threshold.unwrap_or(transfer.multipart_threshold);
     transfer.part_size = upload.part_size.unwrap_or(transfer.part_size);
+    transfer.bandwidth_limit = upload.bandwidth_limit.unwrap_or(transfer.bandwidth_limit);
     Settings {
         transfer,
         backend_url: args.backend_url.clone().or_else(|| saved.as_ref().map(|s| s.backend_url.clone())).unwrap_or_default(),

@@ -78,11 +78,19 @@ pub struct TransferSettings {
     /// Preferred part size; grown for files that would need more than 10,000 parts.
     #[ts(type = "number")]
     pub part_size: u64,
+    /// Bytes per second for all uploads together; 0 for no limit.
+    #[ts(type = "number")]
+    pub bandwidth_limit: u64,
 }
 
 impl Default for TransferSettings {
     fn default() -> Self {
-        TransferSettings { concurrency: 8, multipart_threshold: 64 * 1024 * 1024, part_size: 16 * 1024 * 1024 }
+        TransferSettings {
+            concurrency: 8,
+            multipart_threshold: 64 * 1024 * 1024,
+            part_size: 16 * 1024 * 1024,
+            bandwidth_limit: 0,
+        }
     }
 }
 

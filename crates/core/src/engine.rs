@@ -19,7 +19,7 @@ use crate::backend::{self, CompletionReport, FileToSign, PresignedUpload, Signin
 use crate::config::{TransferSettings, HISTORY_FILE};
 use crate::control::{Controls, Gate};
 use crate::store::{NewUpload, Store};
-use crate::transfer::{self, MultipartRun, Next, PartPlan, RetryPolicy, TransferError};
+use crate::transfer::{self, MultipartRun, Next, PartPlan, RetryPolicy, Throttle, TransferError};
 use crate::{checksum, scan, Error, ErrorInfo, Event, HistoryEntry, HistoryQuery, Settings, Source};
 
 /// Fresh URLs asked for one file before giving up on it: a URL refused again right after
@@ -49,6 +49,7 @@ struct Inner {
     /// The permits `permits` was last sized to (settings can change it while running).
     permit_count: Mutex<usize>,
     retry: RetryPolicy,
+    throttle: Arc<Throttle>,
     controls: Controls,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -161,7 +162,10 @@ impl Engine {
             .build()
             .map_err(|e| Error::InvalidSettings(format!("could not set up HTTP: {e}")))?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let concurrency = settings.as_ref().map(|s| s.transfer).unwrap_or_default().concurrency as usize;
+        let transfer = settings.as_ref().map(|s| s.transfer).unwrap_or_default();
+        let concurrency = transfer.concurrency as usize;
+        let throttle = Arc::new(Throttle::default());
+        throttle.set_rate(transfer.bandwidth_limit);
         Ok(Engine {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_owned(),
@@ -173,6 +177,7 @@ impl Engine {
                 permits: Semaphore::new(concurrency),
                 permit_count: Mutex::new(concurrency),
                 retry: RetryPolicy::default(),
+                throttle,
                 controls: Controls::default(),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
@@ -192,6 +197,7 @@ impl Engine {
     pub fn apply_settings(&self, settings: Settings) -> Result<(), Error> {
         settings.validate()?;
         self.resize_permits(settings.transfer.concurrency as usize);
+        self.inner.throttle.set_rate(settings.transfer.bandwidth_limit);
         *self.inner.settings.write().unwrap_or_else(|p| p.into_inner()) = Some(settings);
         Ok(())
     }
@@ -530,7 +536,7 @@ impl Engine {
             gate.wait_open().await.map_err(|_| Error::Cancelled)?;
             let _permit = self.inner.permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
             let progress = self.progress_reporter(job);
-            let sending = transfer::send_file(&self.inner.http, &upload, &job.path, job.size, progress);
+            let sending = transfer::send_file(&self.inner.http, &upload, &job.path, job.size, progress, &self.inner.throttle);
             let result = tokio::select! {
                 result = sending => result,
                 // Paused or cancelled: a single PUT cannot be resumed midway, so it starts over.
@@ -553,6 +559,9 @@ impl Engine {
                     tracing::info!(upload_id = %job.upload_id, "upload URL refused, signing it again: {error}");
                     resigns += 1;
                     upload = backend.presign(&[job.to_sign()]).await?.pop().ok_or(error)?;
+                    // Some flavours choose a new key with every signature: keep history true.
+                    let (key, object_url) = (upload.key.as_deref(), upload.object_url.as_str());
+                    self.inner.store.mark_uploading(&job.upload_id, job.checksum.as_deref(), key, object_url)?;
                 }
                 _ => return Err(error.into()),
             }
@@ -577,6 +586,7 @@ impl Engine {
             path: &job.path,
             plan: *plan,
             permits: &self.inner.permits,
+            throttle: &self.inner.throttle,
             max_in_flight: transfer.concurrency as usize,
             retry: self.inner.retry,
             progress,

@@ -15,4 +15,8 @@ multipart_threshold: number,
 /**
  * Preferred part size; grown for files that would need more than 10,000 parts.
  */
-part_size: number, };
+part_size: number, 
+/**
+ * Bytes per second for all uploads together; 0 for no limit.
+ */
+bandwidth_limit: number, };

@@ -36,6 +36,8 @@ pub struct MultipartRun<'a> {
     pub plan: PartPlan,
     /// Shared with every other transfer of the engine: one permit per request in flight.
     pub permits: &'a Semaphore,
+    /// The engine's bandwidth limit, shared by every request.
+    pub throttle: &'a Arc<super::Throttle>,
     pub max_in_flight: usize,
     pub retry: RetryPolicy,
     /// Called with the bytes of the whole file sent so far.
@@ -150,7 +152,7 @@ async fn send_part(
                 report(sent.fetch_add(bytes - before, Ordering::Relaxed) + bytes - before);
             })
         };
-        let sending = put_range(run.client, &signed.url, &signed.headers, run.path, range, progress);
+        let sending = put_range(run.client, &signed.url, &signed.headers, run.path, range, progress, run.throttle);
         let result = tokio::select! {
             result = sending => result,
             _ = gate.closed() => {

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::TransferError;
+use super::{Throttle, TransferError};
 
 /// Read size for streaming a file into a request body.
 const STREAM_CHUNK: usize = 256 * 1024;
@@ -34,16 +34,45 @@ pub async fn send_file(
     path: &Path,
     size: u64,
     progress: Progress,
+    throttle: &Arc<Throttle>,
 ) -> Result<(), TransferError> {
     let range = Range { offset: 0, len: size, file_size: size };
     match &upload.method {
         crate::backend::UploadMethod::Put => {
-            put_range(client, &upload.url, &upload.headers, path, range, progress).await.map(drop)
+            put_range(client, &upload.url, &upload.headers, path, range, progress, throttle).await.map(drop)
         }
         crate::backend::UploadMethod::PostForm { fields } => {
-            super::post_form::post_form(client, &upload.url, fields, path, size, progress).await
+            super::post_form::post_form(client, &upload.url, fields, path, size, progress, throttle).await
         }
     }
+}
+
+/// A request body read from `file` in fixed-size chunks, each let out by the bandwidth limit
+/// and then counted for progress.
+pub(super) fn body_stream(
+    file: impl tokio::io::AsyncRead + Send + 'static,
+    progress: Progress,
+    throttle: &Arc<Throttle>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    let throttle = throttle.clone();
+    let mut sent = 0u64;
+    ReaderStream::with_capacity(file, STREAM_CHUNK)
+        .then(move |chunk| {
+            let throttle = throttle.clone();
+            async move {
+                if let Ok(bytes) = &chunk {
+                    throttle.take(bytes.len()).await;
+                }
+                chunk
+            }
+        })
+        .map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                sent += bytes.len() as u64;
+                progress(sent);
+            }
+            chunk
+        })
 }
 
 /// PUTs the range with exactly the signed headers and returns the ETag S3 answered with.
@@ -56,6 +85,7 @@ pub async fn put_range(
     path: &Path,
     range: Range,
     progress: Progress,
+    throttle: &Arc<Throttle>,
 ) -> Result<Option<String>, TransferError> {
     let shown = path.display().to_string();
     let changed = |detail: String| TransferError::FileChanged { path: shown.clone(), detail };
@@ -68,14 +98,7 @@ pub async fn put_range(
         file.seek(SeekFrom::Start(range.offset)).await.map_err(|e| changed(e.to_string()))?;
     }
 
-    let mut sent = 0u64;
-    let stream = ReaderStream::with_capacity(file.take(range.len), STREAM_CHUNK).map(move |chunk| {
-        if let Ok(bytes) = &chunk {
-            sent += bytes.len() as u64;
-            progress(sent);
-        }
-        chunk
-    });
+    let stream = body_stream(file.take(range.len), progress, throttle);
     let request = headers
         .iter()
         .fold(client.put(url.clone()), |request, (name, value)| request.header(name, value))
