@@ -6,10 +6,12 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use dropship_system_tests::cli::{json_lines, pattern, run, Workspace};
+use dropship_system_tests::cli::{
+    assert_in_bucket_and_history, assert_one_clear_line, json_lines, pattern, run, Workspace,
+};
 use dropship_system_tests::companion::Companion;
 use dropship_system_tests::wait_for;
 use dropship_testkit::{target_bin, S3Server};
@@ -56,30 +58,13 @@ fn upload_through_companion(files: &[(&str, Vec<u8>)], extra_args: &[&str]) -> V
 /// (Unlike `cli::assert_landed`, there are no backend records to check: Companion keeps none.)
 fn assert_landed_in_bucket(s3: &S3Server, workspace: &Workspace, lines: &[Value], files: &[(PathBuf, Vec<u8>)]) {
     assert_eq!(lines.len(), files.len(), "one JSON line per file: {lines:?}");
-    let history = workspace.history();
     let bucket_url = format!("{}/{}/", s3.endpoint, s3.bucket);
-    for (path, bytes) in files {
-        let line = lines
-            .iter()
-            .find(|l| l["path"].as_str() == Some(path.to_str().unwrap()))
-            .unwrap_or_else(|| panic!("the CLI should print a line for {}", path.display()));
-        assert_eq!(line["status"], "uploaded", "{} should upload: {line}", path.display());
-        assert_eq!(line["size"], bytes.len() as u64);
-        let key = line["key"].as_str().expect("an uploaded file has a key");
+    for (line, (path, _)) in assert_in_bucket_and_history(s3, workspace, lines, files).into_iter().zip(files) {
+        let key = line["key"].as_str().unwrap();
         let file_name = path.file_name().unwrap().to_str().unwrap();
         assert!(key.ends_with(&format!("-{file_name}")), "Companion chose the key, keeping the file name: {key}");
-        let stored = s3.get_object(key).unwrap_or_else(|| panic!("{key} should be in the bucket"));
-        assert!(stored == *bytes, "{key} should be byte-identical ({} vs {} bytes)", stored.len(), bytes.len());
-
         let object_url = line["object_url"].as_str().expect("an uploaded file has an object URL");
         assert!(object_url.starts_with(&bucket_url), "the object URL is in the bucket: {object_url}");
-        assert!(!object_url.contains('?'), "no signature in the object URL: {object_url}");
-
-        let row = history.iter().find(|h| h["upload_id"] == line["upload_id"]).expect("a history row per upload");
-        assert_eq!(row["status"], "uploaded", "{row}");
-        assert_eq!(row["key"], key, "history and CLI agree on the key");
-        assert_eq!(row["object_url"], object_url, "history and CLI agree on the object URL");
-        assert_eq!(row["source"], "cli");
     }
 }
 
@@ -169,19 +154,6 @@ fn pending_multipart_uploads(s3: &S3Server, prefix: &str) -> Vec<String> {
         let listed = s3.client().list_multipart_uploads().bucket(&s3.bucket).prefix(prefix).send().await.unwrap();
         listed.uploads().iter().filter_map(|u| u.key().map(str::to_owned)).collect()
     })
-}
-
-/// Exit status 2, exactly one line on stderr that mentions each of `must_mention`, and nothing
-/// on stdout.
-fn assert_one_clear_line(output: &Output, must_mention: &[&str]) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "a setup problem exits 2: {stderr}");
-    let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "exactly one line saying what to fix: {stderr}");
-    for word in must_mention {
-        assert!(lines[0].contains(word), "the line should mention {word:?}: {}", lines[0]);
-    }
-    assert!(String::from_utf8_lossy(&output.stdout).trim().is_empty(), "no per-file noise without --json");
 }
 
 #[test]

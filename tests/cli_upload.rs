@@ -2,9 +2,9 @@
 //! that checks signatures and checksums, and a real SQLite history.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use dropship_system_tests::cli::{assert_landed, json_lines, pattern, run, Workspace};
+use dropship_system_tests::cli::{assert_landed, assert_one_clear_line, json_lines, pattern, run, Workspace};
 use dropship_testkit::{target_bin, Backend, S3Server};
 
 fn edge_case_files(workspace: &Workspace) -> Vec<(PathBuf, Vec<u8>)> {
@@ -126,17 +126,6 @@ fn as_unprivileged_user(command: Command, workspace: &Workspace) -> Command {
     wrapped
 }
 
-fn assert_one_clear_line(output: &Output, must_mention: &[&str]) {
-    assert_eq!(output.status.code(), Some(2), "a setup problem exits 2");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "exactly one line saying what to fix: {stderr}");
-    for word in must_mention {
-        assert!(lines[0].contains(word), "the line should mention {word:?}: {}", lines[0]);
-    }
-    assert!(String::from_utf8_lossy(&output.stdout).trim().is_empty(), "no per-file noise without --json");
-}
-
 #[test]
 fn an_unreachable_backend_gives_one_line_that_says_to_check_the_url() {
     let workspace = Workspace::new();
@@ -177,7 +166,11 @@ fn garbage_from_the_backend_gives_one_line_that_says_to_check_the_flavour() {
             let mut buf = [0u8; 8192];
             let _ = stream.read(&mut buf);
             let body = "<html><body>Welcome to nginx!</body></html>";
-            let _ = write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
         }
     });
     let workspace = Workspace::new();
@@ -237,7 +230,11 @@ fn history_searches_by_name_and_filters_by_status() {
     assert_eq!(failed[0]["file_name"], "gone.png");
     assert_eq!(query(&["--status", "uploaded"]).len(), 2);
 
-    let table = Command::new(target_bin("dropship")).args(["history", "--data-dir"]).arg(workspace.data_dir()).output().unwrap();
+    let table = Command::new(target_bin("dropship"))
+        .args(["history", "--data-dir"])
+        .arg(workspace.data_dir())
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("invoice-0042.pdf") && text.contains("uploaded"), "the table shows names and states: {text}");
 }
@@ -254,3 +251,23 @@ fn history_rejects_an_unknown_status_with_the_valid_ones() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("uploaded"));
 }
 
+#[test]
+fn hundreds_of_small_files_go_up_in_overlapping_chunks_each_exactly_once() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let files: Vec<_> = (0..250)
+        .map(|i| {
+            let bytes = pattern(1000 + i, i as u8);
+            (workspace.file(&format!("many/file-{i:03}.bin"), &bytes), bytes)
+        })
+        .collect();
+    let mut command = workspace.dropship(&backend, "native");
+    command.args(["upload", "--json"]).arg(workspace.dir.path().join("files/many"));
+    let output = run(command);
+    let lines = json_lines(&output);
+    assert!(output.status.success(), "all 250 upload");
+    assert_eq!(lines.len(), 250, "one line per file");
+    assert_landed(s3, &backend, &workspace, &lines, &files);
+    assert_eq!(backend.records().len(), 250, "each recorded once, none twice");
+}

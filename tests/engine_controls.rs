@@ -13,7 +13,8 @@ const MIB: u64 = 1024 * 1024;
 
 fn engine(backend: &Backend, data_dir: &Path) -> Engine {
     let engine = Engine::open(data_dir, runtime().handle().clone()).expect("open the engine");
-    let transfer = TransferSettings { concurrency: 1, multipart_threshold: 5 * MIB, part_size: 5 * MIB, bandwidth_limit: 0 };
+    let transfer =
+        TransferSettings { concurrency: 1, multipart_threshold: 5 * MIB, part_size: 5 * MIB, bandwidth_limit: 0 };
     engine
         .apply_settings(Settings {
             backend_url: backend.url.clone(),
@@ -26,7 +27,11 @@ fn engine(backend: &Backend, data_dir: &Path) -> Engine {
 }
 
 /// The next event that `pick` accepts, within `timeout`.
-fn next_event<T>(events: &mut Receiver<Event>, timeout: Duration, mut pick: impl FnMut(&Event) -> Option<T>) -> Option<T> {
+fn next_event<T>(
+    events: &mut Receiver<Event>,
+    timeout: Duration,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> Option<T> {
     let waiter = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime to wait on");
     waiter.block_on(async {
         tokio::time::timeout(timeout, async {
@@ -45,6 +50,15 @@ fn next_event<T>(events: &mut Receiver<Event>, timeout: Duration, mut pick: impl
         .await
         .ok()
     })
+}
+
+/// Waits until the upload has sent its first bytes; returns its id.
+fn first_bytes_sent(events: &mut Receiver<Event>) -> String {
+    next_event(events, Duration::from_secs(30), |e| match e {
+        Event::FileProgress { upload_id, bytes_done, .. } if *bytes_done > 0 => Some(upload_id.clone()),
+        _ => None,
+    })
+    .expect("the upload starts")
 }
 
 fn write_file(dir: &Path, size: u64) -> (std::path::PathBuf, Vec<u8>) {
@@ -92,11 +106,7 @@ fn a_paused_upload_stops_sending_and_finishes_after_it_is_resumed() {
     let mut events = engine.subscribe();
 
     engine.submit(vec![path], Source::Window);
-    let upload_id = next_event(&mut events, Duration::from_secs(30), |e| match e {
-        Event::FileProgress { upload_id, bytes_done, .. } if *bytes_done > 0 => Some(upload_id.clone()),
-        _ => None,
-    })
-    .expect("the upload starts");
+    let upload_id = first_bytes_sent(&mut events);
     assert!(engine.pause(&upload_id), "a running upload can be paused");
     // What was in flight when the pause came may still report; after that, silence.
     std::thread::sleep(Duration::from_millis(300));
@@ -126,11 +136,7 @@ fn a_cancelled_multipart_upload_is_aborted_and_leaves_nothing_in_the_bucket() {
     let mut events = engine.subscribe();
 
     engine.submit(vec![path], Source::Window);
-    let upload_id = next_event(&mut events, Duration::from_secs(30), |e| match e {
-        Event::FileProgress { upload_id, bytes_done, .. } if *bytes_done > 0 => Some(upload_id.clone()),
-        _ => None,
-    })
-    .expect("the upload starts");
+    let upload_id = first_bytes_sent(&mut events);
     assert!(engine.cancel(&upload_id));
     let code = next_event(&mut events, Duration::from_secs(30), |e| match e {
         Event::FileFailed { error, .. } => Some(error.code.clone()),

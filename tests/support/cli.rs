@@ -83,11 +83,17 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// Every uploaded file is in S3 byte-identical, in the history as uploaded with the same key,
-/// and recorded by the backend exactly once with the same key and size.
-pub fn assert_landed(s3: &S3Server, backend: &Backend, workspace: &Workspace, lines: &[Value], files: &[(PathBuf, Vec<u8>)]) {
+/// Every file has an `uploaded` line from the CLI, is in S3 byte-identical, and is in the
+/// history as uploaded from the CLI with the same key and a signature-free object URL. Returns
+/// each file's line.
+pub fn assert_in_bucket_and_history<'a>(
+    s3: &S3Server,
+    workspace: &Workspace,
+    lines: &'a [Value],
+    files: &[(PathBuf, Vec<u8>)],
+) -> Vec<&'a Value> {
     let history = workspace.history();
-    let records = backend.records();
+    let mut found = Vec::with_capacity(files.len());
     for (path, bytes) in files {
         let line = lines
             .iter()
@@ -99,16 +105,44 @@ pub fn assert_landed(s3: &S3Server, backend: &Backend, workspace: &Workspace, li
         let stored = s3.get_object(key).unwrap_or_else(|| panic!("{key} should be in the bucket"));
         assert!(stored == *bytes, "{key} should be byte-identical ({} vs {} bytes)", stored.len(), bytes.len());
 
-        let upload_id = line["upload_id"].as_str().unwrap();
-        let row = history.iter().find(|h| h["upload_id"] == upload_id).expect("a history row per upload");
-        assert_eq!(row["status"], "uploaded");
+        let row = history.iter().find(|h| h["upload_id"] == line["upload_id"]).expect("a history row per upload");
+        assert_eq!(row["status"], "uploaded", "{row}");
         assert_eq!(row["key"], key, "history and CLI agree on the key");
+        assert_eq!(row["object_url"], line["object_url"], "history and CLI agree on the object URL");
         assert_eq!(row["source"], "cli");
         assert!(row["object_url"].as_str().is_some_and(|u| !u.contains('?')), "no signature in history: {row}");
+        found.push(line);
+    }
+    found
+}
 
-        let matching: Vec<_> = records.iter().filter(|r| r["key"] == key).collect();
+/// [`assert_in_bucket_and_history`], and the backend recorded each file exactly once with the
+/// same key and size.
+pub fn assert_landed(
+    s3: &S3Server,
+    backend: &Backend,
+    workspace: &Workspace,
+    lines: &[Value],
+    files: &[(PathBuf, Vec<u8>)],
+) {
+    let records = backend.records();
+    for (line, (_, bytes)) in assert_in_bucket_and_history(s3, workspace, lines, files).into_iter().zip(files) {
+        let key = &line["key"];
+        let matching: Vec<_> = records.iter().filter(|r| r["key"] == *key).collect();
         assert_eq!(matching.len(), 1, "the backend should record {key} exactly once: {records:?}");
         assert_eq!(matching[0]["size"], bytes.len() as u64, "the backend's size agrees");
     }
 }
 
+/// A setup problem: exit 2, one line on stderr that mentions each of `must_mention`, nothing
+/// on stdout.
+pub fn assert_one_clear_line(output: &Output, must_mention: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "a setup problem exits 2: {stderr}");
+    let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "exactly one line saying what to fix: {stderr}");
+    for word in must_mention {
+        assert!(lines[0].contains(word), "the line should mention {word:?}: {}", lines[0]);
+    }
+    assert!(String::from_utf8_lossy(&output.stdout).trim().is_empty(), "no per-file noise without --json");
+}

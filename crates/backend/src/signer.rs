@@ -159,10 +159,8 @@ impl Signer {
                 // checksums ("<base64>-N", type COMPOSITE), not the file's; keep it in that
                 // form so it is only ever compared with a composite checksum.
                 let composite = head.checksum_type() == Some(&ChecksumType::Composite);
-                let checksum_sha256 = head
-                    .checksum_sha256()
-                    .filter(|c| !composite || c.contains('-'))
-                    .map(str::to_owned);
+                let checksum_sha256 =
+                    head.checksum_sha256().filter(|c| !composite || c.contains('-')).map(str::to_owned);
                 Ok(Some(ObjectHead {
                     size: head.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
                     checksum_sha256,

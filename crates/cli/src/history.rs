@@ -26,7 +26,8 @@ pub struct HistoryArgs {
 }
 
 fn parse_status(s: &str) -> Result<UploadStatus, String> {
-    UploadStatus::parse(s).ok_or_else(|| format!("unknown status {s:?}; use queued, uploading, reporting, uploaded or failed"))
+    UploadStatus::parse(s)
+        .ok_or_else(|| format!("unknown status {s:?}; use queued, uploading, reporting, uploaded or failed"))
 }
 
 pub fn run(args: HistoryArgs, runtime: tokio::runtime::Handle) -> ExitCode {
@@ -67,5 +68,9 @@ fn human_size(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

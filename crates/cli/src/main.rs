@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use dropship_core::ApiFlavour;
 
 #[derive(Parser)]
-#[command(name = "dropship", version, about = "Upload files straight to S3 through your organisation's signing backend")]
+#[command(
+    name = "dropship",
+    version,
+    about = "Upload files straight to S3 through your organisation's signing backend"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,7 +66,8 @@ pub const EXIT_SETUP: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = std::env::var("DROPSHIP_LOG").unwrap_or_else(|_| if cli.verbose { "info".into() } else { "off".into() });
+    let filter =
+        std::env::var("DROPSHIP_LOG").unwrap_or_else(|_| if cli.verbose { "info".into() } else { "off".into() });
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

@@ -88,7 +88,11 @@ fn resolve_settings(engine: &Engine, upload: &UploadArgs) -> Settings {
     transfer.bandwidth_limit = upload.bandwidth_limit.unwrap_or(transfer.bandwidth_limit);
     Settings {
         transfer,
-        backend_url: args.backend_url.clone().or_else(|| saved.as_ref().map(|s| s.backend_url.clone())).unwrap_or_default(),
+        backend_url: args
+            .backend_url
+            .clone()
+            .or_else(|| saved.as_ref().map(|s| s.backend_url.clone()))
+            .unwrap_or_default(),
         api: args.api.or_else(|| saved.as_ref().map(|s| s.api)).unwrap_or(ApiFlavour::Native),
         token: args.token.clone().or_else(|| saved.as_ref().map(|s| s.token.clone())).unwrap_or_default(),
     }

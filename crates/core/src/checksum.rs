@@ -82,7 +82,8 @@ mod part_tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"abcdefghij").unwrap();
-        let parts: Vec<String> = [(0, 4), (4, 4), (8, 2)].iter().map(|&(o, l)| sha256_range(&path, o, l).unwrap()).collect();
+        let parts: Vec<String> =
+            [(0, 4), (4, 4), (8, 2)].iter().map(|&(o, l)| sha256_range(&path, o, l).unwrap()).collect();
         let digest = |b: &[u8]| Sha256::digest(b);
         assert_eq!(parts[2], base64::engine::general_purpose::STANDARD.encode(digest(b"ij")));
         let mut combined = Sha256::new();

@@ -34,9 +34,9 @@ impl FromStr for ApiFlavour {
             "native" => Ok(ApiFlavour::Native),
             "rails" => Ok(ApiFlavour::Rails),
             "companion" => Ok(ApiFlavour::Companion),
-            other => Err(Error::InvalidSettings(format!(
-                "unknown API flavour {other:?}; use native, rails or companion"
-            ))),
+            other => {
+                Err(Error::InvalidSettings(format!("unknown API flavour {other:?}; use native, rails or companion")))
+            }
         }
     }
 }
@@ -143,10 +143,7 @@ impl Settings {
         let path = data_dir.join(SETTINGS_FILE);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                Error::InvalidSettings(format!(
-                    "{} is not valid settings JSON ({e}); fix or delete it",
-                    path.display()
-                ))
+                Error::InvalidSettings(format!("{} is not valid settings JSON ({e}); fix or delete it", path.display()))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::Unreadable { path: path.display().to_string(), detail: e.to_string() }),
@@ -156,10 +153,8 @@ impl Settings {
     /// Writes `settings.json` atomically (temp file + rename), readable by the owner only
     /// because it holds the token.
     pub fn save(&self, data_dir: &Path) -> Result<(), Error> {
-        let unwritable = |e: std::io::Error| Error::InvalidSettings(format!(
-            "cannot write settings to {}: {e}",
-            data_dir.display()
-        ));
+        let unwritable =
+            |e: std::io::Error| Error::InvalidSettings(format!("cannot write settings to {}: {e}", data_dir.display()));
         std::fs::create_dir_all(data_dir).map_err(unwritable)?;
         let path = data_dir.join(SETTINGS_FILE);
         let tmp = data_dir.join(format!("{SETTINGS_FILE}.tmp"));
@@ -173,8 +168,7 @@ impl Settings {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }

@@ -85,11 +85,7 @@ impl Controls {
 impl Gate {
     /// A gate no control reaches: for work that cannot be paused or cancelled.
     pub fn inert() -> Gate {
-        Gate {
-            paused: watch::channel(false).1,
-            all_paused: watch::channel(false).1,
-            cancel: CancellationToken::new(),
-        }
+        Gate { paused: watch::channel(false).1, all_paused: watch::channel(false).1, cancel: CancellationToken::new() }
     }
 
     pub fn is_cancelled(&self) -> bool {

@@ -3,7 +3,7 @@
 //! subscribers what happens through [`Event`]s.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
@@ -25,6 +25,9 @@ use crate::{checksum, scan, Error, ErrorInfo, Event, HistoryEntry, HistoryQuery,
 /// Fresh URLs asked for one file before giving up on it: a URL refused again right after
 /// re-signing is not an expiry problem.
 const MAX_RESIGNS: u32 = 2;
+/// Chunks of a batch in progress at once: enough that a chunk's report round trip overlaps
+/// the next chunk's uploads.
+const CHUNKS_IN_FLIGHT: usize = 3;
 /// Files hashed at once; hashing is CPU-bound, one per core on a small machine.
 const HASH_CONCURRENCY: usize = 2;
 /// Progress events per file at most this often, so a fast upload does not flood the UI.
@@ -383,47 +386,21 @@ impl Engine {
             jobs.push(job);
         }
 
-        let mut pending = jobs.into_iter().peekable();
-        while pending.peek().is_some() {
-            let chunk: Vec<Job> = pending.by_ref().take(backend.max_presign_batch()).collect();
-            let ready = self.prepare(chunk, &transfer, backend.as_ref(), &mut summary).await;
-            let (multipart, single): (Vec<Job>, Vec<Job>) = ready.into_iter().partition(|job| job.parts.is_some());
-
-            let (single, signed) = match self.presign_all(&single, backend.as_ref()).await {
-                Ok(signed) => (single, signed),
-                Err(error) if error.is_batch_level() => {
-                    for job in single.into_iter().chain(multipart).chain(pending) {
-                        summary.files.push(self.fail(&job, &error));
-                    }
-                    return self.fail_batch(summary, error);
-                }
-                Err(error) => {
-                    for job in single {
-                        summary.files.push(self.fail(&job, &error));
-                    }
-                    (Vec::new(), Vec::new())
-                }
-            };
-            let singles = single.into_iter().zip(signed).map(|(job, url)| (job, Some(url)));
-            let all = singles.chain(multipart.into_iter().map(|job| (job, None)));
-            let results: Vec<Result<Sent, FileOutcome>> = stream::iter(all)
-                .map(|(job, url)| self.send(job, url, &transfer, backend.as_ref()))
-                .buffer_unordered(transfer.concurrency as usize)
-                .collect()
-                .await;
-            let mut sent = Vec::with_capacity(results.len());
-            for result in results {
-                match result {
-                    Ok(done) => sent.push(done),
-                    Err(failed) => summary.files.push(failed),
-                }
-            }
-            if let Err(error) = self.report_all(sent, backend.as_ref(), &mut summary).await {
-                for job in pending {
-                    summary.files.push(self.fail(&job, &error));
-                }
-                return self.fail_batch(summary, error);
-            }
+        // Chunks overlap: one chunk's hashing, presigning and report round trips hide behind
+        // the next one's uploads. The shared permits still bound the requests in flight.
+        let chunk_size = backend.max_presign_batch();
+        let chunks_in_flight = if chunk_size == 1 { transfer.concurrency as usize } else { CHUNKS_IN_FLIGHT };
+        let halted = OnceLock::new();
+        let mut jobs = jobs.into_iter().peekable();
+        let chunks = std::iter::from_fn(|| jobs.peek().is_some().then(|| jobs.by_ref().take(chunk_size).collect()));
+        let outcomes: Vec<Vec<FileOutcome>> = stream::iter(chunks)
+            .map(|chunk| self.run_chunk(chunk, &transfer, backend.as_ref(), &halted))
+            .buffer_unordered(chunks_in_flight)
+            .collect()
+            .await;
+        summary.files.extend(outcomes.into_iter().flatten());
+        if let Some(error) = halted.into_inner() {
+            return self.fail_batch(summary, error);
         }
 
         self.emit(Event::BatchFinished {
@@ -434,6 +411,55 @@ impl Engine {
         summary
     }
 
+    /// One chunk of a batch, as many files as one presign request carries: hash, presign, send,
+    /// report. A failure that stops the whole batch (backend down, token refused) is kept in
+    /// `halted`, and the chunks after it fail their files with it without asking again.
+    async fn run_chunk(
+        &self,
+        chunk: Vec<Job>,
+        transfer: &TransferSettings,
+        backend: &dyn SigningBackend,
+        halted: &OnceLock<Error>,
+    ) -> Vec<FileOutcome> {
+        let mut files = Vec::with_capacity(chunk.len());
+        if let Some(error) = halted.get() {
+            files.extend(chunk.iter().map(|job| self.fail(job, error)));
+            return files;
+        }
+        let ready = self.prepare(chunk, transfer, backend, &mut files).await;
+        let (multipart, single): (Vec<Job>, Vec<Job>) = ready.into_iter().partition(|job| job.parts.is_some());
+        let (single, signed) = match self.presign_all(&single, backend).await {
+            Ok(signed) => (single, signed),
+            Err(error) if error.is_batch_level() => {
+                let error = halted.get_or_init(|| error);
+                files.extend(single.iter().chain(&multipart).map(|job| self.fail(job, error)));
+                return files;
+            }
+            Err(error) => {
+                files.extend(single.iter().map(|job| self.fail(job, &error)));
+                (Vec::new(), Vec::new())
+            }
+        };
+        let singles = single.into_iter().zip(signed).map(|(job, url)| (job, Some(url)));
+        let all = singles.chain(multipart.into_iter().map(|job| (job, None)));
+        let results: Vec<Result<Sent, FileOutcome>> = stream::iter(all)
+            .map(|(job, url)| self.send(job, url, transfer, backend))
+            .buffer_unordered(transfer.concurrency as usize)
+            .collect()
+            .await;
+        let mut sent = Vec::with_capacity(results.len());
+        for result in results {
+            match result {
+                Ok(done) => sent.push(done),
+                Err(failed) => files.push(failed),
+            }
+        }
+        if let Err(error) = self.report_all(sent, backend, &mut files).await {
+            let _ = halted.set(error);
+        }
+        files
+    }
+
     /// Hashes the chunk's files (in parts, for the ones that go up in parts); the ones that
     /// cannot be read or are too large fail here.
     async fn prepare(
@@ -441,15 +467,18 @@ impl Engine {
         chunk: Vec<Job>,
         transfer: &TransferSettings,
         backend: &dyn SigningBackend,
-        summary: &mut BatchSummary,
+        failed: &mut Vec<FileOutcome>,
     ) -> Vec<Job> {
         let max_size = backend.max_file_size();
         let multipart = backend.supports_multipart();
         let hashed: Vec<(Job, Result<(), Error>)> = stream::iter(chunk)
             .map(|mut job| async move {
                 if job.size > max_size {
-                    let error =
-                        TransferError::TooLarge { path: job.path.display().to_string(), size: job.size, limit: max_size };
+                    let error = TransferError::TooLarge {
+                        path: job.path.display().to_string(),
+                        size: job.size,
+                        limit: max_size,
+                    };
                     return (job, Err(error.into()));
                 }
                 let plan = (multipart && job.size >= transfer.multipart_threshold)
@@ -484,7 +513,7 @@ impl Engine {
         for (job, result) in hashed {
             match result {
                 Ok(()) => ready.push(job),
-                Err(error) => summary.files.push(self.fail(&job, &error)),
+                Err(error) => failed.push(self.fail(&job, &error)),
             }
         }
         ready
@@ -527,7 +556,12 @@ impl Engine {
         mut upload: PresignedUpload,
         backend: &dyn SigningBackend,
     ) -> Result<(Option<String>, String), Error> {
-        self.inner.store.mark_uploading(&job.upload_id, job.checksum.as_deref(), upload.key.as_deref(), &upload.object_url)?;
+        self.inner.store.mark_uploading(
+            &job.upload_id,
+            job.checksum.as_deref(),
+            upload.key.as_deref(),
+            &upload.object_url,
+        )?;
         tracing::info!(upload_id = %job.upload_id, url = %backend::redact_url(&upload.url), size = job.size, "uploading");
         let (mut attempt, mut resigns) = (0u32, 0u32);
         let mut gate = job.gate.clone();
@@ -536,7 +570,8 @@ impl Engine {
             gate.wait_open().await.map_err(|_| Error::Cancelled)?;
             let _permit = self.inner.permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
             let progress = self.progress_reporter(job);
-            let sending = transfer::send_file(&self.inner.http, &upload, &job.path, job.size, progress, &self.inner.throttle);
+            let sending =
+                transfer::send_file(&self.inner.http, &upload, &job.path, job.size, progress, &self.inner.throttle);
             let result = tokio::select! {
                 result = sending => result,
                 // Paused or cancelled: a single PUT cannot be resumed midway, so it starts over.
@@ -616,7 +651,12 @@ impl Engine {
 
     /// Tells the backend about every file of the chunk that landed, in as few round trips as
     /// the flavour allows. Errs only when the backend as a whole is unusable.
-    async fn report_all(&self, sent: Vec<Sent>, backend: &dyn SigningBackend, summary: &mut BatchSummary) -> Result<(), Error> {
+    async fn report_all(
+        &self,
+        sent: Vec<Sent>,
+        backend: &dyn SigningBackend,
+        files: &mut Vec<FileOutcome>,
+    ) -> Result<(), Error> {
         if sent.is_empty() {
             return Ok(());
         }
@@ -631,16 +671,17 @@ impl Engine {
             Err(e) => {
                 let error = Error::from(e);
                 for done in &sent {
-                    summary.files.push(self.fail(&done.job, &error));
+                    files.push(self.fail(&done.job, &error));
                 }
                 return Err(error);
             }
         };
         for (done, result) in sent.into_iter().zip(results) {
-            let recorded = result.map_err(Error::from).and_then(|()| Ok(self.inner.store.mark_uploaded(&done.job.upload_id)?));
+            let recorded =
+                result.map_err(Error::from).and_then(|()| Ok(self.inner.store.mark_uploaded(&done.job.upload_id)?));
             match recorded {
-                Ok(()) => summary.files.push(self.uploaded(done)),
-                Err(error) => summary.files.push(self.fail(&done.job, &error)),
+                Ok(()) => files.push(self.uploaded(done)),
+                Err(error) => files.push(self.fail(&done.job, &error)),
             }
         }
         Ok(())

@@ -8,7 +8,7 @@ use crate::backend::BackendError;
 use crate::store::StoreError;
 use crate::transfer::TransferError;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     #[error(

@@ -70,5 +70,8 @@ pub enum Event {
         #[ts(type = "number")]
         failed: usize,
     },
-    BatchFailed { batch_id: String, error: ErrorInfo },
+    BatchFailed {
+        batch_id: String,
+        error: ErrorInfo,
+    },
 }

@@ -68,9 +68,7 @@ pub fn io_error(path: &Path, e: std::io::Error) -> Error {
     let shown = path.display().to_string();
     match e.kind() {
         std::io::ErrorKind::NotFound => Error::NotFound { path: shown },
-        std::io::ErrorKind::PermissionDenied => {
-            Error::Unreadable { path: shown, detail: "permission denied".into() }
-        }
+        std::io::ErrorKind::PermissionDenied => Error::Unreadable { path: shown, detail: "permission denied".into() },
         _ => Error::Unreadable { path: shown, detail: e.to_string() },
     }
 }

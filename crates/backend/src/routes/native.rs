@@ -20,7 +20,9 @@ use crate::db::{Flavour, NewRecord, Record, RecordOutcome};
 use crate::error::ApiError;
 use crate::limits::{MAX_BATCH, MAX_RECORDS_PAGE, MAX_SINGLE_PUT_BYTES, REPORT_CHECK_CONCURRENCY};
 use crate::signer::{without_query, PutConditions};
-use crate::validate::{canonical_upload_id, content_type_or_default, is_object_checksum, is_sha256_base64, same_checksum_kind};
+use crate::validate::{
+    canonical_upload_id, content_type_or_default, is_object_checksum, is_sha256_base64, same_checksum_kind,
+};
 
 pub async fn ping() -> Json<Value> {
     Json(json!({
@@ -251,7 +253,8 @@ async fn record_report(
             ),
         ));
     }
-    let differs = |stored: &String| same_checksum_kind(stored, &report.checksum_sha256) && *stored != report.checksum_sha256;
+    let differs =
+        |stored: &String| same_checksum_kind(stored, &report.checksum_sha256) && *stored != report.checksum_sha256;
     if head.checksum_sha256.as_ref().is_some_and(differs) {
         return Err(ApiError::unprocessable(
             "checksum_mismatch",

@@ -58,15 +58,13 @@ impl BackendHttp {
             request = request.bearer_auth(&self.token);
         }
         let url = self.base_shown();
-        let response = request.send().await.map_err(|e| BackendError::Unreachable {
-            url: url.clone(),
-            detail: describe_reqwest_error(&e),
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| BackendError::Unreachable { url: url.clone(), detail: describe_reqwest_error(&e) })?;
         let status = response.status();
-        let body = read_limited(response).await.map_err(|detail| BackendError::Unreachable {
-            url: url.clone(),
-            detail,
-        })?;
+        let body =
+            read_limited(response).await.map_err(|detail| BackendError::Unreachable { url: url.clone(), detail })?;
         match status.as_u16() {
             // 204 and other empty answers read as JSON null.
             200..=299 if body.iter().all(u8::is_ascii_whitespace) => serde_json::from_slice(b"null")
@@ -100,7 +98,11 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String
 fn error_message(body: &[u8], status: reqwest::StatusCode) -> String {
     let fallback = || {
         let text = preview(body);
-        if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text }
+        if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_owned()
+        } else {
+            text
+        }
     };
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else { return fallback() };
     if let Some(message) = json.pointer("/error/message").and_then(|m| m.as_str()) {
@@ -180,10 +182,16 @@ mod tests {
     #[test]
     fn native_and_companion_error_shapes_are_both_understood() {
         let native = br#"{"error":{"code":"object_missing","message":"The object is not in the bucket."}}"#;
-        assert_eq!(error_message(native, reqwest::StatusCode::UNPROCESSABLE_ENTITY), "The object is not in the bucket.");
+        assert_eq!(
+            error_message(native, reqwest::StatusCode::UNPROCESSABLE_ENTITY),
+            "The object is not in the bucket."
+        );
         assert_eq!(error_message(br#"{"error":"bad key"}"#, reqwest::StatusCode::BAD_REQUEST), "bad key");
         let express = br#"{"message":"connect ECONNREFUSED 127.0.0.1:1","error":{"errno":-111}}"#;
-        assert_eq!(error_message(express, reqwest::StatusCode::INTERNAL_SERVER_ERROR), "connect ECONNREFUSED 127.0.0.1:1");
+        assert_eq!(
+            error_message(express, reqwest::StatusCode::INTERNAL_SERVER_ERROR),
+            "connect ECONNREFUSED 127.0.0.1:1"
+        );
     }
 
     #[test]

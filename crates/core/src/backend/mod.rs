@@ -15,9 +15,9 @@ use async_trait::async_trait;
 use crate::{ApiFlavour, Error, Settings};
 
 pub use companion::CompanionBackend;
+pub(crate) use http::describe_reqwest_error as http_error_detail;
 pub use native::NativeBackend;
 pub use rails::{derive_key_from_url, RailsBackend};
-pub(crate) use http::describe_reqwest_error as http_error_detail;
 
 /// A file about to be signed.
 #[derive(Debug, Clone)]
@@ -149,10 +149,18 @@ pub trait SigningBackend: Send + Sync {
         Err(BackendError::Unsupported { what: "multipart uploads" })
     }
     /// Presigns the given parts, in order, in one round trip.
-    async fn sign_parts(&self, _upload: &MultipartUpload, _parts: &[PartToSign]) -> Result<Vec<SignedPart>, BackendError> {
+    async fn sign_parts(
+        &self,
+        _upload: &MultipartUpload,
+        _parts: &[PartToSign],
+    ) -> Result<Vec<SignedPart>, BackendError> {
         Err(BackendError::Unsupported { what: "multipart uploads" })
     }
-    async fn complete_multipart(&self, _upload: &MultipartUpload, _parts: &[CompletedPart]) -> Result<(), BackendError> {
+    async fn complete_multipart(
+        &self,
+        _upload: &MultipartUpload,
+        _parts: &[CompletedPart],
+    ) -> Result<(), BackendError> {
         Err(BackendError::Unsupported { what: "multipart uploads" })
     }
     async fn abort_multipart(&self, _upload: &MultipartUpload) -> Result<(), BackendError> {
@@ -173,7 +181,7 @@ pub fn connect(settings: &Settings, client: reqwest::Client) -> Result<Arc<dyn S
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
     #[error("Could not reach the backend at {url} ({detail}). Check the backend URL in Settings (or --backend) and that the server is running.")]
@@ -191,7 +199,11 @@ pub enum BackendError {
 }
 
 fn detail_suffix(message: &str) -> String {
-    if message.is_empty() { String::new() } else { format!(": {message}") }
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
 }
 
 impl BackendError {

@@ -211,7 +211,11 @@ impl SigningBackend for NativeBackend {
         Ok(MultipartUpload { key: created.key, upload_id: created.upload_id, object_url: created.object_url })
     }
 
-    async fn sign_parts(&self, upload: &MultipartUpload, parts: &[PartToSign]) -> Result<Vec<SignedPart>, BackendError> {
+    async fn sign_parts(
+        &self,
+        upload: &MultipartUpload,
+        parts: &[PartToSign],
+    ) -> Result<Vec<SignedPart>, BackendError> {
         let body = json!({
             "key": upload.key,
             "upload_id": upload.upload_id,

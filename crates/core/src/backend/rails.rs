@@ -131,7 +131,10 @@ mod tests {
 
     #[test]
     fn a_path_style_url_loses_its_bucket_segment() {
-        assert_eq!(key("http://127.0.0.1:8333/bucket/uploads/a%20b/r%C3%A9sum%C3%A9.pdf?X-Amz-Signature=1").as_deref(), Some("uploads/a b/résumé.pdf"));
+        assert_eq!(
+            key("http://127.0.0.1:8333/bucket/uploads/a%20b/r%C3%A9sum%C3%A9.pdf?X-Amz-Signature=1").as_deref(),
+            Some("uploads/a b/résumé.pdf")
+        );
         assert_eq!(key("http://localhost:9000/b/k").as_deref(), Some("k"));
         assert_eq!(key("https://s3.eu-west-1.amazonaws.com/b/k/x").as_deref(), Some("k/x"));
         assert_eq!(key("https://s3-eu-west-1.amazonaws.com/b/k").as_deref(), Some("k"));

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("The upload history at {path} {action} ({detail}). {hint}")]
 pub struct StoreError {
     path: String,
@@ -28,9 +28,9 @@ impl StoreError {
             Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
                 "The file is damaged; move it aside to start a new history."
             }
-            Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::PermissionDenied) => {
-                "Check that the data folder exists and is writable."
-            }
+            Some(
+                rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::PermissionDenied,
+            ) => "Check that the data folder exists and is writable.",
             _ => "Check that the data folder is writable and not full.",
         };
         StoreError { path: path.display().to_string(), action, detail: e.to_string(), hint }
@@ -198,7 +198,13 @@ impl Store {
         )
     }
 
-    pub fn mark_uploading(&self, upload_id: &str, checksum: Option<&str>, key: Option<&str>, object_url: &str) -> Result<(), StoreError> {
+    pub fn mark_uploading(
+        &self,
+        upload_id: &str,
+        checksum: Option<&str>,
+        key: Option<&str>,
+        object_url: &str,
+    ) -> Result<(), StoreError> {
         self.write(
             "UPDATE uploads SET status = 'uploading', checksum_sha256 = ?2, key = ?3, object_url = ?4, updated_at = ?5 WHERE upload_id = ?1",
             params![upload_id, checksum, key, object_url, now()],
@@ -239,9 +245,12 @@ impl Store {
 
     pub fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
         let limit = if query.limit == 0 { 200 } else { query.limit.min(100_000) };
-        let pattern = query.search.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(|s| {
-            format!("%{}%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
-        });
+        let pattern = query
+            .search
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("%{}%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let read = |e| StoreError::new(&self.path, "could not be read", e);
         let mut statement = conn

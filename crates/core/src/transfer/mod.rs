@@ -26,7 +26,9 @@ pub enum TransferError {
     S3Error { status: u16, code: String, message: String },
     #[error("The connection to S3 failed ({detail}). Check the network and try again.")]
     Network { detail: String },
-    #[error("{path} changed while it was being uploaded ({detail}). Upload it again once it is no longer being written.")]
+    #[error(
+        "{path} changed while it was being uploaded ({detail}). Upload it again once it is no longer being written."
+    )]
     FileChanged { path: String, detail: String },
     #[error("{path} is {size} bytes, more than the {limit}-byte limit of an upload with this backend{}.", if *.limit < MAX_OBJECT_SIZE { " (its API has no multipart uploads)" } else { "" })]
     TooLarge { path: String, size: u64, limit: u64 },

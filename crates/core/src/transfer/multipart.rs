@@ -82,8 +82,14 @@ impl PartChecksums {
             let path = run.path.to_owned();
             let digest = tokio::task::spawn_blocking(move || crate::checksum::sha256_range(&path, offset, len))
                 .await
-                .map_err(|e| TransferError::FileChanged { path: run.path.display().to_string(), detail: e.to_string() })?
-                .map_err(|e| TransferError::FileChanged { path: run.path.display().to_string(), detail: e.to_string() })?;
+                .map_err(|e| TransferError::FileChanged {
+                    path: run.path.display().to_string(),
+                    detail: e.to_string(),
+                })?
+                .map_err(|e| TransferError::FileChanged {
+                    path: run.path.display().to_string(),
+                    detail: e.to_string(),
+                })?;
             self.digests.lock().unwrap_or_else(|p| p.into_inner()).push(digest);
             self.hashed.send_replace(number);
         }
@@ -123,7 +129,11 @@ async fn send_parts(
         }
         let etag = send_part(run, book, checksums, number, sent).await?;
         let checksum = checksums.get(number);
-        done.lock().unwrap_or_else(|p| p.into_inner()).push(CompletedPart { part_number: number, etag, checksum_sha256: checksum });
+        done.lock().unwrap_or_else(|p| p.into_inner()).push(CompletedPart {
+            part_number: number,
+            etag,
+            checksum_sha256: checksum,
+        });
     }
 }
 
@@ -215,11 +225,7 @@ impl UrlBook {
         let last = number.saturating_add(SIGN_BATCH - 1).min(hashed);
         let wanted: Vec<PartToSign> = (number..=last)
             .filter(|n| *n == number || !signed.get(n).is_some_and(is_fresh))
-            .map(|n| PartToSign {
-                part_number: n,
-                size: run.plan.range(n).1,
-                checksum_sha256: checksums.get(n),
-            })
+            .map(|n| PartToSign { part_number: n, size: run.plan.range(n).1, checksum_sha256: checksums.get(n) })
             .collect();
         for part in run.backend.sign_parts(run.upload, &wanted).await? {
             signed.insert(part.part_number, part);

@@ -138,7 +138,9 @@ mod tests {
             })
         };
 
-        post_form(&reqwest::Client::new(), &url, &fields(), &path, bytes.len() as u64, progress, &Default::default()).await.unwrap();
+        post_form(&reqwest::Client::new(), &url, &fields(), &path, bytes.len() as u64, progress, &Default::default())
+            .await
+            .unwrap();
         let (head, body) = server.join().unwrap();
 
         assert!(head.starts_with("post /bucket "), "a POST to the form's URL: {head}");
@@ -162,7 +164,9 @@ mod tests {
         let path = dir.path().join("empty.bin");
         std::fs::write(&path, b"").unwrap();
         let (url, server) = capture_one_request("204 No Content");
-        post_form(&reqwest::Client::new(), &url, &fields(), &path, 0, Arc::new(|_| {}), &Default::default()).await.unwrap();
+        post_form(&reqwest::Client::new(), &url, &fields(), &path, 0, Arc::new(|_| {}), &Default::default())
+            .await
+            .unwrap();
         let (head, body) = server.join().unwrap();
         assert!(head.contains(&format!("content-length: {}", body.len())));
         assert!(String::from_utf8_lossy(&body).contains("name=\"file\"; filename=\"empty.bin\""));
@@ -174,7 +178,10 @@ mod tests {
         let path = dir.path().join("grew.txt");
         std::fs::write(&path, b"longer now").unwrap();
         let url = "http://127.0.0.1:9/never".parse().unwrap();
-        let error = post_form(&reqwest::Client::new(), &url, &fields(), &path, 3, Arc::new(|_| {}), &Default::default()).await.unwrap_err();
+        let error =
+            post_form(&reqwest::Client::new(), &url, &fields(), &path, 3, Arc::new(|_| {}), &Default::default())
+                .await
+                .unwrap_err();
         assert!(matches!(error, TransferError::FileChanged { .. }), "{error}");
     }
 

@@ -106,7 +106,8 @@ pub async fn put_range(
     let request =
         if range.len == 0 { request.body(Vec::new()) } else { request.body(reqwest::Body::wrap_stream(stream)) };
 
-    let response = request.send().await.map_err(|e| TransferError::Network { detail: crate::backend::http_error_detail(&e) })?;
+    let response =
+        request.send().await.map_err(|e| TransferError::Network { detail: crate::backend::http_error_detail(&e) })?;
     let status = response.status();
     if status.is_success() {
         let etag = response.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -115,7 +116,9 @@ pub async fn put_range(
     let body = response.text().await.unwrap_or_default();
     let (code, message) = parse_s3_error(&body);
     Err(match (status.as_u16(), code.as_str()) {
-        (400, "BadDigest" | "XAmzContentChecksumMismatch" | "InvalidDigest") => TransferError::ChecksumMismatch { message },
+        (400, "BadDigest" | "XAmzContentChecksumMismatch" | "InvalidDigest") => {
+            TransferError::ChecksumMismatch { message }
+        }
         (403, _) => TransferError::UrlRejected { code, message },
         (status, _) => TransferError::S3Error { status, code, message },
     })
@@ -132,7 +135,11 @@ pub(super) fn parse_s3_error(body: &str) -> (String, String) {
     let code = field("Code").unwrap_or_else(|| "UnknownError".into());
     let message = field("Message").unwrap_or_else(|| {
         let text: String = body.chars().take(200).collect();
-        if text.is_empty() { "no details given".into() } else { text }
+        if text.is_empty() {
+            "no details given".into()
+        } else {
+            text
+        }
     });
     (code, message)
 }

@@ -51,7 +51,11 @@ impl Throttle {
             bucket.tokens = (bucket.tokens + elapsed * rate).min(burst(bucket.rate));
             bucket.refilled = Some(now);
             bucket.tokens -= bytes as f64;
-            if bucket.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-bucket.tokens / rate) }
+            if bucket.tokens >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-bucket.tokens / rate)
+            }
         };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
