@@ -90,18 +90,8 @@ pub fn presign_one(backend: &Backend, id: &str, name: &str, bytes: &[u8]) -> Val
 
 /// PUTs `body` to a URL with the given headers: (status, response text).
 pub fn put(url: &str, headers: &[(String, String)], body: &[u8]) -> (StatusCode, String) {
-    let url = url.to_owned();
-    let headers = headers.to_vec();
-    let body = body.to_vec();
-    block_on(async move {
-        let mut request = http().put(&url).body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        let response = request.send().await.expect("the PUT reaches S3");
-        let status = response.status();
-        (status, response.text().await.unwrap_or_default())
-    })
+    let reply = put_keeping_etag(url, headers, body);
+    (reply.status, reply.text)
 }
 
 /// What S3 answered to a PUT of a part: status, `ETag` header and body text.
