@@ -71,3 +71,38 @@ fn the_bandwidth_limit_holds_uploads_to_the_set_rate() {
     assert!(elapsed >= fastest * 0.95, "16 MiB at 4 MiB/s took only {elapsed:.2} s");
     assert!(elapsed < fastest * 2.0 + 5.0, "and not far slower either: {elapsed:.2} s");
 }
+
+#[test]
+fn sigterm_during_a_multipart_upload_aborts_it_and_exits_130() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let path = workspace.file("interrupted.bin", &pattern(40 * MIB, 9));
+    let five_mib = (5 * MIB).to_string();
+    let mut command = workspace.dropship(&backend, "native");
+    // Slowed to 8 MiB/s so the upload is surely in flight when the signal comes.
+    command.args(["upload", "--json", "--multipart-threshold", &five_mib, "--part-size", &five_mib]);
+    command.args(["--bandwidth-limit", &(8 * MIB).to_string()]).arg(&path);
+    let child = command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let key = dropship_system_tests::wait_for("the upload to start", std::time::Duration::from_secs(20), || {
+        workspace.history().first().and_then(|row| row["key"].as_str().map(str::to_owned))
+    });
+    let key = match key {
+        Ok(key) => key,
+        Err(e) => {
+            let output = child.wait_with_output().unwrap();
+            panic!("{e}; the upload ended with {:?}: {}", output.status, String::from_utf8_lossy(&output.stderr));
+        }
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill(2) on the child we spawned and have not yet waited for.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
+    let lines = json_lines(&output);
+    assert_eq!(lines[0]["error"]["code"], "cancelled", "the file is reported as cancelled: {lines:?}");
+    let open = dropship_testkit::block_on(s3.client().list_multipart_uploads().bucket(&s3.bucket).prefix(&key).send())
+        .expect("list multipart uploads");
+    assert!(open.uploads().is_empty(), "the multipart upload was aborted");
+    assert_eq!(s3.get_object(&key), None, "and no object was made");
+}

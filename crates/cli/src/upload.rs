@@ -50,7 +50,7 @@ pub async fn run(args: UploadArgs) -> ExitCode {
     let mut interrupted = false;
     let summary = tokio::select! {
         summary = &mut upload => summary,
-        _ = tokio::signal::ctrl_c() => {
+        _ = interrupted_or_terminated() => {
             // Let the engine abort what is in flight, so nothing is left half-done in the bucket.
             eprintln!("dropship: interrupted; cancelling the uploads in progress…");
             interrupted = true;
@@ -75,6 +75,22 @@ pub async fn run(args: UploadArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Ctrl-C, or SIGTERM from a service manager or `kill`.
+async fn interrupted_or_terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Flags and environment win over the data directory's settings file, field by field.

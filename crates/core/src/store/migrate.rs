@@ -7,16 +7,18 @@ use rusqlite::Connection;
 pub const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/0001_history.sql"))];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<u32> {
-    let mut version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let mut version = 0;
     for &(number, sql) in MIGRATIONS {
-        if number <= version {
-            continue;
-        }
+        // The version is read under the write lock: the desktop app and the CLI may open the
+        // same fresh data folder at once, and only one of them may run each migration.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", number)?;
+        version = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if number > version {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", number)?;
+            version = number;
+        }
         tx.commit()?;
-        version = number;
     }
     Ok(version)
 }
@@ -31,6 +33,25 @@ mod tests {
         let latest = MIGRATIONS.last().unwrap().0;
         assert_eq!(apply(&mut conn).unwrap(), latest);
         assert_eq!(apply(&mut conn).unwrap(), latest, "a second run changes nothing");
+    }
+
+    #[test]
+    fn two_connections_opening_a_fresh_database_at_once_both_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut conn = Connection::open(&path).unwrap();
+                    conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+                    apply(&mut conn)
+                })
+            })
+            .collect();
+        for opener in openers {
+            assert_eq!(opener.join().unwrap().unwrap(), MIGRATIONS.last().unwrap().0, "every opener sees the schema");
+        }
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl Store {
         }
         let mut conn = Connection::open(path).map_err(|e| fail("could not be opened", e))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| fail("could not be opened", e))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| fail("could not be opened", e))?;
+        use_wal(&conn).map_err(|e| fail("could not be opened", e))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| fail("could not be opened", e))?;
         migrate::apply(&mut conn).map_err(|e| fail("could not be upgraded", e))?;
         Ok(Store { path: path.to_owned(), conn: Mutex::new(conn) })
@@ -268,6 +268,28 @@ impl Store {
     }
 }
 
+/// Switches the database to WAL (a setting the file keeps). The switch needs the database to
+/// itself, and SQLite answers "locked" at once rather than waiting, so when the desktop app
+/// and the CLI open a fresh data folder together, the loser tries again for a few seconds.
+fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let mut attempts = 0;
+    loop {
+        let mode: rusqlite::Result<String> = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0));
+        let result = match mode {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(_) => conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)).map(drop),
+            Err(e) => Err(e),
+        };
+        match result {
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) && attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 const COLUMNS: &str = "upload_id, batch_id, path, file_name, size, content_type, checksum_sha256, key, object_url, source, status, error_code, error, created_at, updated_at, reported_at";
 
 fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
@@ -321,6 +343,21 @@ mod tests {
         assert_eq!(entry.status, UploadStatus::Uploaded);
         assert_eq!(entry.key.as_deref(), Some("uploads/x/a.txt"));
         assert!(entry.reported_at.is_some());
+    }
+
+    #[test]
+    fn the_app_and_the_cli_can_open_a_fresh_history_at_the_same_moment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let openers: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Store::open(&path).map(drop))
+            })
+            .collect();
+        for opener in openers {
+            opener.join().unwrap().expect("every opener gets the history");
+        }
     }
 
     #[test]
