@@ -351,20 +351,25 @@ impl Engine {
             summary.files.push(outcome);
         }
 
-        let mut jobs = Vec::with_capacity(found.len());
-        for file in found {
-            let upload_id = uuid::Uuid::new_v4().to_string();
-            let job = Job {
-                file_name: file_name_of(&file.path),
-                content_type: mime_guess::from_path(&file.path).first_or_octet_stream().essence_str().to_owned(),
-                path: file.path,
-                size: file.size,
-                checksum: None,
-                parts: None,
-                gate: self.inner.controls.register(&upload_id),
-                upload_id,
-            };
-            let new = NewUpload {
+        let jobs: Vec<Job> = found
+            .into_iter()
+            .map(|file| {
+                let upload_id = uuid::Uuid::new_v4().to_string();
+                Job {
+                    file_name: file_name_of(&file.path),
+                    content_type: mime_guess::from_path(&file.path).first_or_octet_stream().essence_str().to_owned(),
+                    path: file.path,
+                    size: file.size,
+                    checksum: None,
+                    parts: None,
+                    gate: self.inner.controls.register(&upload_id),
+                    upload_id,
+                }
+            })
+            .collect();
+        let queued: Vec<NewUpload<'_>> = jobs
+            .iter()
+            .map(|job| NewUpload {
                 upload_id: &job.upload_id,
                 batch_id: &batch_id,
                 path: &job.path,
@@ -372,10 +377,13 @@ impl Engine {
                 size: job.size,
                 content_type: &job.content_type,
                 source,
-            };
-            if let Err(e) = self.inner.store.insert(&new) {
-                return self.fail_batch(summary, e.into());
-            }
+            })
+            .collect();
+        if let Err(e) = self.inner.store.insert_all(&queued) {
+            return self.fail_batch(summary, e.into());
+        }
+        drop(queued);
+        for job in &jobs {
             self.emit(Event::FileQueued {
                 upload_id: job.upload_id.clone(),
                 batch_id: batch_id.clone(),
@@ -383,7 +391,6 @@ impl Engine {
                 file_name: job.file_name.clone(),
                 size: job.size,
             });
-            jobs.push(job);
         }
 
         // Chunks overlap: one chunk's hashing, presigning and report round trips hide behind
@@ -660,10 +667,10 @@ impl Engine {
         if sent.is_empty() {
             return Ok(());
         }
-        for done in &sent {
-            if let Err(e) = self.inner.store.mark_reporting(&done.job.upload_id, done.job.checksum.as_deref()) {
-                tracing::error!(upload_id = %done.job.upload_id, "could not record progress in history: {e}");
-            }
+        let reporting: Vec<(&str, Option<&str>)> =
+            sent.iter().map(|done| (done.job.upload_id.as_str(), done.job.checksum.as_deref())).collect();
+        if let Err(e) = self.inner.store.mark_reporting_all(&reporting) {
+            tracing::error!("could not record progress in history: {e}");
         }
         let reports: Vec<CompletionReport> = sent.iter().map(Sent::report).collect();
         let results = match backend.report_batch(&reports).await {
@@ -676,12 +683,17 @@ impl Engine {
                 return Err(error);
             }
         };
-        for (done, result) in sent.into_iter().zip(results) {
-            let recorded =
-                result.map_err(Error::from).and_then(|()| Ok(self.inner.store.mark_uploaded(&done.job.upload_id)?));
-            match recorded {
-                Ok(()) => files.push(self.uploaded(done)),
-                Err(error) => files.push(self.fail(&done.job, &error)),
+        let (recorded, rejected): (Vec<_>, Vec<_>) = sent.into_iter().zip(results).partition(|(_, r)| r.is_ok());
+        for (done, result) in rejected {
+            let error = Error::from(result.expect_err("partitioned on errors"));
+            files.push(self.fail(&done.job, &error));
+        }
+        let ids: Vec<&str> = recorded.iter().map(|(done, _)| done.job.upload_id.as_str()).collect();
+        match self.inner.store.mark_uploaded_all(&ids) {
+            Ok(()) => files.extend(recorded.into_iter().map(|(done, _)| self.uploaded(done))),
+            Err(e) => {
+                let error = Error::from(e);
+                files.extend(recorded.iter().map(|(done, _)| self.fail(&done.job, &error)));
             }
         }
         Ok(())

@@ -180,22 +180,44 @@ impl Store {
         conn.execute(sql, params).map(drop).map_err(|e| StoreError::new(&self.path, "could not be written", e))
     }
 
-    pub fn insert(&self, upload: &NewUpload<'_>) -> Result<(), StoreError> {
+    /// Runs `work` in one transaction: many small writes cost one commit.
+    fn in_transaction(
+        &self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let fail = |e| StoreError::new(&self.path, "could not be written", e);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(fail)?;
+        work(&tx).map_err(fail)?;
+        tx.commit().map_err(fail)
+    }
+
+    /// Records a batch's files as queued, all in one transaction.
+    pub fn insert_all(&self, uploads: &[NewUpload<'_>]) -> Result<(), StoreError> {
         let at = now();
-        self.write(
-            "INSERT INTO uploads (upload_id, batch_id, path, file_name, size, content_type, source, status, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8)",
-            params![
-                upload.upload_id,
-                upload.batch_id,
-                upload.path.to_string_lossy(),
-                upload.file_name,
-                upload.size as i64,
-                upload.content_type,
-                upload.source.as_str(),
-                at
-            ],
-        )
+        self.in_transaction(|tx| {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO uploads (upload_id, batch_id, path, file_name, size, content_type, source, status, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8)",
+            )?;
+            for upload in uploads {
+                insert.execute(params![
+                    upload.upload_id,
+                    upload.batch_id,
+                    upload.path.to_string_lossy(),
+                    upload.file_name,
+                    upload.size as i64,
+                    upload.content_type,
+                    upload.source.as_str(),
+                    at
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn insert(&self, upload: &NewUpload<'_>) -> Result<(), StoreError> {
+        self.insert_all(std::slice::from_ref(upload))
     }
 
     pub fn mark_uploading(
@@ -211,22 +233,43 @@ impl Store {
         )
     }
 
-    /// In S3, to be reported; `checksum` is the object's, when it was only known at the end
-    /// (a multipart upload's composite checksum).
+    /// In S3, to be reported; each checksum is the object's, when it was only known at the end
+    /// (a multipart upload's composite checksum). One transaction for them all.
+    pub fn mark_reporting_all(&self, uploads: &[(&str, Option<&str>)]) -> Result<(), StoreError> {
+        let at = now();
+        self.in_transaction(|tx| {
+            let mut update = tx.prepare_cached(
+                "UPDATE uploads SET status = 'reporting', checksum_sha256 = COALESCE(?2, checksum_sha256), updated_at = ?3
+                 WHERE upload_id = ?1",
+            )?;
+            for (upload_id, checksum) in uploads {
+                update.execute(params![upload_id, checksum, at])?;
+            }
+            Ok(())
+        })
+    }
+
     pub fn mark_reporting(&self, upload_id: &str, checksum: Option<&str>) -> Result<(), StoreError> {
-        self.write(
-            "UPDATE uploads SET status = 'reporting', checksum_sha256 = COALESCE(?2, checksum_sha256), updated_at = ?3
-             WHERE upload_id = ?1",
-            params![upload_id, checksum, now()],
-        )
+        self.mark_reporting_all(&[(upload_id, checksum)])
+    }
+
+    /// In S3 and recorded by the backend. One transaction for them all.
+    pub fn mark_uploaded_all(&self, upload_ids: &[&str]) -> Result<(), StoreError> {
+        let at = now();
+        self.in_transaction(|tx| {
+            let mut update = tx.prepare_cached(
+                "UPDATE uploads SET status = 'uploaded', error_code = NULL, error = NULL, reported_at = ?2, updated_at = ?2
+                 WHERE upload_id = ?1",
+            )?;
+            for upload_id in upload_ids {
+                update.execute(params![upload_id, at])?;
+            }
+            Ok(())
+        })
     }
 
     pub fn mark_uploaded(&self, upload_id: &str) -> Result<(), StoreError> {
-        let at = now();
-        self.write(
-            "UPDATE uploads SET status = 'uploaded', error_code = NULL, error = NULL, reported_at = ?2, updated_at = ?2 WHERE upload_id = ?1",
-            params![upload_id, at],
-        )
+        self.mark_uploaded_all(&[upload_id])
     }
 
     pub fn mark_failed(&self, upload_id: &str, code: &str, message: &str) -> Result<(), StoreError> {
