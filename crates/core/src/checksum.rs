@@ -12,12 +12,16 @@ const READ_CHUNK: usize = 1 << 20;
 /// The file's SHA-256, base64-encoded as S3's `x-amz-checksum-sha256` header wants it, and the
 /// number of bytes read (which may differ from an earlier `stat` if the file is being written).
 pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = std::fs::File::open(path)?;
+    sha256_of(std::fs::File::open(path)?)
+}
+
+/// Hashes everything `reader` yields, in fixed-size chunks: (base64 digest, bytes read).
+fn sha256_of(mut reader: impl Read) -> std::io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; READ_CHUNK];
     let mut total = 0u64;
     loop {
-        let n = file.read(&mut buf)?;
+        let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -48,19 +52,10 @@ pub fn sha256_range(path: &Path, offset: u64, len: u64) -> std::io::Result<Strin
     use std::io::{Seek, SeekFrom};
     let mut file = std::fs::File::open(path)?;
     file.seek(SeekFrom::Start(offset))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut left = len;
-    while left > 0 {
-        let want = left.min(buf.len() as u64) as usize;
-        let n = file.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file is shorter than it was"));
-        }
-        hasher.update(&buf[..n]);
-        left -= n as u64;
+    match sha256_of(file.take(len))? {
+        (digest, read) if read == len => Ok(digest),
+        _ => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file is shorter than it was")),
     }
-    Ok(base64::engine::general_purpose::STANDARD.encode(hasher.finalize()))
 }
 
 /// The whole-object checksum S3 gives a multipart object: the SHA-256 of the concatenated part

@@ -143,16 +143,6 @@ impl Sent {
     }
 }
 
-trait TransferOf {
-    fn unwrap_or_default_transfer(self) -> TransferSettings;
-}
-
-impl TransferOf for Option<Settings> {
-    fn unwrap_or_default_transfer(self) -> TransferSettings {
-        self.map(|s| s.transfer).unwrap_or_default()
-    }
-}
-
 impl Engine {
     /// Opens the data directory (settings and history) and runs batches on `runtime`.
     pub fn open(data_dir: &Path, runtime: Handle) -> Result<Engine, Error> {
@@ -323,8 +313,11 @@ impl Engine {
     }
 
     fn backend(&self) -> Result<Arc<dyn SigningBackend>, Error> {
-        let settings = self.settings().ok_or(Error::NotConfigured)?;
-        backend::connect(&settings, self.inner.http.clone())
+        self.connect(&self.settings().ok_or(Error::NotConfigured)?)
+    }
+
+    fn connect(&self, settings: &Settings) -> Result<Arc<dyn SigningBackend>, Error> {
+        backend::connect(settings, self.inner.http.clone())
     }
 
     fn emit(&self, event: Event) {
@@ -334,10 +327,14 @@ impl Engine {
 
     async fn run_batch(&self, batch_id: String, paths: Vec<PathBuf>, source: Source) -> BatchSummary {
         let mut summary = BatchSummary { batch_id: batch_id.clone(), files: Vec::new(), error: None };
-        let (backend, transfer) = match self.backend().map(|b| (b, self.settings().unwrap_or_default_transfer())) {
-            Ok(ready) => ready,
+        // One snapshot of the settings for the whole batch, so a change meanwhile cannot pair
+        // one backend with another's transfer settings.
+        let settings = self.settings();
+        let backend = match settings.as_ref().ok_or(Error::NotConfigured).and_then(|s| self.connect(s)) {
+            Ok(backend) => backend,
             Err(e) => return self.fail_batch(summary, e),
         };
+        let transfer = settings.map(|s| s.transfer).unwrap_or_default();
 
         let (found, unreadable) = match tokio::task::spawn_blocking(move || scan::expand(&paths)).await {
             Ok(result) => result,

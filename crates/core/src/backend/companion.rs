@@ -148,7 +148,7 @@ impl SigningBackend for CompanionBackend {
 
     async fn check(&self) -> Result<(), BackendError> {
         let params = self.upload_parameters(CHECK_FILE_NAME, "text/plain").await?;
-        super::rails::parse_upload_url(&params.url).map_err(|detail| self.bad(detail))?;
+        super::parse_upload_url(&params.url).map_err(|detail| self.bad(detail))?;
         Ok(())
     }
 
@@ -235,7 +235,7 @@ fn object_url(bucket_url: &str, key: &str) -> String {
 }
 
 fn presigned_upload(file: &FileToSign, params: UploadParameters) -> Result<PresignedUpload, String> {
-    let url = super::rails::parse_upload_url(&params.url)?;
+    let url = super::parse_upload_url(&params.url)?;
     if params.is_post() {
         let key = params
             .fields
@@ -280,7 +280,7 @@ fn signed_parts(batch: SignedBatch, numbers: &[u32]) -> Result<Vec<SignedPart>, 
             let raw = urls.remove(&number.to_string()).ok_or_else(|| format!("no URL came back for part {number}"))?;
             Ok(SignedPart {
                 part_number: number,
-                url: super::rails::parse_upload_url(&raw)?,
+                url: super::parse_upload_url(&raw)?,
                 // Companion signs no checksum and no headers, and does not say when URLs expire.
                 headers: BTreeMap::new(),
                 expires_at: None,

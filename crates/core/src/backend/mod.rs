@@ -65,6 +65,15 @@ impl std::fmt::Debug for PresignedUpload {
     }
 }
 
+/// An upload URL from a backend's answer: it must be http(s) and name a host.
+pub(crate) fn parse_upload_url(raw: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("the upload URL is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("the upload URL must be http(s) with a host, got scheme {:?}", url.scheme()));
+    }
+    Ok(url)
+}
+
 /// A URL with its query string (and so any signature) removed, fit for logs and history.
 pub fn redact_url(url: &url::Url) -> String {
     let mut shown = url.clone();

@@ -155,7 +155,7 @@ impl SigningBackend for NativeBackend {
                 if !entry.method.eq_ignore_ascii_case("PUT") {
                     return Err(bad(format!("unsupported upload method {:?}", entry.method)));
                 }
-                let url = super::rails::parse_upload_url(&entry.url).map_err(bad)?;
+                let url = super::parse_upload_url(&entry.url).map_err(bad)?;
                 let object_url = entry.object_url.unwrap_or_else(|| super::redact_url(&url));
                 Ok(PresignedUpload {
                     upload_id: entry.client_upload_id,
@@ -242,7 +242,7 @@ impl SigningBackend for NativeBackend {
                 });
                 Ok(SignedPart {
                     part_number: signed.part_number,
-                    url: super::rails::parse_upload_url(&signed.url).map_err(bad)?,
+                    url: super::parse_upload_url(&signed.url).map_err(bad)?,
                     headers: signed.headers,
                     expires_at,
                 })

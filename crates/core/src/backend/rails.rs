@@ -51,7 +51,7 @@ impl SigningBackend for RailsBackend {
                 .http
                 .post("api/attachments/generate_upload_url", &GenerateUploadUrl { file_name: &file.file_name })
                 .await?;
-            let url = parse_upload_url(&generated.url)
+            let url = super::parse_upload_url(&generated.url)
                 .map_err(|detail| BackendError::BadResponse { url: self.http.base_shown(), detail })?;
             let key = generated.key.or_else(|| derive_key_from_url(&url));
             signed.push(PresignedUpload {
@@ -89,14 +89,6 @@ impl SigningBackend for RailsBackend {
             Err(e) => Err(e),
         }
     }
-}
-
-pub(super) fn parse_upload_url(raw: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(raw).map_err(|e| format!("the upload URL is not a URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(format!("the upload URL must be http(s) with a host, got scheme {:?}", url.scheme()));
-    }
-    Ok(url)
 }
 
 /// The object key S3 clients would read from a URL: the URL-decoded path, minus the bucket

@@ -80,16 +80,9 @@ impl PartChecksums {
         for number in 1..=run.plan.part_count {
             let (offset, len) = run.plan.range(number);
             let path = run.path.to_owned();
-            let digest = tokio::task::spawn_blocking(move || crate::checksum::sha256_range(&path, offset, len))
-                .await
-                .map_err(|e| TransferError::FileChanged {
-                    path: run.path.display().to_string(),
-                    detail: e.to_string(),
-                })?
-                .map_err(|e| TransferError::FileChanged {
-                    path: run.path.display().to_string(),
-                    detail: e.to_string(),
-                })?;
+            let hashed = tokio::task::spawn_blocking(move || crate::checksum::sha256_range(&path, offset, len)).await;
+            let changed = |detail: String| TransferError::FileChanged { path: run.path.display().to_string(), detail };
+            let digest = hashed.map_err(|e| changed(e.to_string()))?.map_err(|e| changed(e.to_string()))?;
             self.digests.lock().unwrap_or_else(|p| p.into_inner()).push(digest);
             self.hashed.send_replace(number);
         }
