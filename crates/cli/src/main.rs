@@ -1,6 +1,7 @@
 //! `dropship`: the headless uploader over dropship-core, for servers, scripts and tests.
 
 mod history;
+mod reports;
 mod upload;
 
 use std::path::PathBuf;
@@ -27,8 +28,13 @@ struct Cli {
 enum Command {
     /// Upload files and folders (folders recursively).
     Upload(upload::UploadArgs),
+    /// Carry on with uploads an earlier run left unfinished (killed, crashed, power lost),
+    /// sending only the parts S3 does not hold yet.
+    Resume(upload::RunArgs),
     /// Show the local upload history, newest first.
     History(history::HistoryArgs),
+    /// Show completion reports the backend has not acknowledged; retry rejected ones.
+    Reports(reports::ReportsArgs),
 }
 
 /// Options shared by the commands that talk to a backend.
@@ -83,7 +89,9 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Upload(args) => runtime.block_on(upload::run(args)),
+        Command::Resume(args) => runtime.block_on(upload::resume(args)),
         Command::History(args) => history::run(args, runtime.handle().clone()),
+        Command::Reports(args) => runtime.block_on(reports::run(args)),
     }
 }
 

@@ -14,6 +14,17 @@ use crate::{setup_error, BackendArgs};
 #[derive(clap::Args)]
 pub struct UploadArgs {
     #[command(flatten)]
+    run: RunArgs,
+    /// Files and folders to upload.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+/// How a batch runs: the backend, the transfer settings and the output; shared by `upload`
+/// and `resume`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
     backend: BackendArgs,
     /// One JSON object per file on stdout, instead of a progress bar.
     #[arg(long)]
@@ -30,47 +41,96 @@ pub struct UploadArgs {
     /// Upload at most this many bytes per second, all files together; 0 for no limit.
     #[arg(long, env = "DROPSHIP_BANDWIDTH_LIMIT", value_name = "BYTES_PER_SECOND")]
     bandwidth_limit: Option<u64>,
-    /// Files and folders to upload.
-    #[arg(required = true, value_name = "PATH")]
-    paths: Vec<PathBuf>,
+    /// How long to wait for a backend that is down to take the completion reports before
+    /// exiting with them still queued (they are sent on the next run, or by `dropship resume`).
+    #[arg(long, env = "DROPSHIP_REPORT_WAIT", value_name = "SECONDS", default_value_t = 600)]
+    report_wait: u64,
 }
 
 pub async fn run(args: UploadArgs) -> ExitCode {
-    let engine = match Engine::open(&args.backend.data.dir(), tokio::runtime::Handle::current()) {
+    let engine = match open_engine(&args.run) {
         Ok(engine) => engine,
-        Err(e) => return setup_error(&e),
+        Err(code) => return code,
     };
-    if let Err(e) = engine.apply_settings(resolve_settings(&engine, &args)) {
-        return setup_error(&e);
+    let paths = args.paths;
+    drive(&engine, args.run.json, async { Ok(vec![engine.upload(paths, Source::Cli).await]) }).await
+}
+
+/// `dropship resume`: carries on with every upload an earlier run left unfinished (killed,
+/// crashed, power lost), from the parts S3 already holds, and delivers queued reports.
+pub async fn resume(args: RunArgs) -> ExitCode {
+    let engine = match open_engine(&args) {
+        Ok(engine) => engine,
+        Err(code) => return code,
+    };
+    match engine.interrupted() {
+        Ok(interrupted) if interrupted.is_empty() => {
+            if !args.json {
+                eprintln!("dropship: nothing to resume: every upload in the history finished.");
+            }
+            return ExitCode::SUCCESS;
+        }
+        Ok(_) => {}
+        Err(e) => return setup_error(&e),
+    }
+    drive(&engine, args.json, engine.resume_interrupted()).await
+}
+
+impl RunArgs {
+    pub fn report_wait(&self) -> u64 {
+        self.report_wait
     }
 
-    let progress = (!args.json && std::io::stderr().is_terminal()).then(|| show_progress(&engine));
-    let upload = engine.upload(args.paths, Source::Cli);
-    tokio::pin!(upload);
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
+pub fn open_engine(args: &RunArgs) -> Result<Engine, ExitCode> {
+    let engine = Engine::open(&args.backend.data.dir(), tokio::runtime::Handle::current()).map_err(|e| setup_error(&e))?;
+    engine.apply_settings(resolve_settings(&engine, args)).map_err(|e| setup_error(&e))?;
+    engine.set_report_wait(Some(std::time::Duration::from_secs(args.report_wait)));
+    Ok(engine)
+}
+
+/// Runs the batches with a progress bar (or not), cancels them cleanly on Ctrl-C or SIGTERM,
+/// prints what happened to each file and picks the exit status.
+async fn drive(
+    engine: &Engine,
+    json: bool,
+    batches: impl std::future::Future<Output = Result<Vec<BatchSummary>, dropship_core::Error>>,
+) -> ExitCode {
+    let progress = (!json && std::io::stderr().is_terminal()).then(|| show_progress(engine));
+    tokio::pin!(batches);
     let mut interrupted = false;
-    let summary = tokio::select! {
-        summary = &mut upload => summary,
+    let summaries = tokio::select! {
+        summaries = &mut batches => summaries,
         _ = interrupted_or_terminated() => {
             // Let the engine abort what is in flight, so nothing is left half-done in the bucket.
             eprintln!("dropship: interrupted; cancelling the uploads in progress…");
             interrupted = true;
             engine.cancel_all();
-            upload.await
+            batches.await
         }
     };
     if let Some(progress) = progress {
         progress.abort();
         let _ = progress.await;
     }
-    print_outcomes(&summary, args.json);
-
-    if let Some(error) = &summary.error {
+    let summaries = match summaries {
+        Ok(summaries) => summaries,
+        Err(e) => return setup_error(&e),
+    };
+    for summary in &summaries {
+        print_outcomes(summary, json);
+    }
+    if let Some(error) = summaries.iter().find_map(|s| s.error.as_ref()) {
         return setup_error(error);
     }
     if interrupted {
         return ExitCode::from(130);
     }
-    if summary.count(FileStatus::Uploaded) == summary.files.len() {
+    if summaries.iter().all(|s| s.count(FileStatus::Uploaded) == s.files.len()) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -94,7 +154,7 @@ async fn interrupted_or_terminated() {
 }
 
 /// Flags and environment win over the data directory's settings file, field by field.
-fn resolve_settings(engine: &Engine, upload: &UploadArgs) -> Settings {
+fn resolve_settings(engine: &Engine, upload: &RunArgs) -> Settings {
     let args = &upload.backend;
     let saved = engine.settings();
     let mut transfer = saved.as_ref().map(|s| s.transfer).unwrap_or_default();

@@ -2,6 +2,7 @@
 //! every running batch: a batch walks its files through hash → presign → PUT → report, telling
 //! subscribers what happens through [`Event`]s.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -15,10 +16,14 @@ use tokio_util::task::TaskTracker;
 
 use tokio::sync::Semaphore;
 
-use crate::backend::{self, CompletionReport, FileToSign, PresignedUpload, SigningBackend};
+use crate::backend::{self, CompletedPart, CompletionReport, FileToSign, MultipartUpload, PresignedUpload, SigningBackend};
 use crate::config::{TransferSettings, HISTORY_FILE};
 use crate::control::{Controls, Gate};
-use crate::store::{NewUpload, Store};
+use crate::instance::InstanceLock;
+use crate::report::{Deliverer, Delivery, Outbox};
+use crate::store::{
+    FileIdentity, FinishedPart, MultipartState, NewUpload, QueuedReport, Store, Unfinished, UploadStatus,
+};
 use crate::transfer::{self, MultipartRun, Next, PartPlan, RetryPolicy, Throttle, TransferError};
 use crate::{checksum, scan, Error, ErrorInfo, Event, HistoryEntry, HistoryQuery, Settings, Source};
 
@@ -41,7 +46,13 @@ pub struct Engine {
 
 struct Inner {
     data_dir: PathBuf,
-    store: Store,
+    store: Arc<Store>,
+    /// Marks this engine as running, so another one can tell its uploads from interrupted ones.
+    instance: InstanceLock,
+    outbox: Arc<Outbox>,
+    /// How long a batch waits for the backend to acknowledge its reports; `None` waits as long
+    /// as it takes (the desktop app), a bound lets the CLI finish while reports stay queued.
+    report_wait: Mutex<Option<Duration>>,
     settings: RwLock<Option<Settings>>,
     events: broadcast::Sender<Event>,
     http: reqwest::Client,
@@ -122,6 +133,14 @@ impl Job {
     }
 }
 
+/// A multipart upload ready to send its missing parts.
+struct Resumed {
+    upload: MultipartUpload,
+    plan: PartPlan,
+    /// Parts S3 holds already, with their checksums.
+    finished: Vec<CompletedPart>,
+}
+
 /// A file whose bytes are in S3, waiting to be reported.
 struct Sent {
     job: Job,
@@ -146,7 +165,13 @@ impl Sent {
 impl Engine {
     /// Opens the data directory (settings and history) and runs batches on `runtime`.
     pub fn open(data_dir: &Path, runtime: Handle) -> Result<Engine, Error> {
-        let store = Store::open(&data_dir.join(HISTORY_FILE))?;
+        let instance = InstanceLock::acquire(data_dir).map_err(|e| Error::Unreadable {
+            path: data_dir.display().to_string(),
+            detail: format!("could not mark Dropship as running there ({e})"),
+        })?;
+        let store = Arc::new(Store::open(&data_dir.join(HISTORY_FILE))?.with_owner(instance.id().to_owned()));
+        // Reports left by an earlier run go out now rather than after their backoff.
+        store.reports_due_now()?;
         let settings = Settings::load(data_dir)?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("dropship/", env!("CARGO_PKG_VERSION")))
@@ -159,10 +184,13 @@ impl Engine {
         let concurrency = transfer.concurrency as usize;
         let throttle = Arc::new(Throttle::default());
         throttle.set_rate(transfer.bandwidth_limit);
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_owned(),
                 store,
+                instance,
+                outbox: Arc::default(),
+                report_wait: Mutex::new(None),
                 settings: RwLock::new(settings),
                 events,
                 http,
@@ -175,7 +203,102 @@ impl Engine {
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
             }),
-        })
+        };
+        engine.start_report_delivery();
+        Ok(engine)
+    }
+
+    /// Delivers the outbox's reports in the background for as long as the engine runs.
+    fn start_report_delivery(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let emitter = Arc::downgrade(&self.inner);
+        let deliverer = Deliverer {
+            outbox: Arc::clone(&self.inner.outbox),
+            store: Arc::clone(&self.inner.store),
+            connect: Box::new(move || {
+                let inner = weak.upgrade().ok_or(Error::ShuttingDown)?;
+                Engine { inner }.backend()
+            }),
+            emit: Box::new(move |event| {
+                if let Some(inner) = emitter.upgrade() {
+                    let _ = inner.events.send(event);
+                }
+            }),
+            shutdown: self.inner.shutdown.clone(),
+        };
+        self.inner.tasks.spawn_on(deliverer.run(), &self.inner.runtime);
+    }
+
+    /// Bounds how long a batch waits for the backend to acknowledge its reports before it
+    /// ends with them still queued (`None`: wait as long as it takes).
+    pub fn set_report_wait(&self, wait: Option<Duration>) {
+        *self.inner.report_wait.lock().unwrap_or_else(|p| p.into_inner()) = wait;
+    }
+
+    /// Reports not yet acknowledged by the backend, the rejected ones included.
+    pub fn queued_reports(&self) -> Result<Vec<QueuedReport>, Error> {
+        Ok(self.inner.store.queued_reports()?)
+    }
+
+    /// Sends rejected reports again (these, or every rejected one when `upload_ids` is empty)
+    /// and returns how many went back in line.
+    pub fn retry_reports(&self, upload_ids: &[&str]) -> Result<usize, Error> {
+        let count = self.inner.store.retry_reports(upload_ids)?;
+        self.inner.outbox.wake();
+        Ok(count)
+    }
+
+    /// Waits until every report in the outbox that is not rejected is delivered, or `wait` has
+    /// passed; returns how many are still waiting.
+    pub async fn flush_reports(&self, wait: Duration) -> Result<usize, Error> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let waiting = self.inner.store.queued_reports()?.into_iter().filter(|r| !r.rejected).count();
+            if waiting == 0 || tokio::time::Instant::now() >= deadline {
+                return Ok(waiting);
+            }
+            self.inner.outbox.wake();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Uploads that an earlier run left unfinished (it crashed, was killed, or lost power).
+    pub fn interrupted(&self) -> Result<Vec<Unfinished>, Error> {
+        let unfinished = self.inner.store.unfinished()?;
+        Ok(unfinished
+            .into_iter()
+            .filter(|u| !u.owner.as_deref().is_some_and(|owner| self.inner.instance.is_running(owner)))
+            .collect())
+    }
+
+    /// Carries on with every interrupted upload, one batch per source, from where each stopped.
+    pub async fn resume_interrupted(&self) -> Result<Vec<BatchSummary>, Error> {
+        let mut by_source: Vec<(Source, Vec<PathBuf>)> = Vec::new();
+        for upload in self.interrupted()? {
+            match by_source.iter_mut().find(|(source, _)| *source == upload.source) {
+                Some((_, paths)) => paths.push(PathBuf::from(upload.path)),
+                None => by_source.push((upload.source, vec![PathBuf::from(upload.path)])),
+            }
+        }
+        let mut summaries = Vec::with_capacity(by_source.len());
+        for (source, paths) in by_source {
+            summaries.push(self.upload(paths, source).await);
+        }
+        Ok(summaries)
+    }
+
+    /// Starts carrying on with interrupted uploads in the background (the desktop app at start).
+    pub fn submit_interrupted(&self) -> Result<usize, Error> {
+        let interrupted = self.interrupted()?;
+        let count = interrupted.len();
+        for source in [Source::Window, Source::Cli, Source::Watch] {
+            let paths: Vec<PathBuf> =
+                interrupted.iter().filter(|u| u.source == source).map(|u| PathBuf::from(&u.path)).collect();
+            if !paths.is_empty() {
+                self.submit(paths, source);
+            }
+        }
+        Ok(count)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -192,6 +315,8 @@ impl Engine {
         self.resize_permits(settings.transfer.concurrency as usize);
         self.inner.throttle.set_rate(settings.transfer.bandwidth_limit);
         *self.inner.settings.write().unwrap_or_else(|p| p.into_inner()) = Some(settings);
+        // Reports waiting for a backend may have one now.
+        self.inner.outbox.wake();
         Ok(())
     }
 
@@ -208,6 +333,10 @@ impl Engine {
 
     pub fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, Error> {
         Ok(self.inner.store.history(query)?)
+    }
+
+    pub fn history_entry(&self, upload_id: &str) -> Result<Option<HistoryEntry>, Error> {
+        Ok(self.inner.store.get(upload_id)?)
     }
 
     /// Checks that the backend answers and accepts the token.
@@ -348,24 +477,45 @@ impl Engine {
             summary.files.push(outcome);
         }
 
-        let jobs: Vec<Job> = found
-            .into_iter()
-            .map(|file| {
-                let upload_id = uuid::Uuid::new_v4().to_string();
-                Job {
-                    file_name: file_name_of(&file.path),
-                    content_type: mime_guess::from_path(&file.path).first_or_octet_stream().essence_str().to_owned(),
-                    path: file.path,
-                    size: file.size,
-                    checksum: None,
-                    parts: None,
-                    gate: self.inner.controls.register(&upload_id),
-                    upload_id,
+        // A file whose upload an earlier run left unfinished carries on under the same history
+        // row (and, for parts, the same multipart upload), never as a second one.
+        let mut interrupted = match self.interrupted_by_path() {
+            Ok(interrupted) => interrupted,
+            Err(e) => return self.fail_batch(summary, e),
+        };
+        let mut adopted = Vec::new();
+        let mut awaiting_report = Vec::new();
+        let mut jobs: Vec<Job> = Vec::with_capacity(found.len());
+        for file in found {
+            let earlier = (!interrupted.is_empty())
+                .then(|| std::fs::canonicalize(&file.path).ok().and_then(|p| interrupted.remove(&p)))
+                .flatten();
+            let upload_id = earlier.as_ref().map_or_else(|| uuid::Uuid::new_v4().to_string(), |u| u.upload_id.clone());
+            let job = Job {
+                file_name: file_name_of(&file.path),
+                content_type: mime_guess::from_path(&file.path).first_or_octet_stream().essence_str().to_owned(),
+                path: file.path,
+                size: file.size,
+                checksum: None,
+                parts: None,
+                gate: self.inner.controls.register(&upload_id),
+                upload_id,
+            };
+            match earlier {
+                Some(earlier) if earlier.status == UploadStatus::Reporting && self.report_is_queued(&earlier.upload_id) => {
+                    adopted.push(job.upload_id.clone());
+                    awaiting_report.push(job);
                 }
-            })
-            .collect();
+                Some(_) => {
+                    adopted.push(job.upload_id.clone());
+                    jobs.push(job);
+                }
+                None => jobs.push(job),
+            }
+        }
         let queued: Vec<NewUpload<'_>> = jobs
             .iter()
+            .filter(|job| !adopted.contains(&job.upload_id))
             .map(|job| NewUpload {
                 upload_id: &job.upload_id,
                 batch_id: &batch_id,
@@ -380,7 +530,13 @@ impl Engine {
             return self.fail_batch(summary, e.into());
         }
         drop(queued);
-        for job in &jobs {
+        for job in jobs.iter().chain(&awaiting_report).filter(|job| adopted.contains(&job.upload_id)) {
+            if let Err(e) = self.inner.store.adopt(&job.upload_id, &batch_id, job.size) {
+                return self.fail_batch(summary, e.into());
+            }
+            tracing::info!(upload_id = %job.upload_id, path = %job.path.display(), "carrying on with an interrupted upload");
+        }
+        for job in jobs.iter().chain(&awaiting_report) {
             self.emit(Event::FileQueued {
                 upload_id: job.upload_id.clone(),
                 batch_id: batch_id.clone(),
@@ -403,6 +559,10 @@ impl Engine {
             .collect()
             .await;
         summary.files.extend(outcomes.into_iter().flatten());
+        if !awaiting_report.is_empty() {
+            let sent = awaiting_report.into_iter().filter_map(|job| self.already_sent(job)).collect();
+            summary.files.extend(self.await_reports(sent).await);
+        }
         if let Some(error) = halted.into_inner() {
             return self.fail_batch(summary, error);
         }
@@ -458,7 +618,7 @@ impl Engine {
                 Err(failed) => files.push(failed),
             }
         }
-        if let Err(error) = self.report_all(sent, backend, &mut files).await {
+        if let Err(error) = self.report_all(sent, &mut files).await {
             let _ = halted.set(error);
         }
         files
@@ -613,17 +773,97 @@ impl Engine {
         transfer: &TransferSettings,
         backend: &dyn SigningBackend,
     ) -> Result<(Option<String>, String, Option<String>), Error> {
-        let plan = job.parts.as_ref().expect("multipart jobs are planned");
-        let upload = backend.create_multipart(&job.to_sign()).await?;
+        let resumed = self.resume_multipart(job, backend).await?;
+        let was_resumed = resumed.is_some();
+        match self.run_multipart(job, transfer, backend, resumed).await {
+            // The backend refused a call about the interrupted upload (its URLs can no longer be
+            // signed, say): start it over once, cleanly.
+            Err(Error::Backend(e)) if was_resumed && !e.is_batch_level() => {
+                tracing::info!(upload_id = %job.upload_id, "the interrupted upload could not go on, starting over: {e}");
+                let _ = self.inner.store.note(&job.upload_id, &format!("Started over: the interrupted upload could not go on ({e})."));
+                self.run_multipart(job, transfer, backend, None).await
+            }
+            result => result,
+        }
+    }
+
+    /// The interrupted multipart upload of this job, reconciled with what S3 holds, when it
+    /// can go on: same file, and S3 still knows the upload. Otherwise the history notes why
+    /// it starts over.
+    async fn resume_multipart(&self, job: &Job, backend: &dyn SigningBackend) -> Result<Option<Resumed>, Error> {
+        let Some((state, recorded)) = self.inner.store.multipart(&job.upload_id)? else { return Ok(None) };
+        let upload =
+            MultipartUpload { key: state.key.clone(), upload_id: state.s3_upload_id.clone(), object_url: state.object_url.clone() };
+        let identity = FileIdentity::read(&job.path).map_err(|e| scan::io_error(&job.path, e))?;
+        let plan = PartPlan::new(job.size, state.part_size).filter(|plan| plan.part_size == state.part_size);
+        let why_not = match plan {
+            _ if identity != state.file => "the file changed after the interrupted upload began".to_owned(),
+            None => "the interrupted upload's part size no longer fits the file".to_owned(),
+            Some(plan) => match backend.list_parts(&upload).await {
+                Ok(listed) => {
+                    let finished: Vec<CompletedPart> = recorded
+                        .into_iter()
+                        .filter(|part| {
+                            listed.iter().any(|l| {
+                                l.part_number == part.part_number
+                                    && l.size == part.size
+                                    && l.etag.trim_matches('"') == part.etag.trim_matches('"')
+                            })
+                        })
+                        .map(|part| CompletedPart {
+                            part_number: part.part_number,
+                            etag: part.etag,
+                            checksum_sha256: part.checksum,
+                        })
+                        .collect();
+                    tracing::info!(upload_id = %job.upload_id, finished = finished.len(), parts = plan.part_count, "resuming a multipart upload");
+                    return Ok(Some(Resumed { upload, plan, finished }));
+                }
+                Err(e) if e.is_batch_level() => return Err(e.into()),
+                Err(e) => format!("S3 no longer knows the interrupted upload ({e})"),
+            },
+        };
+        tracing::info!(upload_id = %job.upload_id, "starting over: {why_not}");
+        self.inner.store.note(&job.upload_id, &format!("Started over: {why_not}."))?;
+        if let Err(e) = backend.abort_multipart(&upload).await {
+            tracing::debug!(upload_id = %job.upload_id, "the interrupted upload could not be aborted: {e}");
+        }
+        self.inner.store.forget_multipart(&job.upload_id)?;
+        Ok(None)
+    }
+
+    async fn run_multipart(
+        &self,
+        job: &Job,
+        transfer: &TransferSettings,
+        backend: &dyn SigningBackend,
+        resumed: Option<Resumed>,
+    ) -> Result<(Option<String>, String, Option<String>), Error> {
+        let Resumed { upload, plan, finished } = match resumed {
+            Some(resumed) => resumed,
+            None => self.begin_multipart(job, backend).await?,
+        };
         self.inner.store.mark_uploading(&job.upload_id, None, Some(&upload.key), &upload.object_url)?;
         tracing::info!(upload_id = %job.upload_id, key = %upload.key, parts = plan.part_count, "uploading in parts");
         let progress = self.progress_reporter(job);
+        let record_part = |part: &CompletedPart| {
+            let finished = FinishedPart {
+                part_number: part.part_number,
+                etag: part.etag.clone(),
+                checksum: part.checksum_sha256.clone(),
+                size: plan.range(part.part_number).1,
+            };
+            // Losing this record costs only re-sending the part after a crash.
+            if let Err(e) = self.inner.store.record_part(&job.upload_id, &finished) {
+                tracing::warn!(upload_id = %job.upload_id, part = part.part_number, "could not record a finished part: {e}");
+            }
+        };
         let run = MultipartRun {
             client: &self.inner.http,
             backend,
             upload: &upload,
             path: &job.path,
-            plan: *plan,
+            plan,
             permits: &self.inner.permits,
             throttle: &self.inner.throttle,
             max_in_flight: transfer.concurrency as usize,
@@ -631,6 +871,8 @@ impl Engine {
             progress,
             on_retry: self.retry_reporter(job),
             gate: job.gate.clone(),
+            finished: &finished,
+            on_part_done: &record_part,
         };
         let sending = async {
             let (parts, checksum) = transfer::upload_parts(&run).await?;
@@ -641,6 +883,9 @@ impl Engine {
             result = sending => result,
             _ = job.gate.cancelled() => Err(Error::Cancelled),
         };
+        if let Err(e) = self.inner.store.forget_multipart(&job.upload_id) {
+            tracing::warn!(upload_id = %job.upload_id, "could not forget the multipart upload's state: {e}");
+        }
         match completed {
             Ok(checksum) => Ok((Some(upload.key), upload.object_url, Some(checksum))),
             Err(error) => {
@@ -653,58 +898,129 @@ impl Engine {
         }
     }
 
-    /// Tells the backend about every file of the chunk that landed, in as few round trips as
-    /// the flavour allows. Errs only when the backend as a whole is unusable.
-    async fn report_all(
-        &self,
-        sent: Vec<Sent>,
-        backend: &dyn SigningBackend,
-        files: &mut Vec<FileOutcome>,
-    ) -> Result<(), Error> {
+    /// Creates a new multipart upload and records it (with the file's identity) before any
+    /// part goes out, so a crash from here on can resume it.
+    async fn begin_multipart(&self, job: &Job, backend: &dyn SigningBackend) -> Result<Resumed, Error> {
+        let plan = job.parts.expect("multipart jobs are planned");
+        let identity = FileIdentity::read(&job.path).map_err(|e| scan::io_error(&job.path, e))?;
+        let upload = backend.create_multipart(&job.to_sign()).await?;
+        let state = MultipartState {
+            s3_upload_id: upload.upload_id.clone(),
+            key: upload.key.clone(),
+            object_url: upload.object_url.clone(),
+            part_size: plan.part_size,
+            file: identity,
+        };
+        self.inner.store.save_multipart(&job.upload_id, &state)?;
+        Ok(Resumed { upload, plan, finished: Vec::new() })
+    }
+
+    /// Queues the chunk's reports in the outbox, in the transaction that records the files as
+    /// in S3, and waits for the deliverer's answer for each. Errs only when the history cannot
+    /// be written.
+    async fn report_all(&self, sent: Vec<Sent>, files: &mut Vec<FileOutcome>) -> Result<(), Error> {
         if sent.is_empty() {
             return Ok(());
         }
-        let reporting: Vec<(&str, Option<&str>)> =
-            sent.iter().map(|done| (done.job.upload_id.as_str(), done.job.checksum.as_deref())).collect();
-        if let Err(e) = self.inner.store.mark_reporting_all(&reporting) {
-            tracing::error!("could not record progress in history: {e}");
+        let reports: Vec<(&str, Option<&str>, String)> = sent
+            .iter()
+            .map(|done| {
+                let report = serde_json::to_string(&done.report()).expect("reports serialise");
+                (done.job.upload_id.as_str(), done.job.checksum.as_deref(), report)
+            })
+            .collect();
+        // Watch before queueing: the deliverer may answer before this task runs again.
+        let answers: Vec<_> = sent.iter().map(|done| self.inner.outbox.watch(&done.job.upload_id)).collect();
+        if let Err(e) = self.inner.store.enqueue_reports(&reports) {
+            let error = Error::from(e);
+            files.extend(sent.iter().map(|done| self.fail(&done.job, &error)));
+            return Err(error);
         }
-        let reports: Vec<CompletionReport> = sent.iter().map(Sent::report).collect();
-        let results = match backend.report_batch(&reports).await {
-            Ok(results) => results,
-            Err(e) => {
-                let error = Error::from(e);
-                for done in &sent {
-                    files.push(self.fail(&done.job, &error));
-                }
-                return Err(error);
-            }
-        };
-        let (recorded, rejected): (Vec<_>, Vec<_>) = sent.into_iter().zip(results).partition(|(_, r)| r.is_ok());
-        for (done, result) in rejected {
-            let error = Error::from(result.expect_err("partitioned on errors"));
-            files.push(self.fail(&done.job, &error));
-        }
-        let ids: Vec<&str> = recorded.iter().map(|(done, _)| done.job.upload_id.as_str()).collect();
-        match self.inner.store.mark_uploaded_all(&ids) {
-            Ok(()) => files.extend(recorded.into_iter().map(|(done, _)| self.uploaded(done))),
-            Err(e) => {
-                let error = Error::from(e);
-                files.extend(recorded.iter().map(|(done, _)| self.fail(&done.job, &error)));
-            }
-        }
+        drop(reports);
+        files.extend(self.await_reports_on(sent, answers).await);
         Ok(())
     }
 
+    /// Waits for the deliverer's answers on uploads whose reports are already queued.
+    async fn await_reports(&self, sent: Vec<Sent>) -> Vec<FileOutcome> {
+        let answers: Vec<_> = sent.iter().map(|done| self.inner.outbox.watch(&done.job.upload_id)).collect();
+        self.await_reports_on(sent, answers).await
+    }
+
+    async fn await_reports_on(
+        &self,
+        sent: Vec<Sent>,
+        answers: Vec<tokio::sync::oneshot::Receiver<Delivery>>,
+    ) -> Vec<FileOutcome> {
+        self.inner.outbox.wake();
+        let wait = *self.inner.report_wait.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = wait.map(|wait| tokio::time::Instant::now() + wait);
+        let mut outcomes = Vec::with_capacity(sent.len());
+        for (done, answer) in sent.into_iter().zip(answers) {
+            let answer = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, answer).await.ok(),
+                None => Some(answer.await),
+            };
+            outcomes.push(match answer {
+                Some(Ok(Delivery::Recorded)) => self.uploaded(done),
+                Some(Ok(Delivery::Rejected(error))) => self.fail(&done.job, &error),
+                // Still queued (the backend is away, or the engine is stopping): the history
+                // keeps the upload as reporting and the outbox keeps its report.
+                Some(Err(_)) | None => self.report_still_queued(done),
+            });
+        }
+        outcomes
+    }
+
+    fn report_still_queued(&self, done: Sent) -> FileOutcome {
+        let detail = self
+            .inner
+            .store
+            .queued_reports()
+            .ok()
+            .and_then(|queued| queued.into_iter().find(|r| r.upload_id == done.job.upload_id))
+            .and_then(|r| r.last_error)
+            .unwrap_or_else(|| "no answer yet".to_owned());
+        let error = Error::ReportPending { detail };
+        self.inner.controls.forget(&done.job.upload_id);
+        let info = error.info();
+        self.emit(Event::FileFailed { upload_id: done.job.upload_id.clone(), path: done.job.path.clone(), error: info.clone() });
+        FileOutcome {
+            path: done.job.path,
+            status: FileStatus::Failed,
+            key: done.key,
+            size: Some(done.job.size),
+            upload_id: Some(done.job.upload_id),
+            object_url: Some(done.object_url),
+            checksum_sha256: done.job.checksum,
+            error: Some(info),
+        }
+    }
+
+    /// Interrupted uploads by their file's canonical path, for a new batch to adopt.
+    fn interrupted_by_path(&self) -> Result<HashMap<PathBuf, Unfinished>, Error> {
+        Ok(self
+            .interrupted()?
+            .into_iter()
+            .filter_map(|upload| Some((std::fs::canonicalize(&upload.path).ok()?, upload)))
+            .collect())
+    }
+
+    fn report_is_queued(&self, upload_id: &str) -> bool {
+        self.inner.store.queued_reports().is_ok_and(|queued| queued.iter().any(|r| r.upload_id == upload_id && !r.rejected))
+    }
+
+    /// An adopted upload whose bytes are in S3 already: only its report is outstanding.
+    fn already_sent(&self, mut job: Job) -> Option<Sent> {
+        let entry = self.inner.store.get(&job.upload_id).ok().flatten()?;
+        job.checksum = entry.checksum_sha256;
+        Some(Sent { job, key: entry.key, object_url: entry.object_url.unwrap_or_default() })
+    }
+
+    /// The bytes are in S3 and the backend recorded them (the deliverer told the shells).
     fn uploaded(&self, done: Sent) -> FileOutcome {
         let Sent { job, key, object_url } = done;
         self.inner.controls.forget(&job.upload_id);
-        self.emit(Event::FileUploaded {
-            upload_id: job.upload_id.clone(),
-            key: key.clone().unwrap_or_default(),
-            object_url: object_url.clone(),
-            size: job.size,
-        });
         FileOutcome {
             path: job.path,
             status: FileStatus::Uploaded,

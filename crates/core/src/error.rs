@@ -32,6 +32,18 @@ pub enum Error {
     ShuttingDown,
     #[error("Cancelled. Nothing was left behind in the bucket.")]
     Cancelled,
+    #[error(
+        "The file is in S3, but the backend has not confirmed it yet ({detail}). Dropship keeps the report \
+         and sends it as soon as the backend answers: keep Dropship open, or run `dropship resume` later."
+    )]
+    ReportPending { detail: String },
+    #[error(
+        "The file is in S3, but the backend refused to record it: {message} The report is kept: retry it \
+         from History (or `dropship reports --retry`) once the backend accepts it."
+    )]
+    ReportRejected { message: String },
+    #[error("Something went wrong inside Dropship: {0}. Please report this.")]
+    Internal(String),
 }
 
 impl Error {
@@ -47,6 +59,9 @@ impl Error {
             Error::Store(_) => "history_store",
             Error::ShuttingDown => "shutting_down",
             Error::Cancelled => "cancelled",
+            Error::ReportPending { .. } => "report_pending",
+            Error::ReportRejected { .. } => "report_rejected",
+            Error::Internal(_) => "internal",
         }
     }
 

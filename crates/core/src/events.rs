@@ -63,6 +63,23 @@ pub enum Event {
         path: PathBuf,
         error: ErrorInfo,
     },
+    /// The backend could not be reached (or failed) while signing: the uploads that need it wait
+    /// and ask again after `retry_in_ms`.
+    BackendRetrying {
+        attempt: u32,
+        #[ts(type = "number")]
+        retry_in_ms: u64,
+        reason: ErrorInfo,
+    },
+    /// Completion reports the backend could not take yet; they are kept on disk and sent again
+    /// after `retry_in_ms`. The files are in S3.
+    ReportsQueued {
+        #[ts(type = "number")]
+        count: usize,
+        #[ts(type = "number")]
+        retry_in_ms: u64,
+        reason: ErrorInfo,
+    },
     BatchFinished {
         batch_id: String,
         #[ts(type = "number")]

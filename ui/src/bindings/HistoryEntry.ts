@@ -2,4 +2,8 @@
 import type { HistoryStatus } from "./HistoryStatus";
 import type { Source } from "./Source";
 
-export type HistoryEntry = { upload_id: string, batch_id: string, path: string, file_name: string, size: number, content_type: string, checksum_sha256: string | null, key: string | null, object_url: string | null, source: Source, status: HistoryStatus, error_code: string | null, error: string | null, created_at: string, updated_at: string, reported_at: string | null, };
+export type HistoryEntry = { upload_id: string, batch_id: string, path: string, file_name: string, size: number, content_type: string, checksum_sha256: string | null, key: string | null, object_url: string | null, source: Source, status: HistoryStatus, error_code: string | null, error: string | null, created_at: string, updated_at: string, reported_at: string | null, 
+/**
+ * Why the upload started over after an interruption, when it did.
+ */
+note: string | null, };

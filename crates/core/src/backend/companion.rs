@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::http::BackendHttp;
 use super::{
-    BackendError, CompletedPart, CompletionReport, FileToSign, MultipartUpload, PartToSign, PresignedUpload,
+    BackendError, CompletedPart, CompletionReport, FileToSign, ListedPart, MultipartUpload, PartToSign, PresignedUpload,
     SignedPart, SigningBackend, UploadMethod,
 };
 use crate::transfer::MAX_OBJECT_SIZE;
@@ -191,6 +191,12 @@ impl SigningBackend for CompanionBackend {
         Ok(())
     }
 
+    async fn list_parts(&self, upload: &MultipartUpload) -> Result<Vec<ListedPart>, BackendError> {
+        let route = format!("{}?key={}", multipart_route(upload), encode(&upload.key));
+        let parts: Vec<CompanionPart> = self.http.get(&route).await?;
+        Ok(parts.into_iter().map(|p| ListedPart { part_number: p.part_number, etag: p.etag, size: p.size }).collect())
+    }
+
     async fn abort_multipart(&self, upload: &MultipartUpload) -> Result<(), BackendError> {
         let route = format!("{}?key={}", multipart_route(upload), encode(&upload.key));
         let _: serde_json::Value = self.http.delete(&route).await?;
@@ -204,6 +210,16 @@ fn content_type_of(file: &FileToSign) -> String {
     } else {
         file.content_type.clone()
     }
+}
+
+/// A part as Companion lists it (S3's ListParts, passed through).
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CompanionPart {
+    part_number: u32,
+    #[serde(rename = "ETag")]
+    etag: String,
+    size: u64,
 }
 
 fn encode(component: &str) -> String {

@@ -83,8 +83,9 @@ pub fn redact_url(url: &url::Url) -> String {
     shown.to_string()
 }
 
-/// What the backend is told once an upload has landed.
-#[derive(Debug, Clone)]
+/// What the backend is told once an upload has landed (kept as JSON in the outbox until the
+/// backend acknowledges it).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CompletionReport {
     pub upload_id: String,
     pub key: Option<String>,
@@ -117,6 +118,14 @@ pub struct SignedPart {
     pub headers: BTreeMap<String, String>,
     /// When S3 stops accepting the URL; `None` when the backend did not say.
     pub expires_at: Option<time::OffsetDateTime>,
+}
+
+/// A part S3 holds for a multipart upload, as listed for a resume.
+#[derive(Debug, Clone)]
+pub struct ListedPart {
+    pub part_number: u32,
+    pub etag: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +182,10 @@ pub trait SigningBackend: Send + Sync {
         Err(BackendError::Unsupported { what: "multipart uploads" })
     }
     async fn abort_multipart(&self, _upload: &MultipartUpload) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported { what: "multipart uploads" })
+    }
+    /// The parts S3 holds for the upload, to resume it; `Rejected` when S3 no longer knows it.
+    async fn list_parts(&self, _upload: &MultipartUpload) -> Result<Vec<ListedPart>, BackendError> {
         Err(BackendError::Unsupported { what: "multipart uploads" })
     }
 }

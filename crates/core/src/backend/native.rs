@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::http::BackendHttp;
 use super::{
-    BackendError, CompletedPart, CompletionReport, FileToSign, MultipartUpload, PartToSign, PresignedUpload,
-    SignedPart, SigningBackend,
+    BackendError, CompletedPart, CompletionReport, FileToSign, ListedPart, MultipartUpload, PartToSign,
+    PresignedUpload, SignedPart, SigningBackend,
 };
 use crate::transfer::MAX_OBJECT_SIZE;
 
@@ -86,6 +86,18 @@ struct CreatedMultipart {
     key: String,
     upload_id: String,
     object_url: String,
+}
+
+#[derive(Deserialize)]
+struct ListedParts {
+    parts: Vec<ListedPartEntry>,
+}
+
+#[derive(Deserialize)]
+struct ListedPartEntry {
+    part_number: u32,
+    etag: String,
+    size: u64,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +280,20 @@ impl SigningBackend for NativeBackend {
         let body = json!({ "key": upload.key, "upload_id": upload.upload_id });
         let _: serde_json::Value = self.http.post("api/v1/multipart/abort", &body).await?;
         Ok(())
+    }
+
+    async fn list_parts(&self, upload: &MultipartUpload) -> Result<Vec<ListedPart>, BackendError> {
+        let route = format!(
+            "api/v1/multipart/parts?key={}&upload_id={}",
+            percent_encoding::utf8_percent_encode(&upload.key, percent_encoding::NON_ALPHANUMERIC),
+            percent_encoding::utf8_percent_encode(&upload.upload_id, percent_encoding::NON_ALPHANUMERIC),
+        );
+        let listed: ListedParts = self.http.get(&route).await?;
+        Ok(listed
+            .parts
+            .into_iter()
+            .map(|p| ListedPart { part_number: p.part_number, etag: p.etag, size: p.size })
+            .collect())
     }
 
     async fn check(&self) -> Result<(), BackendError> {

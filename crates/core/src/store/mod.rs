@@ -2,6 +2,11 @@
 //! path, size, checksum, key, object URL, source, status, timestamps and error.
 
 mod migrate;
+mod outbox;
+mod resume;
+
+pub use outbox::{unix_millis, QueuedReport};
+pub use resume::{FileIdentity, FinishedPart, MultipartState, Unfinished};
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -120,6 +125,8 @@ pub struct HistoryEntry {
     pub created_at: String,
     pub updated_at: String,
     pub reported_at: Option<String>,
+    /// Why the upload started over after an interruption, when it did.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -146,6 +153,8 @@ pub struct NewUpload<'a> {
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// The engine instance that owns the uploads this store inserts and adopts.
+    owner: Option<String>,
 }
 
 fn now() -> String {
@@ -171,8 +180,9 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| fail("could not be opened", e))?;
         use_wal(&conn).map_err(|e| fail("could not be opened", e))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| fail("could not be opened", e))?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| fail("could not be opened", e))?;
         migrate::apply(&mut conn).map_err(|e| fail("could not be upgraded", e))?;
-        Ok(Store { path: path.to_owned(), conn: Mutex::new(conn) })
+        Ok(Store { path: path.to_owned(), conn: Mutex::new(conn), owner: None })
     }
 
     fn write(&self, sql: &str, params: impl rusqlite::Params) -> Result<(), StoreError> {
@@ -197,8 +207,8 @@ impl Store {
         let at = now();
         self.in_transaction(|tx| {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO uploads (upload_id, batch_id, path, file_name, size, content_type, source, status, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8)",
+                "INSERT INTO uploads (upload_id, batch_id, path, file_name, size, content_type, source, status, created_at, updated_at, owner)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9)",
             )?;
             for upload in uploads {
                 insert.execute(params![
@@ -209,7 +219,8 @@ impl Store {
                     upload.size as i64,
                     upload.content_type,
                     upload.source.as_str(),
-                    at
+                    at,
+                    self.owner
                 ])?;
             }
             Ok(())
@@ -231,45 +242,6 @@ impl Store {
             "UPDATE uploads SET status = 'uploading', checksum_sha256 = ?2, key = ?3, object_url = ?4, updated_at = ?5 WHERE upload_id = ?1",
             params![upload_id, checksum, key, object_url, now()],
         )
-    }
-
-    /// In S3, to be reported; each checksum is the object's, when it was only known at the end
-    /// (a multipart upload's composite checksum). One transaction for them all.
-    pub fn mark_reporting_all(&self, uploads: &[(&str, Option<&str>)]) -> Result<(), StoreError> {
-        let at = now();
-        self.in_transaction(|tx| {
-            let mut update = tx.prepare_cached(
-                "UPDATE uploads SET status = 'reporting', checksum_sha256 = COALESCE(?2, checksum_sha256), updated_at = ?3
-                 WHERE upload_id = ?1",
-            )?;
-            for (upload_id, checksum) in uploads {
-                update.execute(params![upload_id, checksum, at])?;
-            }
-            Ok(())
-        })
-    }
-
-    pub fn mark_reporting(&self, upload_id: &str, checksum: Option<&str>) -> Result<(), StoreError> {
-        self.mark_reporting_all(&[(upload_id, checksum)])
-    }
-
-    /// In S3 and recorded by the backend. One transaction for them all.
-    pub fn mark_uploaded_all(&self, upload_ids: &[&str]) -> Result<(), StoreError> {
-        let at = now();
-        self.in_transaction(|tx| {
-            let mut update = tx.prepare_cached(
-                "UPDATE uploads SET status = 'uploaded', error_code = NULL, error = NULL, reported_at = ?2, updated_at = ?2
-                 WHERE upload_id = ?1",
-            )?;
-            for upload_id in upload_ids {
-                update.execute(params![upload_id, at])?;
-            }
-            Ok(())
-        })
-    }
-
-    pub fn mark_uploaded(&self, upload_id: &str) -> Result<(), StoreError> {
-        self.mark_uploaded_all(&[upload_id])
     }
 
     pub fn mark_failed(&self, upload_id: &str, code: &str, message: &str) -> Result<(), StoreError> {
@@ -333,7 +305,7 @@ fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
     }
 }
 
-const COLUMNS: &str = "upload_id, batch_id, path, file_name, size, content_type, checksum_sha256, key, object_url, source, status, error_code, error, created_at, updated_at, reported_at";
+const COLUMNS: &str = "upload_id, batch_id, path, file_name, size, content_type, checksum_sha256, key, object_url, source, status, error_code, error, created_at, updated_at, reported_at, note";
 
 fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
     Ok(HistoryEntry {
@@ -353,6 +325,7 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
         created_at: row.get(13)?,
         updated_at: row.get(14)?,
         reported_at: row.get(15)?,
+        note: row.get(16)?,
     })
 }
 
@@ -360,7 +333,7 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
 mod tests {
     use super::*;
 
-    fn add(store: &Store, id: &str, name: &str) {
+    pub(super) fn add(store: &Store, id: &str, name: &str) {
         store
             .insert(&NewUpload {
                 upload_id: id,
@@ -380,8 +353,8 @@ mod tests {
         let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
         add(&store, "u1", "a.txt");
         store.mark_uploading("u1", Some("c2hh"), Some("uploads/x/a.txt"), "http://s3/b/uploads/x/a.txt").unwrap();
-        store.mark_reporting("u1", None).unwrap();
-        store.mark_uploaded("u1").unwrap();
+        store.enqueue_reports(&[("u1", None, "{}".into())]).unwrap();
+        store.reports_delivered(&["u1"]).unwrap();
         let entry = store.get("u1").unwrap().unwrap();
         assert_eq!(entry.status, UploadStatus::Uploaded);
         assert_eq!(entry.key.as_deref(), Some("uploads/x/a.txt"));

@@ -45,6 +45,10 @@ pub struct MultipartRun<'a> {
     pub on_retry: OnRetry,
     /// Pause holds parts back (and sends interrupted ones again on resume).
     pub gate: Gate,
+    /// Parts S3 already holds from before a restart (with their checksums): not sent again.
+    pub finished: &'a [CompletedPart],
+    /// Told about each part the moment S3 acknowledged it, so a crash loses no finished part.
+    pub on_part_done: &'a (dyn Fn(&CompletedPart) + Send + Sync),
 }
 
 /// Uploads every part and returns them in order, ready for CompleteMultipartUpload, with S3's
@@ -53,8 +57,12 @@ pub async fn upload_parts(run: &MultipartRun<'_>) -> Result<(Vec<CompletedPart>,
     let checksums = PartChecksums::new(run.plan.part_count);
     let book = UrlBook::default();
     let next = AtomicU32::new(1);
-    let sent = Arc::new(AtomicU64::new(0));
-    let done = Mutex::new(Vec::with_capacity(run.plan.part_count as usize));
+    let already: u64 = run.finished.iter().map(|p| run.plan.range(p.part_number).1).sum();
+    (run.progress)(already);
+    let sent = Arc::new(AtomicU64::new(already));
+    let mut done = Vec::with_capacity(run.plan.part_count as usize);
+    done.extend_from_slice(run.finished);
+    let done = Mutex::new(done);
     let workers = run.max_in_flight.clamp(1, run.plan.part_count as usize);
     let sending = futures_util::future::try_join_all(
         (0..workers).map(|_| send_parts(run, &book, &checksums, &next, &sent, &done)),
@@ -78,6 +86,12 @@ impl PartChecksums {
 
     async fn compute(&self, run: &MultipartRun<'_>) -> Result<(), Error> {
         for number in 1..=run.plan.part_count {
+            let kept = run.finished.iter().find(|p| p.part_number == number).and_then(|p| p.checksum_sha256.clone());
+            if let Some(digest) = kept {
+                self.digests.lock().unwrap_or_else(|p| p.into_inner()).push(digest);
+                self.hashed.send_replace(number);
+                continue;
+            }
             let (offset, len) = run.plan.range(number);
             let path = run.path.to_owned();
             let hashed = tokio::task::spawn_blocking(move || crate::checksum::sha256_range(&path, offset, len)).await;
@@ -120,13 +134,13 @@ async fn send_parts(
         if number > run.plan.part_count {
             return Ok(());
         }
+        if run.finished.iter().any(|p| p.part_number == number) {
+            continue;
+        }
         let etag = send_part(run, book, checksums, number, sent).await?;
-        let checksum = checksums.get(number);
-        done.lock().unwrap_or_else(|p| p.into_inner()).push(CompletedPart {
-            part_number: number,
-            etag,
-            checksum_sha256: checksum,
-        });
+        let part = CompletedPart { part_number: number, etag, checksum_sha256: checksums.get(number) };
+        (run.on_part_done)(&part);
+        done.lock().unwrap_or_else(|p| p.into_inner()).push(part);
     }
 }
 
@@ -218,6 +232,7 @@ impl UrlBook {
         let last = number.saturating_add(SIGN_BATCH - 1).min(hashed);
         let wanted: Vec<PartToSign> = (number..=last)
             .filter(|n| *n == number || !signed.get(n).is_some_and(is_fresh))
+            .filter(|n| *n == number || !run.finished.iter().any(|p| p.part_number == *n))
             .map(|n| PartToSign { part_number: n, size: run.plan.range(n).1, checksum_sha256: checksums.get(n) })
             .collect();
         for part in run.backend.sign_parts(run.upload, &wanted).await? {

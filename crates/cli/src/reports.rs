@@ -1,0 +1,92 @@
+//! `dropship reports`: the completion reports the backend has not acknowledged yet — waiting
+//! for a backend that was away, or rejected by it — and `--retry` to send rejected ones again.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use dropship_core::{Engine, HistoryEntry};
+use serde::Serialize;
+
+use crate::upload::{open_engine, RunArgs};
+use crate::setup_error;
+
+#[derive(clap::Args)]
+pub struct ReportsArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Send every rejected report again (after fixing what the backend objected to), and
+    /// wait for the backend's answers.
+    #[arg(long)]
+    retry: bool,
+}
+
+#[derive(Serialize)]
+struct ReportLine<'a> {
+    upload_id: &'a str,
+    path: Option<&'a str>,
+    key: Option<&'a str>,
+    /// `waiting` (the backend has not answered yet) or `rejected` (it refused; retry by hand).
+    state: &'static str,
+    attempts: u32,
+    error: Option<&'a str>,
+}
+
+pub async fn run(args: ReportsArgs) -> ExitCode {
+    let engine = match open_engine(&args.run) {
+        Ok(engine) => engine,
+        Err(code) => return code,
+    };
+    if args.retry {
+        match engine.retry_reports(&[]) {
+            Ok(count) if !args.run.json() => eprintln!("dropship: sending {count} rejected report(s) again…"),
+            Ok(_) => {}
+            Err(e) => return setup_error(&e),
+        }
+        if let Err(e) = engine.flush_reports(Duration::from_secs(args.run.report_wait())).await {
+            return setup_error(&e);
+        }
+    }
+    let queued = match engine.queued_reports() {
+        Ok(queued) => queued,
+        Err(e) => return setup_error(&e),
+    };
+    let mut out = std::io::stdout().lock();
+    for report in &queued {
+        let entry = history_entry(&engine, &report.upload_id);
+        let line = ReportLine {
+            upload_id: &report.upload_id,
+            path: entry.as_ref().map(|e| e.path.as_str()),
+            key: entry.as_ref().and_then(|e| e.key.as_deref()),
+            state: if report.rejected { "rejected" } else { "waiting" },
+            attempts: report.attempts,
+            error: report.last_error.as_deref(),
+        };
+        let text = if args.run.json() {
+            serde_json::to_string(&line).expect("report lines serialise")
+        } else {
+            format!(
+                "{:<8}  {}  {}  {}",
+                line.state,
+                line.path.unwrap_or(&report.upload_id),
+                line.key.unwrap_or(""),
+                line.error.unwrap_or("")
+            )
+        };
+        if writeln!(out, "{text}").is_err() {
+            break;
+        }
+    }
+    if queued.is_empty() && !args.run.json() {
+        eprintln!("dropship: every completion report has been recorded by the backend.");
+    }
+    if queued.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn history_entry(engine: &Engine, upload_id: &str) -> Option<HistoryEntry> {
+    engine.history_entry(upload_id).ok().flatten()
+}
