@@ -23,6 +23,12 @@ pub fn run() {
             let engine = Engine::open(&data_dir, runtime)?;
             tracing::info!(data_dir = %data_dir.display(), "engine opened");
             app.manage(events::Forwarder::start(app.handle().clone(), engine.subscribe()));
+            // Uploads that a crash, a kill or a power cut interrupted carry on where they stopped.
+            match engine.submit_interrupted() {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "resuming interrupted uploads"),
+                Err(e) => tracing::warn!("could not look for interrupted uploads: {e}"),
+            }
             app.manage(engine);
             Ok(())
         })

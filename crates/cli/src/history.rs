@@ -3,7 +3,9 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use dropship_core::{Engine, HistoryQuery, UploadStatus};
+use dropship_core::config::HISTORY_FILE;
+use dropship_core::store::Store;
+use dropship_core::{HistoryQuery, UploadStatus};
 
 use crate::{setup_error, DataArgs};
 
@@ -30,13 +32,14 @@ fn parse_status(s: &str) -> Result<UploadStatus, String> {
         .ok_or_else(|| format!("unknown status {s:?}; use queued, uploading, reporting, uploaded or failed"))
 }
 
-pub fn run(args: HistoryArgs, runtime: tokio::runtime::Handle) -> ExitCode {
-    let entries = Engine::open(&args.data.dir(), runtime).and_then(|engine| {
-        engine.history(&HistoryQuery { search: args.search, status: args.status, limit: args.limit })
+pub fn run(args: HistoryArgs) -> ExitCode {
+    // Only reads: no engine, so looking at the history never starts deliveries or resumes.
+    let entries = Store::open(&args.data.dir().join(HISTORY_FILE)).and_then(|store| {
+        store.history(&HistoryQuery { search: args.search, status: args.status, limit: args.limit })
     });
     let entries = match entries {
         Ok(entries) => entries,
-        Err(e) => return setup_error(&e),
+        Err(e) => return setup_error(&e.into()),
     };
     let mut out = std::io::stdout().lock();
     for entry in &entries {

@@ -90,7 +90,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Upload(args) => runtime.block_on(upload::run(args)),
         Command::Resume(args) => runtime.block_on(upload::resume(args)),
-        Command::History(args) => history::run(args, runtime.handle().clone()),
+        Command::History(args) => history::run(args),
         Command::Reports(args) => runtime.block_on(reports::run(args)),
     }
 }

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use dropship_core::{Engine, HistoryEntry};
+use dropship_core::config::HISTORY_FILE;
+use dropship_core::store::Store;
+use dropship_core::{HistoryEntry, QueuedReport};
 use serde::Serialize;
 
 use crate::upload::{open_engine, RunArgs};
@@ -33,11 +35,18 @@ struct ReportLine<'a> {
 }
 
 pub async fn run(args: ReportsArgs) -> ExitCode {
+    if !args.retry {
+        // Only reads: no engine, so listing never delivers (or races a delivery).
+        return match Store::open(&args.run.data_dir().join(HISTORY_FILE)) {
+            Ok(store) => list(&args, store.queued_reports(), |id| store.get(id).ok().flatten()),
+            Err(e) => setup_error(&e.into()),
+        };
+    }
     let engine = match open_engine(&args.run) {
         Ok(engine) => engine,
         Err(code) => return code,
     };
-    if args.retry {
+    {
         match engine.retry_reports(&[]) {
             Ok(count) if !args.run.json() => eprintln!("dropship: sending {count} rejected report(s) again…"),
             Ok(_) => {}
@@ -47,13 +56,21 @@ pub async fn run(args: ReportsArgs) -> ExitCode {
             return setup_error(&e);
         }
     }
-    let queued = match engine.queued_reports() {
+    list(&args, engine.queued_reports(), |id| engine.history_entry(id).ok().flatten())
+}
+
+fn list<E: Into<dropship_core::Error>>(
+    args: &ReportsArgs,
+    queued: Result<Vec<QueuedReport>, E>,
+    history_entry: impl Fn(&str) -> Option<HistoryEntry>,
+) -> ExitCode {
+    let queued = match queued {
         Ok(queued) => queued,
-        Err(e) => return setup_error(&e),
+        Err(e) => return setup_error(&e.into()),
     };
     let mut out = std::io::stdout().lock();
     for report in &queued {
-        let entry = history_entry(&engine, &report.upload_id);
+        let entry = history_entry(&report.upload_id);
         let line = ReportLine {
             upload_id: &report.upload_id,
             path: entry.as_ref().map(|e| e.path.as_str()),
@@ -85,8 +102,4 @@ pub async fn run(args: ReportsArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
-}
-
-fn history_entry(engine: &Engine, upload_id: &str) -> Option<HistoryEntry> {
-    engine.history_entry(upload_id).ok().flatten()
 }

@@ -84,6 +84,10 @@ impl RunArgs {
     pub fn json(&self) -> bool {
         self.json
     }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.backend.data.dir()
+    }
 }
 
 pub fn open_engine(args: &RunArgs) -> Result<Engine, ExitCode> {

@@ -38,6 +38,9 @@ const HASH_CONCURRENCY: usize = 2;
 /// Progress events per file at most this often, so a fast upload does not flood the UI.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 const EVENT_BUFFER: usize = 4096;
+/// How often a batch waiting for its reports looks at the history too, for reports delivered
+/// before it listened or by another Dropship on the same data folder.
+const REPORT_RECHECK: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 pub struct Engine {
@@ -957,19 +960,47 @@ impl Engine {
         let deadline = wait.map(|wait| tokio::time::Instant::now() + wait);
         let mut outcomes = Vec::with_capacity(sent.len());
         for (done, answer) in sent.into_iter().zip(answers) {
+            let settled = self.settled(&done.job.upload_id, answer);
             let answer = match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, answer).await.ok(),
-                None => Some(answer.await),
+                Some(deadline) => tokio::time::timeout_at(deadline, settled).await.ok(),
+                None => Some(settled.await),
             };
             outcomes.push(match answer {
-                Some(Ok(Delivery::Recorded)) => self.uploaded(done),
-                Some(Ok(Delivery::Rejected(error))) => self.fail(&done.job, &error),
+                Some(Some(Delivery::Recorded)) => self.uploaded(done),
+                Some(Some(Delivery::Rejected(error))) => self.fail(&done.job, &error),
                 // Still queued (the backend is away, or the engine is stopping): the history
                 // keeps the upload as reporting and the outbox keeps its report.
-                Some(Err(_)) | None => self.report_still_queued(done),
+                Some(None) | None => self.report_still_queued(done),
             });
         }
         outcomes
+    }
+
+    /// How the report of `upload_id` ended: the deliverer's answer, or what the history says
+    /// once it no longer waits, for a report delivered before anyone listened (or by another
+    /// Dropship on the same data folder). `None` when the engine stops first.
+    async fn settled(
+        &self,
+        upload_id: &str,
+        mut answer: tokio::sync::oneshot::Receiver<Delivery>,
+    ) -> Option<Delivery> {
+        let mut check = tokio::time::interval(REPORT_RECHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                delivered = &mut answer => return delivered.ok(),
+                _ = check.tick() => {}
+            }
+            let entry = self.inner.store.get(upload_id).ok().flatten()?;
+            match entry.status {
+                UploadStatus::Uploaded => return Some(Delivery::Recorded),
+                UploadStatus::Failed => {
+                    let message = entry.error.unwrap_or_default();
+                    return Some(Delivery::Rejected(Error::ReportRejected { message }));
+                }
+                _ => {}
+            }
+        }
     }
 
     fn report_still_queued(&self, done: Sent) -> FileOutcome {
