@@ -195,7 +195,7 @@ fn reports_wait_in_the_outbox_while_the_backend_fails_and_go_out_exactly_once_la
         times: usize::MAX,
     }]);
     let mut command = workspace.dropship(&backend, "native");
-    command.env("HTTP_PROXY", &proxy.url).args(["upload", "--json", "--report-wait", "3"]).args(&files);
+    command.env("HTTP_PROXY", &proxy.url).args(["upload", "--json", "--backend-wait", "3"]).args(&files);
     let output = run(command);
     let lines = json_lines(&output);
     assert_eq!(output.status.code(), Some(1), "not every file is reported yet: {lines:?}");
@@ -231,4 +231,28 @@ fn reports_wait_in_the_outbox_while_the_backend_fails_and_go_out_exactly_once_la
         command
     }))
     .is_empty());
+}
+
+#[test]
+fn signing_waits_out_a_backend_that_fails_for_a_while() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let small = workspace.file("small.txt", &pattern(4000, 3));
+    let large = workspace.file("large.bin", &pattern(3 * PART, 4));
+    // The first answers to presign, multipart create and part signing are 503s.
+    let rules = ["/api/v1/uploads/presign", "/api/v1/multipart/sign"]
+        .into_iter()
+        .map(|target| Rule { method: "POST", target_contains: target, fault: Fault::SlowDown, times: 3 })
+        .collect();
+    let proxy = FaultProxy::start(rules);
+    let mut command = workspace.dropship(&backend, "native");
+    command.env("HTTP_PROXY", &proxy.url).args(["upload", "--json", "--multipart-threshold", &PART.to_string()]);
+    command.args(["--part-size", &PART.to_string()]).arg(&small).arg(&large);
+    let output = run(command);
+    let lines = json_lines(&output);
+    assert!(output.status.success(), "both files wait out the outage and land: {lines:?}");
+    assert_eq!(proxy.injected(), 6, "every injected failure was met and waited out");
+    let files = [(small, pattern(4000, 3)), (large, pattern(3 * PART, 4))];
+    assert_landed(s3, &backend, &workspace, &lines, &files);
 }

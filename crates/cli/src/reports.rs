@@ -52,7 +52,7 @@ pub async fn run(args: ReportsArgs) -> ExitCode {
             Ok(_) => {}
             Err(e) => return setup_error(&e),
         }
-        if let Err(e) = engine.flush_reports(Duration::from_secs(args.run.report_wait())).await {
+        if let Err(e) = engine.flush_reports(Duration::from_secs(args.run.backend_wait())).await {
             return setup_error(&e);
         }
     }

@@ -41,10 +41,11 @@ pub struct RunArgs {
     /// Upload at most this many bytes per second, all files together; 0 for no limit.
     #[arg(long, env = "DROPSHIP_BANDWIDTH_LIMIT", value_name = "BYTES_PER_SECOND")]
     bandwidth_limit: Option<u64>,
-    /// How long to wait for a backend that is down to take the completion reports before
-    /// exiting with them still queued (they are sent on the next run, or by `dropship resume`).
-    #[arg(long, env = "DROPSHIP_REPORT_WAIT", value_name = "SECONDS", default_value_t = 600)]
-    report_wait: u64,
+    /// How long to wait out a backend that is down or failing: files that still need a URL
+    /// fail after it, and completion reports stay queued (sent on the next run, or by
+    /// `dropship resume`).
+    #[arg(long, env = "DROPSHIP_BACKEND_WAIT", value_name = "SECONDS", default_value_t = 600)]
+    backend_wait: u64,
 }
 
 pub async fn run(args: UploadArgs) -> ExitCode {
@@ -77,8 +78,8 @@ pub async fn resume(args: RunArgs) -> ExitCode {
 }
 
 impl RunArgs {
-    pub fn report_wait(&self) -> u64 {
-        self.report_wait
+    pub fn backend_wait(&self) -> u64 {
+        self.backend_wait
     }
 
     pub fn json(&self) -> bool {
@@ -93,7 +94,7 @@ impl RunArgs {
 pub fn open_engine(args: &RunArgs) -> Result<Engine, ExitCode> {
     let engine = Engine::open(&args.backend.data.dir(), tokio::runtime::Handle::current()).map_err(|e| setup_error(&e))?;
     engine.apply_settings(resolve_settings(&engine, args)).map_err(|e| setup_error(&e))?;
-    engine.set_report_wait(Some(std::time::Duration::from_secs(args.report_wait)));
+    engine.set_backend_wait(std::time::Duration::from_secs(args.backend_wait));
     Ok(engine)
 }
 
@@ -230,6 +231,16 @@ fn show_progress(engine: &Engine) -> tokio::task::JoinHandle<()> {
                 }
                 Event::FileUploaded { .. } | Event::FileFailed { .. } => finished += 1,
                 Event::BatchFinished { .. } | Event::BatchFailed { .. } => break,
+                Event::BackendRetrying { retry_in_ms, .. } => {
+                    let wait = retry_in_ms.div_ceil(1000);
+                    bar.set_message(format!("{finished}/{files} files — backend unavailable; asking again in {wait} s"));
+                    continue;
+                }
+                Event::ReportsQueued { count, retry_in_ms, .. } => {
+                    let wait = retry_in_ms.div_ceil(1000);
+                    bar.set_message(format!("{finished}/{files} files — {count} reports queued; retrying in {wait} s"));
+                    continue;
+                }
                 Event::FileRetrying { offline, retry_in_ms, reason, .. } => {
                     let wait = retry_in_ms.div_ceil(1000);
                     let what = if offline { "offline".to_owned() } else { reason.message };

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use tokio::sync::Semaphore;
 
-use crate::backend::{self, CompletedPart, CompletionReport, FileToSign, MultipartUpload, PresignedUpload, SigningBackend};
+use crate::backend::{self, PatientBackend, CompletedPart, CompletionReport, FileToSign, MultipartUpload, PresignedUpload, SigningBackend};
 use crate::config::{TransferSettings, HISTORY_FILE};
 use crate::control::{Controls, Gate};
 use crate::instance::InstanceLock;
@@ -38,6 +38,9 @@ const HASH_CONCURRENCY: usize = 2;
 /// Progress events per file at most this often, so a fast upload does not flood the UI.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 const EVENT_BUFFER: usize = 4096;
+/// How long a batch waits out a backend that is down, unless told otherwise: long enough for a
+/// backend restart or a short network outage, short enough that a wrong URL ends in an error.
+const DEFAULT_BACKEND_WAIT: Duration = Duration::from_secs(600);
 /// How often a batch waiting for its reports looks at the history too, for reports delivered
 /// before it listened or by another Dropship on the same data folder.
 const REPORT_RECHECK: Duration = Duration::from_millis(500);
@@ -53,9 +56,9 @@ struct Inner {
     /// Marks this engine as running, so another one can tell its uploads from interrupted ones.
     instance: InstanceLock,
     outbox: Arc<Outbox>,
-    /// How long a batch waits for the backend to acknowledge its reports; `None` waits as long
-    /// as it takes (the desktop app), a bound lets the CLI finish while reports stay queued.
-    report_wait: Mutex<Option<Duration>>,
+    /// How long a batch waits out a backend that is down: to sign (then its files fail) and to
+    /// take reports (then the batch ends with them still queued in the outbox).
+    backend_wait: Mutex<Duration>,
     settings: RwLock<Option<Settings>>,
     events: broadcast::Sender<Event>,
     http: reqwest::Client,
@@ -193,7 +196,7 @@ impl Engine {
                 store,
                 instance,
                 outbox: Arc::default(),
-                report_wait: Mutex::new(None),
+                backend_wait: Mutex::new(DEFAULT_BACKEND_WAIT),
                 settings: RwLock::new(settings),
                 events,
                 http,
@@ -232,10 +235,14 @@ impl Engine {
         self.inner.tasks.spawn_on(deliverer.run(), &self.inner.runtime);
     }
 
-    /// Bounds how long a batch waits for the backend to acknowledge its reports before it
-    /// ends with them still queued (`None`: wait as long as it takes).
-    pub fn set_report_wait(&self, wait: Option<Duration>) {
-        *self.inner.report_wait.lock().unwrap_or_else(|p| p.into_inner()) = wait;
+    /// How long a batch waits out a backend that is down or failing, to sign URLs and to take
+    /// completion reports; past it, files that still need a URL fail and reports stay queued.
+    pub fn set_backend_wait(&self, wait: Duration) {
+        *self.inner.backend_wait.lock().unwrap_or_else(|p| p.into_inner()) = wait;
+    }
+
+    fn backend_wait(&self) -> Duration {
+        *self.inner.backend_wait.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Reports not yet acknowledged by the backend, the rejected ones included.
@@ -452,6 +459,17 @@ impl Engine {
         backend::connect(settings, self.inner.http.clone())
     }
 
+    /// The backend a batch signs with: it waits out outages, telling the shells while it does.
+    fn connect_patiently(&self, settings: &Settings) -> Result<Arc<dyn SigningBackend>, Error> {
+        let engine = self.clone();
+        let on_outage: backend::OnOutage = Arc::new(move |attempt, pause, error| {
+            let reason = Error::from(error.clone()).info();
+            engine.emit(Event::BackendRetrying { attempt, retry_in_ms: pause.as_millis() as u64, reason });
+        });
+        let patient = PatientBackend::new(self.connect(settings)?, self.backend_wait(), on_outage);
+        Ok(Arc::new(patient))
+    }
+
     fn emit(&self, event: Event) {
         // Nobody listening is fine: the history holds the outcome.
         let _ = self.inner.events.send(event);
@@ -462,7 +480,7 @@ impl Engine {
         // One snapshot of the settings for the whole batch, so a change meanwhile cannot pair
         // one backend with another's transfer settings.
         let settings = self.settings();
-        let backend = match settings.as_ref().ok_or(Error::NotConfigured).and_then(|s| self.connect(s)) {
+        let backend = match settings.as_ref().ok_or(Error::NotConfigured).and_then(|s| self.connect_patiently(s)) {
             Ok(backend) => backend,
             Err(e) => return self.fail_batch(summary, e),
         };
@@ -956,15 +974,11 @@ impl Engine {
         answers: Vec<tokio::sync::oneshot::Receiver<Delivery>>,
     ) -> Vec<FileOutcome> {
         self.inner.outbox.wake();
-        let wait = *self.inner.report_wait.lock().unwrap_or_else(|p| p.into_inner());
-        let deadline = wait.map(|wait| tokio::time::Instant::now() + wait);
+        let deadline = tokio::time::Instant::now() + self.backend_wait();
         let mut outcomes = Vec::with_capacity(sent.len());
         for (done, answer) in sent.into_iter().zip(answers) {
             let settled = self.settled(&done.job.upload_id, answer);
-            let answer = match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, settled).await.ok(),
-                None => Some(settled.await),
-            };
+            let answer = tokio::time::timeout_at(deadline, settled).await.ok();
             outcomes.push(match answer {
                 Some(Some(Delivery::Recorded)) => self.uploaded(done),
                 Some(Some(Delivery::Rejected(error))) => self.fail(&done.job, &error),

@@ -5,6 +5,7 @@
 mod companion;
 mod http;
 mod native;
+mod patient;
 mod rails;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use crate::{ApiFlavour, Error, Settings};
 pub use companion::CompanionBackend;
 pub(crate) use http::describe_reqwest_error as http_error_detail;
 pub use native::NativeBackend;
+pub use patient::{is_outage, OnOutage, PatientBackend};
 pub use rails::{derive_key_from_url, RailsBackend};
 
 /// A file about to be signed.

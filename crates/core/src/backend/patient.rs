@@ -1,0 +1,199 @@
+//! Waits out a backend that is down or failing. Signing calls that meet an outage (no
+//! connection, a 5xx) are asked again with growing pauses until the backend answers or the
+//! patience runs out, so an upload that needs a URL holds on through a backend restart instead
+//! of failing. Refusals (401, 4xx, garbage) are not outages and pass through at once. Reports
+//! are not retried here: the outbox owns their delivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use super::{
+    BackendError, CompletedPart, CompletionReport, FileToSign, ListedPart, MultipartUpload, PartToSign,
+    PresignedUpload, SignedPart, SigningBackend,
+};
+
+/// Told about each wait: the attempt that failed, the pause before the next, and why.
+pub type OnOutage = Arc<dyn Fn(u32, Duration, &BackendError) + Send + Sync>;
+
+const FIRST_PAUSE: Duration = Duration::from_millis(500);
+const LONGEST_PAUSE: Duration = Duration::from_secs(15);
+
+pub struct PatientBackend {
+    inner: Arc<dyn SigningBackend>,
+    patience: Duration,
+    on_outage: OnOutage,
+    first_pause: Duration,
+}
+
+impl PatientBackend {
+    pub fn new(inner: Arc<dyn SigningBackend>, patience: Duration, on_outage: OnOutage) -> Self {
+        PatientBackend { inner, patience, on_outage, first_pause: FIRST_PAUSE }
+    }
+
+    async fn patiently<T, F>(&self, mut call: impl FnMut() -> F) -> Result<T, BackendError>
+    where
+        F: std::future::Future<Output = Result<T, BackendError>>,
+    {
+        let mut give_up_at = None;
+        let mut attempt = 0u32;
+        loop {
+            let error = match call().await {
+                Err(error) if is_outage(&error) => error,
+                other => return other,
+            };
+            let give_up_at = *give_up_at.get_or_insert_with(|| Instant::now() + self.patience);
+            let left = give_up_at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(error);
+            }
+            attempt += 1;
+            let pause = pause_after(self.first_pause, attempt).min(left);
+            tracing::info!(attempt, "the backend is unavailable, asking again in {pause:?}: {error}");
+            (self.on_outage)(attempt, pause, &error);
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// An outage, as opposed to an answer: worth asking again later.
+pub fn is_outage(error: &BackendError) -> bool {
+    matches!(error, BackendError::Unreachable { .. } | BackendError::ServerError { .. })
+}
+
+fn pause_after(first: Duration, attempt: u32) -> Duration {
+    let ceiling = first.saturating_mul(1u32 << attempt.min(16)).min(LONGEST_PAUSE);
+    let fraction = 0.5 + (uuid::Uuid::new_v4().as_u128() % 500) as f64 / 1000.0;
+    ceiling.mul_f64(fraction)
+}
+
+#[async_trait]
+impl SigningBackend for PatientBackend {
+    fn max_presign_batch(&self) -> usize {
+        self.inner.max_presign_batch()
+    }
+
+    fn max_file_size(&self) -> u64 {
+        self.inner.max_file_size()
+    }
+
+    async fn presign(&self, files: &[FileToSign]) -> Result<Vec<PresignedUpload>, BackendError> {
+        self.patiently(|| self.inner.presign(files)).await
+    }
+
+    async fn report(&self, report: &CompletionReport) -> Result<(), BackendError> {
+        self.inner.report(report).await
+    }
+
+    async fn report_batch(&self, reports: &[CompletionReport]) -> Result<Vec<Result<(), BackendError>>, BackendError> {
+        self.inner.report_batch(reports).await
+    }
+
+    async fn check(&self) -> Result<(), BackendError> {
+        self.inner.check().await
+    }
+
+    fn supports_multipart(&self) -> bool {
+        self.inner.supports_multipart()
+    }
+
+    async fn create_multipart(&self, file: &FileToSign) -> Result<MultipartUpload, BackendError> {
+        self.patiently(|| self.inner.create_multipart(file)).await
+    }
+
+    async fn sign_parts(&self, upload: &MultipartUpload, parts: &[PartToSign]) -> Result<Vec<SignedPart>, BackendError> {
+        self.patiently(|| self.inner.sign_parts(upload, parts)).await
+    }
+
+    async fn complete_multipart(&self, upload: &MultipartUpload, parts: &[CompletedPart]) -> Result<(), BackendError> {
+        self.patiently(|| self.inner.complete_multipart(upload, parts)).await
+    }
+
+    async fn abort_multipart(&self, upload: &MultipartUpload) -> Result<(), BackendError> {
+        self.patiently(|| self.inner.abort_multipart(upload)).await
+    }
+
+    async fn list_parts(&self, upload: &MultipartUpload) -> Result<Vec<ListedPart>, BackendError> {
+        self.patiently(|| self.inner.list_parts(upload)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Fails with `error` the first `failures` times, then signs.
+    struct Flaky {
+        failures: u32,
+        calls: AtomicU32,
+        error: BackendError,
+    }
+
+    #[async_trait]
+    impl SigningBackend for Flaky {
+        fn max_presign_batch(&self) -> usize {
+            1
+        }
+        fn max_file_size(&self) -> u64 {
+            1
+        }
+        async fn presign(&self, _files: &[FileToSign]) -> Result<Vec<PresignedUpload>, BackendError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
+                Err(self.error.clone())
+            } else {
+                Ok(Vec::new())
+            }
+        }
+        async fn report(&self, _report: &CompletionReport) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn check(&self) -> Result<(), BackendError> {
+            Ok(())
+        }
+    }
+
+    fn patient(failures: u32, error: BackendError, patience: Duration) -> (Arc<Flaky>, PatientBackend, Arc<AtomicU32>) {
+        let flaky = Arc::new(Flaky { failures, calls: AtomicU32::new(0), error });
+        let waits = Arc::new(AtomicU32::new(0));
+        let counted = waits.clone();
+        let on_outage: OnOutage = Arc::new(move |_, _, _| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        let mut backend = PatientBackend::new(flaky.clone(), patience, on_outage);
+        backend.first_pause = Duration::from_millis(10);
+        (flaky, backend, waits)
+    }
+
+    fn down() -> BackendError {
+        BackendError::Unreachable { url: "http://127.0.0.1:9".into(), detail: "connection refused".into() }
+    }
+
+    #[tokio::test]
+    async fn an_outage_is_waited_out_and_each_wait_is_told() {
+        let (flaky, backend, waits) = patient(3, down(), Duration::from_secs(60));
+        backend.presign(&[]).await.expect("signed once the backend is back");
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 4);
+        assert_eq!(waits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn patience_runs_out_with_the_last_error() {
+        let (_, backend, _) = patient(u32::MAX, down(), Duration::from_millis(300));
+        let started = Instant::now();
+        let error = backend.presign(&[]).await.expect_err("the backend never came back");
+        assert!(matches!(error, BackendError::Unreachable { .. }));
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(2), "gave up after its patience: {waited:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_not_an_outage_and_fails_at_once() {
+        let refused = BackendError::Unauthorized { url: "http://x".into(), status: 401 };
+        let (flaky, backend, _) = patient(1, refused, Duration::from_secs(60));
+        assert!(matches!(backend.presign(&[]).await, Err(BackendError::Unauthorized { .. })));
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
+    }
+}
