@@ -256,3 +256,52 @@ fn signing_waits_out_a_backend_that_fails_for_a_while() {
     let files = [(small, pattern(4000, 3)), (large, pattern(3 * PART, 4))];
     assert_landed(s3, &backend, &workspace, &lines, &files);
 }
+
+#[test]
+fn a_report_the_backend_rejects_is_kept_with_its_reason_and_goes_through_when_retried_by_hand() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let bytes = pattern(3000, 8);
+    let path = workspace.file("disputed.txt", &bytes);
+    let dropship = |args: &[&str]| {
+        let mut command = workspace.dropship(&backend, "native");
+        command.args(args);
+        command
+    };
+    // The report cannot get through at first, so the object can be tampered with before it does.
+    let proxy = FaultProxy::start(vec![Rule {
+        method: "POST",
+        target_contains: "/api/v1/reports",
+        fault: Fault::SlowDown,
+        times: usize::MAX,
+    }]);
+    let mut first = dropship(&["upload", "--json", "--backend-wait", "1"]);
+    first.env("HTTP_PROXY", &proxy.url).arg(&path);
+    let lines = json_lines(&run(first));
+    let key = lines[0]["key"].as_str().expect("the file is in S3").to_owned();
+    s3.put_object(&key, b"someone else's bytes");
+
+    // The backend HEADs the object, finds another size and refuses to record it (422).
+    let output = run(dropship(&["resume", "--json"]));
+    let lines = json_lines(&output);
+    assert_eq!(output.status.code(), Some(1), "{lines:?}");
+    assert_eq!(lines[0]["error"]["code"], "report_rejected", "{lines:?}");
+    let reason = lines[0]["error"]["message"].as_str().unwrap();
+    assert!(reason.contains("holds 20 bytes"), "the backend's reason is shown: {reason}");
+    let row = only_history_row(&workspace);
+    assert_eq!((row["status"].as_str(), row["error_code"].as_str()), (Some("failed"), Some("report_rejected")));
+    let queued = json_lines(&run(dropship(&["reports", "--json"])));
+    assert_eq!(queued.len(), 1, "the rejected report is kept");
+    assert_eq!(queued[0]["state"], "rejected");
+    assert!(json_lines(&run(dropship(&["resume", "--json"]))).is_empty(), "a rejected report is not retried on its own");
+
+    // Put right what the backend objected to, then retry by hand.
+    s3.put_object(&key, &bytes);
+    let output = run(dropship(&["reports", "--retry", "--json"]));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(json_lines(&output).is_empty(), "nothing is left waiting");
+    assert_eq!(only_history_row(&workspace)["status"], "uploaded");
+    let records = backend.records();
+    assert_eq!(records.iter().filter(|r| r["key"] == key.as_str()).count(), 1, "recorded once: {records:?}");
+}

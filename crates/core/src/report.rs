@@ -161,7 +161,7 @@ impl Deliverer {
                 Ok(results) => self.settle_all(&reports, results),
                 Err(error) if error.is_batch_level() => self.postpone(&queued, error),
                 Err(error) => {
-                    let error = Error::ReportRejected { message: error.to_string() };
+                    let error = rejection(error);
                     for report in &reports {
                         self.rejected(&report.upload_id, &error);
                     }
@@ -176,7 +176,7 @@ impl Deliverer {
         for (report, result) in reports.iter().zip(results) {
             match result {
                 Ok(()) => recorded.push(report),
-                Err(error) => self.rejected(&report.upload_id, &Error::ReportRejected { message: error.to_string() }),
+                Err(error) => self.rejected(&report.upload_id, &rejection(error)),
             }
         }
         let ids: Vec<&str> = recorded.iter().map(|r| r.upload_id.as_str()).collect();
@@ -217,6 +217,15 @@ impl Deliverer {
         }
         (self.emit)(Event::ReportsQueued { count: ids.len(), retry_in_ms: wait.as_millis() as u64, reason: error.info() });
     }
+}
+
+/// The backend's own words, when it gave a reason.
+fn rejection(error: BackendError) -> Error {
+    let message = match error {
+        BackendError::Rejected { message, .. } => message,
+        other => other.to_string(),
+    };
+    Error::ReportRejected { message }
 }
 
 /// The wait after `attempts` failed deliveries: doubling, capped, with jitter so that many

@@ -397,6 +397,52 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_gives_an_error_that_says_so_and_loses_no_earlier_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let store = Store::open(&path).unwrap();
+        add(&store, "kept", "kept.txt");
+        // SQLite's own page cap stands in for a full disk: the same SQLITE_FULL error.
+        let pages: i64 = store.conn.lock().unwrap().query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        store.conn.lock().unwrap().pragma_update(None, "max_page_count", pages).unwrap();
+        let long_name = "x".repeat(4000);
+        let error = (0..1000)
+            .find_map(|i| {
+                let id = format!("u{i}");
+                let new = NewUpload {
+                    upload_id: &id,
+                    batch_id: "b",
+                    path: Path::new(&long_name),
+                    file_name: &long_name,
+                    size: 1,
+                    content_type: "text/plain",
+                    source: Source::Cli,
+                };
+                store.insert(&new).err()
+            })
+            .expect("the capped database fills up");
+        assert!(error.to_string().contains("Free some disk space"), "{error}");
+        drop(store);
+        let reopened = Store::open(&path).unwrap();
+        assert!(reopened.get("kept").unwrap().is_some(), "earlier history survives");
+    }
+
+    #[test]
+    fn a_history_locked_by_another_program_gives_an_error_that_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let store = Store::open(&path).unwrap();
+        add(&store, "kept", "kept.txt");
+        store.conn.lock().unwrap().busy_timeout(std::time::Duration::from_millis(200)).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let error = store.mark_failed("kept", "x", "y").expect_err("the write waits, then gives up");
+        assert!(error.to_string().contains("Another program holds it locked"), "{error}");
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(store.get("kept").unwrap().unwrap().status, UploadStatus::Queued, "nothing was lost");
+    }
+
+    #[test]
     fn a_file_that_is_not_a_database_gives_an_error_that_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.sqlite");
