@@ -184,6 +184,28 @@ impl Backend {
         body["records"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Every record, read from the database with the `sqlite3` tool (installed by
+    /// scripts/install-deps.sh): unlike the API, not limited to one page of 1,000. Fields as in
+    /// the API: `client_upload_id`, `key`, `size`, `file_name`, `checksum_sha256`.
+    pub fn all_records(&self) -> Vec<Value> {
+        let output = Command::new("sqlite3")
+            .arg("-json")
+            .arg(&self.db_path)
+            .arg("SELECT client_upload_id, key, size, file_name, checksum_sha256 FROM records ORDER BY id")
+            .output()
+            .expect("sqlite3 runs (scripts/install-deps.sh installs it)");
+        assert!(
+            output.status.success(),
+            "sqlite3 could not read the records: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        if text.trim().is_empty() {
+            return Vec::new();
+        }
+        serde_json::from_str(&text).expect("sqlite3 -json prints an array")
+    }
+
     /// One native record, through `GET /api/v1/records/{id}`; `None` on 404.
     pub fn record(&self, client_upload_id: &str) -> Option<Value> {
         self.get_json(&format!("/api/v1/records/{client_upload_id}"))

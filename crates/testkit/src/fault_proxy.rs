@@ -285,7 +285,8 @@ async fn serve(mut client: TcpStream, state: &State) -> std::io::Result<()> {
     };
     let (path, query) = origin_target.split_once('?').unwrap_or((&origin_target, ""));
     let part_number = query.split('&').find_map(|kv| kv.strip_prefix("partNumber=")).and_then(|n| n.parse().ok());
-    let fault = choose_fault(state, &method, &target);
+    // An empty body has no byte to flip: that request is not counted as faulted.
+    let fault = choose_fault(state, &method, &target).filter(|f| *f != Fault::FlipBodyByte || declared_len > 0);
     if fault.is_some() {
         state.injected.fetch_add(1, Ordering::SeqCst);
     }
