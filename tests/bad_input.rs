@@ -287,7 +287,10 @@ fn a_huge_answer_is_refused_without_buffering_it_all() {
 // ---------------------------------------------------------------------------------------------
 // The allow-list of upload hosts, against the real backend
 
-fn upload_with_allowed_hosts(hosts: &[&str]) -> (Output, Vec<Value>, Backend, Workspace, Vec<(PathBuf, Vec<u8>)>) {
+/// What one run with an allow-list left behind: the CLI's output and lines, and the stack.
+type AllowListRun = (Output, Vec<Value>, Backend, Workspace, Vec<(PathBuf, Vec<u8>)>);
+
+fn upload_with_allowed_hosts(hosts: &[&str]) -> AllowListRun {
     let backend = Backend::start(S3Server::shared());
     let workspace = Workspace::new();
     let files: Vec<(PathBuf, Vec<u8>)> = [("small.txt", 3000), ("parts.bin", 6 * MIB)]
