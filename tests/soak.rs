@@ -107,6 +107,12 @@ fn thousands_of_files_through_a_failure_rate_all_land_once() {
     let requests = s3_proxy.exchanges().len();
 
     eprintln!("soak: wall {:.1} s, client CPU {cpu:.1} s, exit {:?}", wall.as_secs_f64(), output.status.code());
+    if let Some(front) = &backend_front {
+        eprintln!("soak: {} requests to the backend, {} failed on purpose", front.exchanges().len(), front.injected());
+        for faulted in front.exchanges().iter().filter(|e| e.fault.is_some()) {
+            eprintln!("soak:   {} {} → {:?}", faulted.method, faulted.path, faulted.fault);
+        }
+    }
     eprintln!(
         "soak: {requests} requests to S3, {injected} failed on purpose ({:.2}%), {retries} retries, {resigns} re-signs",
         100.0 * injected as f64 / requests.max(1) as f64

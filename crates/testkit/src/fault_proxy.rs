@@ -44,6 +44,10 @@ pub enum Fault {
     Stall(Duration),
     /// Wait this long, then forward as usual: a slow link or a slow server.
     Delay(Duration),
+    /// Forward the whole request and let the server act on it, then reset the client's
+    /// connection instead of passing the answer on: the request took effect, but the client
+    /// cannot know. The case idempotency keys exist for.
+    DropResponse,
 }
 
 /// Injects `fault` into the first `times` requests whose method equals `method` (any method
@@ -389,6 +393,9 @@ async fn relay(
 
     let mut response = Vec::new();
     upstream.read_to_end(&mut response).await?;
+    if fault == Some(Fault::DropResponse) {
+        return reset(client);
+    }
     exchange.status = std::str::from_utf8(&response[..response.len().min(16)])
         .ok()
         .and_then(|s| s.split(' ').nth(1))

@@ -115,6 +115,24 @@ fn error_answers_come_from_the_proxy_and_never_reach_the_server() {
 }
 
 #[test]
+fn a_dropped_response_reaches_the_server_but_never_the_client() {
+    let (server, received) = counting_server();
+    let proxy = FaultProxy::start(vec![Rule {
+        method: "POST",
+        target_contains: "/reports",
+        fault: Fault::DropResponse,
+        times: 1,
+    }]);
+    let client = client_through(&proxy);
+    let sent = block_on(async { client.post(format!("{server}/reports")).body("x".repeat(50)).send().await });
+    assert!(sent.is_err(), "the client got no answer");
+    let (_, got) = received.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(got, 50, "the server took the whole request");
+    let exchange = &proxy.exchanges()[0];
+    assert_eq!((exchange.bytes_forwarded, exchange.status), (50, None));
+}
+
+#[test]
 fn a_stall_outlasts_the_client_timeout_and_a_delay_only_slows() {
     let (server, _received) = counting_server();
     let proxy = FaultProxy::start(vec![
