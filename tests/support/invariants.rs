@@ -5,7 +5,16 @@
 //!
 //! It reads the end state only — the bucket, the data dir's history, the backend's records and
 //! the proxy's counters — so it works the same after one clean run, after retries, and after a
-//! `kill -9` and a second run over the same data dir.
+//! `kill -9` and a second run over the same data dir. For a crash scenario, keep one proxy in
+//! front of S3 for both runs, so its counters cover both, and bound the re-sent bytes by what
+//! could have been in flight when the client died:
+//!
+//! ```ignore
+//! let s3_proxy = FaultProxy::start(Vec::new());
+//! // first run killed with SIGKILL mid-upload, then `dropship upload` (or `resume`) again …
+//! let in_flight = concurrency as u64 * part_size;
+//! assert_nothing_lost(s3, &backend, &workspace, Expected::files(&files).through(&s3_proxy, in_flight).output(&texts));
+//! ```
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
