@@ -21,6 +21,7 @@ fn engine(backend: &Backend, data_dir: &Path) -> Engine {
             api: ApiFlavour::Native,
             token: backend.token.clone(),
             transfer,
+            upload_hosts: Vec::new(),
         })
         .expect("valid settings");
     engine

@@ -176,6 +176,7 @@ fn resolve_settings(engine: &Engine, upload: &RunArgs) -> Settings {
             .unwrap_or_default(),
         api: args.api.or_else(|| saved.as_ref().map(|s| s.api)).unwrap_or(ApiFlavour::Native),
         token: args.token.clone().or_else(|| saved.as_ref().map(|s| s.token.clone())).unwrap_or_default(),
+        upload_hosts: saved.as_ref().map(|s| s.upload_hosts.clone()).unwrap_or_default(),
     }
 }
 

@@ -63,6 +63,11 @@ pub struct Settings {
     #[serde(default)]
     #[ts(optional, as = "Option<TransferSettings>")]
     pub transfer: TransferSettings,
+    /// Hosts that upload URLs may point at (`s3.example.com`, or `.example.com` for a whole
+    /// domain); empty allows any. Guards against a backend that hands out URLs elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[ts(optional, as = "Option<Vec<String>>")]
+    pub upload_hosts: Vec<String>,
 }
 
 /// How uploads use the network. The defaults suit a desktop on an office link.
@@ -103,6 +108,7 @@ impl fmt::Debug for Settings {
             .field("backend_url", &self.backend_url)
             .field("api", &self.api)
             .field("token", &if self.token.is_empty() { "<none>" } else { "<redacted>" })
+            .field("upload_hosts", &self.upload_hosts)
             .finish()
     }
 }
@@ -194,7 +200,13 @@ mod tests {
     use super::*;
 
     fn settings(url: &str) -> Settings {
-        Settings { backend_url: url.into(), api: ApiFlavour::Native, token: "t".into(), transfer: Default::default() }
+        Settings {
+            backend_url: url.into(),
+            api: ApiFlavour::Native,
+            token: "t".into(),
+            transfer: Default::default(),
+            upload_hosts: Vec::new(),
+        }
     }
 
     #[test]

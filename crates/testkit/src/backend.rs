@@ -44,12 +44,15 @@ pub struct BackendOptions {
 
 /// A running dropship-backend. Dropping it stops the process and removes its database.
 pub struct Backend {
-    /// `http://127.0.0.1:PORT`, no trailing slash.
+    /// `http://127.0.0.1:PORT`, no trailing slash. The same across [`Backend::restart`].
     pub url: String,
     /// The one bearer token it accepts.
     pub token: String,
     pub db_path: PathBuf,
     log_path: PathBuf,
+    /// Everything needed to start the same backend again on the same port and database.
+    command: Vec<std::ffi::OsString>,
+    binary: PathBuf,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -65,31 +68,87 @@ impl Backend {
         let db_path = dir.path().join("backend.sqlite");
         let log_path = dir.path().join("backend.log");
         let token = format!("test-{}", uuid::Uuid::new_v4().simple());
-        let log = std::fs::File::create(&log_path).expect("the backend log file can be created");
 
-        let mut command = Command::new(&binary);
+        let mut command: Vec<std::ffi::OsString> = Vec::new();
+        let mut arg = |a: &str| command.push(a.into());
+        for (flag, value) in [
+            ("--s3-endpoint", s3.endpoint.as_str()),
+            ("--region", &s3.region),
+            ("--bucket", &s3.bucket),
+            ("--access-key-id", &s3.access_key),
+            ("--secret-access-key", &s3.secret_key),
+            ("--tokens", &token),
+        ] {
+            arg(flag);
+            arg(value);
+        }
+        arg("--path-style");
+        if let Some(secs) = options.url_expiry_secs {
+            arg("--url-expiry-secs");
+            arg(&secs.to_string());
+        }
+        command.push("--db".into());
+        command.push(db_path.clone().into());
+        command.extend(options.extra_args.iter().map(Into::into));
+
+        let mut backend =
+            Backend { url: String::new(), token, db_path, log_path, command, binary, child: None, _dir: dir };
+        backend.spawn("127.0.0.1:0");
+        backend
+    }
+
+    /// Stops the backend (SIGTERM) and starts it again on the same port with the same database,
+    /// so clients keep their URL and records survive.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Starts a stopped backend again on its old port with its old database. No-op if running.
+    pub fn start_again(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
+        let listen = self.url.trim_start_matches("http://").to_owned();
+        let previous = self.url.clone();
+        self.spawn(&listen);
+        assert_eq!(self.url, previous, "the backend came back on another address");
+    }
+
+    /// Kills the process with SIGKILL, as a crash would; [`Backend::start_again`] brings it back.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    fn spawn(&mut self, listen: &str) {
+        // Appending: a restarted backend keeps the earlier log for failure messages.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("the backend log file can be opened");
+        let mut command = Command::new(&self.binary);
         for name in BACKEND_ENV {
             command.env_remove(name);
         }
         command
             // Debug level so that tests also see what the backend would log in detail.
             .env("RUST_LOG", "dropship_backend=debug,warn")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(["--s3-endpoint", &s3.endpoint])
-            .args(["--region", &s3.region])
-            .args(["--bucket", &s3.bucket])
-            .args(["--access-key-id", &s3.access_key])
-            .args(["--secret-access-key", &s3.secret_key])
-            .arg("--path-style")
-            .args(["--tokens", &token])
-            .arg("--db")
-            .arg(&db_path);
-        if let Some(secs) = options.url_expiry_secs {
-            command.args(["--url-expiry-secs", &secs.to_string()]);
-        }
-        command.args(&options.extra_args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+            .args(["--listen", listen])
+            .args(&self.command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
         let mut child =
-            spawn_tied_to_process(command).unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            spawn_tied_to_process(command).unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
 
         let stdout = child.stdout.take().expect("stdout is piped");
         let (found, url) = mpsc::channel();
@@ -104,23 +163,47 @@ impl Backend {
             // Keep draining so the backend never blocks on a full pipe; ends when it exits.
             for _ in lines {}
         });
-        let url = match url.recv_timeout(START_TIMEOUT) {
-            Ok(url) => url,
+        match url.recv_timeout(START_TIMEOUT) {
+            Ok(url) => {
+                self.url = url;
+                self.child = Some(child);
+            }
             Err(_) => {
                 stop_child(&mut child);
                 panic!(
                     "dropship-backend did not print `listening on …` within {START_TIMEOUT:?}; last lines of its log:\n{}",
-                    log_tail(&log_path, 40)
+                    log_tail(&self.log_path, 40)
                 );
             }
-        };
-        Backend { url, token, db_path, log_path, child: Some(child), _dir: dir }
+        }
     }
 
     /// Every record, newest first, through `GET /api/v1/records`.
     pub fn records(&self) -> Vec<Value> {
         let body = self.get_json("/api/v1/records?limit=1000").expect("GET /api/v1/records answers 200");
         body["records"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Every record, read from the database with the `sqlite3` tool (installed by
+    /// scripts/install-deps.sh): unlike the API, not limited to one page of 1,000. Fields as in
+    /// the API: `client_upload_id`, `key`, `size`, `file_name`, `checksum_sha256`.
+    pub fn all_records(&self) -> Vec<Value> {
+        let output = Command::new("sqlite3")
+            .arg("-json")
+            .arg(&self.db_path)
+            .arg("SELECT client_upload_id, key, size, file_name, checksum_sha256 FROM records ORDER BY id")
+            .output()
+            .expect("sqlite3 runs (scripts/install-deps.sh installs it)");
+        assert!(
+            output.status.success(),
+            "sqlite3 could not read the records: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        if text.trim().is_empty() {
+            return Vec::new();
+        }
+        serde_json::from_str(&text).expect("sqlite3 -json prints an array")
     }
 
     /// One native record, through `GET /api/v1/records/{id}`; `None` on 404.

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 pub use backend::{Backend, BackendOptions};
-pub use fault_proxy::{Fault, FaultProxy, Rule};
+pub use fault_proxy::{Exchange, Fault, FaultProxy, RandomFaults, Rule, Traffic};
 pub use s3::S3Server;
 
 /// The workspace root, fixed at compile time (this crate lives in `crates/testkit`).

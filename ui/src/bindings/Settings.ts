@@ -6,4 +6,9 @@ export type Settings = { backend_url: string, api: ApiFlavour, token: string,
 /**
  * Optional on the wire: a client that omits it keeps the defaults.
  */
-transfer?: TransferSettings, };
+transfer?: TransferSettings, 
+/**
+ * Hosts that upload URLs may point at (`s3.example.com`, or `.example.com` for a whole
+ * domain); empty allows any. Guards against a backend that hands out URLs elsewhere.
+ */
+upload_hosts?: Array<string>, };

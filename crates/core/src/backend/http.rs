@@ -63,8 +63,11 @@ impl BackendHttp {
             .await
             .map_err(|e| BackendError::Unreachable { url: url.clone(), detail: describe_reqwest_error(&e) })?;
         let status = response.status();
-        let body =
-            read_limited(response).await.map_err(|detail| BackendError::Unreachable { url: url.clone(), detail })?;
+        let body = read_limited(response).await.map_err(|e| match e {
+            // An answer too large to be a signing backend's is a bad answer, not a network fault.
+            ReadError::TooLarge(detail) => BackendError::BadResponse { url: url.clone(), detail },
+            ReadError::Network(detail) => BackendError::Unreachable { url: url.clone(), detail },
+        })?;
         match status.as_u16() {
             // 204 and other empty answers read as JSON null.
             200..=299 if body.iter().all(u8::is_ascii_whitespace) => serde_json::from_slice(b"null")
@@ -82,11 +85,22 @@ impl BackendHttp {
     }
 }
 
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+enum ReadError {
+    TooLarge(String),
+    Network(String),
+}
+
+/// The body, refused as soon as it (or its declared length) passes [`MAX_RESPONSE_BYTES`], so a
+/// hostile backend cannot make the client buffer without bound.
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, ReadError> {
+    let too_large = || ReadError::TooLarge(format!("the answer was larger than {} MiB", MAX_RESPONSE_BYTES >> 20));
+    if response.content_length().is_some_and(|len| len > MAX_RESPONSE_BYTES as u64) {
+        return Err(too_large());
+    }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| describe_reqwest_error(&e))? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| ReadError::Network(describe_reqwest_error(&e)))? {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(format!("the response was larger than {} MiB", MAX_RESPONSE_BYTES >> 20));
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }

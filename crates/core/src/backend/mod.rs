@@ -198,10 +198,102 @@ pub const SINGLE_PUT_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
 pub fn connect(settings: &Settings, client: reqwest::Client) -> Result<Arc<dyn SigningBackend>, Error> {
     let base = settings.validate()?;
     let http = http::BackendHttp::new(client, base, settings.token.clone());
-    match settings.api {
-        ApiFlavour::Native => Ok(Arc::new(NativeBackend::new(http))),
-        ApiFlavour::Rails => Ok(Arc::new(RailsBackend::new(http))),
-        ApiFlavour::Companion => Ok(Arc::new(CompanionBackend::new(http))),
+    let backend: Arc<dyn SigningBackend> = match settings.api {
+        ApiFlavour::Native => Arc::new(NativeBackend::new(http)),
+        ApiFlavour::Rails => Arc::new(RailsBackend::new(http)),
+        ApiFlavour::Companion => Arc::new(CompanionBackend::new(http)),
+    };
+    Ok(match UploadHosts::new(&settings.upload_hosts) {
+        Some(allowed) => Arc::new(AllowedHostsOnly { inner: backend, allowed }),
+        None => backend,
+    })
+}
+
+/// The hosts upload URLs may point at, from the settings' allow-list: `s3.example.com` allows
+/// that host, `.example.com` (or `*.example.com`) any host under it. Ports are not compared.
+#[derive(Debug, Clone)]
+pub struct UploadHosts(Vec<String>);
+
+impl UploadHosts {
+    /// `None` for an empty list, which allows every host.
+    pub fn new(entries: &[String]) -> Option<UploadHosts> {
+        let entries: Vec<String> = entries
+            .iter()
+            .map(|e| e.trim().trim_start_matches('*').to_ascii_lowercase())
+            .filter(|e| !e.is_empty())
+            .collect();
+        (!entries.is_empty()).then_some(UploadHosts(entries))
+    }
+
+    pub fn allows(&self, url: &url::Url) -> bool {
+        let Some(host) = url.host_str().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
+        else {
+            return false;
+        };
+        self.0.iter().any(|entry| match entry.strip_prefix('.') {
+            Some(domain) => host.ends_with(entry.as_str()) || host == domain,
+            None => host == entry.trim_start_matches('[').trim_end_matches(']'),
+        })
+    }
+
+    fn check(&self, url: &url::Url) -> Result<(), BackendError> {
+        if self.allows(url) {
+            Ok(())
+        } else {
+            Err(BackendError::HostNotAllowed { host: url.host_str().unwrap_or("?").to_owned() })
+        }
+    }
+}
+
+/// Any flavour, with every upload URL it hands out checked against the allow-list before a
+/// byte is sent. A refused URL fails the files it was for, never the whole batch.
+struct AllowedHostsOnly {
+    inner: Arc<dyn SigningBackend>,
+    allowed: UploadHosts,
+}
+
+#[async_trait]
+impl SigningBackend for AllowedHostsOnly {
+    fn max_presign_batch(&self) -> usize {
+        self.inner.max_presign_batch()
+    }
+    fn max_file_size(&self) -> u64 {
+        self.inner.max_file_size()
+    }
+    async fn presign(&self, files: &[FileToSign]) -> Result<Vec<PresignedUpload>, BackendError> {
+        let uploads = self.inner.presign(files).await?;
+        uploads.iter().try_for_each(|u| self.allowed.check(&u.url))?;
+        Ok(uploads)
+    }
+    async fn report(&self, report: &CompletionReport) -> Result<(), BackendError> {
+        self.inner.report(report).await
+    }
+    async fn report_batch(&self, reports: &[CompletionReport]) -> Result<Vec<Result<(), BackendError>>, BackendError> {
+        self.inner.report_batch(reports).await
+    }
+    async fn check(&self) -> Result<(), BackendError> {
+        self.inner.check().await
+    }
+    fn supports_multipart(&self) -> bool {
+        self.inner.supports_multipart()
+    }
+    async fn create_multipart(&self, file: &FileToSign) -> Result<MultipartUpload, BackendError> {
+        self.inner.create_multipart(file).await
+    }
+    async fn sign_parts(
+        &self,
+        upload: &MultipartUpload,
+        parts: &[PartToSign],
+    ) -> Result<Vec<SignedPart>, BackendError> {
+        let signed = self.inner.sign_parts(upload, parts).await?;
+        signed.iter().try_for_each(|p| self.allowed.check(&p.url))?;
+        Ok(signed)
+    }
+    async fn complete_multipart(&self, upload: &MultipartUpload, parts: &[CompletedPart]) -> Result<(), BackendError> {
+        self.inner.complete_multipart(upload, parts).await
+    }
+    async fn abort_multipart(&self, upload: &MultipartUpload) -> Result<(), BackendError> {
+        self.inner.abort_multipart(upload).await
     }
 }
 
@@ -220,6 +312,8 @@ pub enum BackendError {
     Unsupported { what: &'static str },
     #[error("The backend at {url} failed with HTTP {status}{}. Try again later, or tell whoever runs the backend.", detail_suffix(.message))]
     ServerError { url: String, status: u16, message: String },
+    #[error("The backend sent an upload URL for {host}, which is not in the allowed upload hosts in Settings. Nothing was sent; add the host to the list if it is yours, or tell whoever runs the backend.")]
+    HostNotAllowed { host: String },
 }
 
 fn detail_suffix(message: &str) -> String {
@@ -239,11 +333,54 @@ impl BackendError {
             BackendError::Rejected { .. } => "backend_rejected",
             BackendError::ServerError { .. } => "backend_error",
             BackendError::Unsupported { .. } => "unsupported",
+            BackendError::HostNotAllowed { .. } => "upload_host_not_allowed",
         }
     }
 
     /// A rejection concerns one file; the others mean no file in the batch can go anywhere.
     pub fn is_batch_level(&self) -> bool {
-        !matches!(self, BackendError::Rejected { .. } | BackendError::Unsupported { .. })
+        !matches!(
+            self,
+            BackendError::Rejected { .. } | BackendError::Unsupported { .. } | BackendError::HostNotAllowed { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(u: &str) -> url::Url {
+        u.parse().unwrap()
+    }
+
+    #[test]
+    fn an_empty_allow_list_allows_every_host() {
+        assert!(UploadHosts::new(&[]).is_none());
+        assert!(UploadHosts::new(&["  ".into()]).is_none());
+    }
+
+    #[test]
+    fn the_allow_list_takes_exact_hosts_and_whole_domains() {
+        let hosts = UploadHosts::new(&["S3.example.com".into(), ".uploads.example.org".into(), "*.cdn.test".into()])
+            .expect("a list");
+        assert!(hosts.allows(&url("https://s3.example.com/bucket/key?X-Amz-Signature=x")));
+        assert!(hosts.allows(&url("https://s3.example.com:9000/k")), "ports are not compared");
+        assert!(!hosts.allows(&url("https://evil-s3.example.com/k")), "an exact entry is not a suffix");
+        assert!(!hosts.allows(&url("https://s3.example.com.evil.test/k")));
+        assert!(hosts.allows(&url("https://a.b.uploads.example.org/k")));
+        assert!(hosts.allows(&url("https://uploads.example.org/k")));
+        assert!(!hosts.allows(&url("https://notuploads.example.org/k")), "a domain entry matches whole labels");
+        assert!(hosts.allows(&url("https://x.cdn.test/k")));
+        let refused = hosts.check(&url("https://attacker.test/k?X-Amz-Signature=x")).unwrap_err();
+        assert_eq!(refused.code(), "upload_host_not_allowed");
+        assert!(refused.to_string().contains("attacker.test") && !refused.to_string().contains("Signature"));
+        assert!(!refused.is_batch_level(), "it fails the files the URL was for, not the batch");
+    }
+
+    #[test]
+    fn redacted_urls_keep_no_signature_or_password() {
+        let shown = redact_url(&url("https://user:pw@h/b/k?X-Amz-Signature=abc&X-Amz-Credential=AK#frag"));
+        assert_eq!(shown, "https://user@h/b/k");
     }
 }

@@ -11,7 +11,7 @@ mod throttle;
 
 pub use multipart::{upload_parts, MultipartRun, OnRetry};
 pub use plan::{PartPlan, MAX_OBJECT_SIZE, MIN_PART_SIZE};
-pub use put::{put_range, send_file, Progress, Range};
+pub use put::{check_destination, put_range, send_file, Progress, Range};
 pub use retry::{classify, Next, RetryPolicy};
 pub use throttle::Throttle;
 
@@ -34,6 +34,8 @@ pub enum TransferError {
     TooLarge { path: String, size: u64, limit: u64 },
     #[error("S3 did not return an ETag for part {part} of the upload; the multipart upload was aborted.")]
     MissingEtag { part: u32 },
+    #[error("The backend handed out an upload URL that Dropship will not use: {reason}. Nothing was sent; tell whoever runs the backend.")]
+    UnsafeUrl { reason: String },
 }
 
 impl TransferError {
@@ -46,6 +48,7 @@ impl TransferError {
             TransferError::FileChanged { .. } => "file_changed",
             TransferError::TooLarge { .. } => "file_too_large",
             TransferError::MissingEtag { .. } => "s3_error",
+            TransferError::UnsafeUrl { .. } => "unsafe_upload_url",
         }
     }
 }

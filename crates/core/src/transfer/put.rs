@@ -37,6 +37,7 @@ pub async fn send_file(
     throttle: &Arc<Throttle>,
 ) -> Result<(), TransferError> {
     let range = Range { offset: 0, len: size, file_size: size };
+    check_destination(&upload.url)?;
     match &upload.method {
         crate::backend::UploadMethod::Put => {
             put_range(client, &upload.url, &upload.headers, path, range, progress, throttle).await.map(drop)
@@ -44,6 +45,29 @@ pub async fn send_file(
         crate::backend::UploadMethod::PostForm { fields } => {
             super::post_form::post_form(client, &upload.url, fields, path, size, progress, throttle).await
         }
+    }
+}
+
+/// Refuses to send a file's bytes in the clear to another machine: a plain-http upload URL is
+/// only accepted for a loopback host (a local S3 such as the test stack). Checked before each
+/// request, so a hostile or misconfigured backend fails that one file, not the batch.
+pub fn check_destination(url: &url::Url) -> Result<(), TransferError> {
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(TransferError::UnsafeUrl {
+            reason: format!(
+                "plain http to {}, which is not this machine, would send the file unencrypted",
+                url.host_str().unwrap_or("?")
+            ),
+        }),
+        other => Err(TransferError::UnsafeUrl { reason: format!("the scheme {other:?} is not http(s)") }),
     }
 }
 
@@ -87,9 +111,10 @@ pub async fn put_range(
     progress: Progress,
     throttle: &Arc<Throttle>,
 ) -> Result<Option<String>, TransferError> {
+    check_destination(url)?;
     let shown = path.display().to_string();
     let changed = |detail: String| TransferError::FileChanged { path: shown.clone(), detail };
-    let mut file = tokio::fs::File::open(path).await.map_err(|e| changed(e.to_string()))?;
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| changed(gone_or(e)))?;
     let now = file.metadata().await.map_err(|e| changed(e.to_string()))?.len();
     if now != range.file_size {
         return Err(changed(format!("it was {} bytes when checked and is {now} bytes now", range.file_size)));
@@ -106,10 +131,23 @@ pub async fn put_range(
     let request =
         if range.len == 0 { request.body(Vec::new()) } else { request.body(reqwest::Body::wrap_stream(stream)) };
 
-    let response =
-        request.send().await.map_err(|e| TransferError::Network { detail: crate::backend::http_error_detail(&e) })?;
+    let response = match request.send().await {
+        Ok(response) => response,
+        // A file cut short or deleted mid-read ends the body early, which reads as a network
+        // error: say what really happened, so it is not retried as one.
+        Err(e) => {
+            return Err(changed_since(path, range.file_size)
+                .await
+                .unwrap_or(TransferError::Network { detail: crate::backend::http_error_detail(&e) }))
+        }
+    };
     let status = response.status();
     if status.is_success() {
+        // S3 has a consistent snapshot, but not of the file as it is now: a file still being
+        // written (or cut short) fails here instead of being reported as uploaded.
+        if let Some(changed) = changed_since(path, range.file_size).await {
+            return Err(changed);
+        }
         let etag = response.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
         return Ok(etag);
     }
@@ -122,6 +160,24 @@ pub async fn put_range(
         (403, _) => TransferError::UrlRejected { code, message },
         (status, _) => TransferError::S3Error { status, code, message },
     })
+}
+
+/// `Some(FileChanged)` when the file at `path` is gone or no longer `expected_size` bytes long.
+pub(super) async fn changed_since(path: &Path, expected_size: u64) -> Option<TransferError> {
+    let detail = match tokio::fs::metadata(path).await {
+        Ok(meta) if meta.len() == expected_size => return None,
+        Ok(meta) => format!("it was {expected_size} bytes when the upload started and is {} bytes now", meta.len()),
+        Err(e) => gone_or(e),
+    };
+    Some(TransferError::FileChanged { path: path.display().to_string(), detail })
+}
+
+fn gone_or(e: std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        "it was deleted or moved before all of it was sent".into()
+    } else {
+        e.to_string()
+    }
 }
 
 /// S3 errors are XML: `<Error><Code>…</Code><Message>…</Message></Error>`.
@@ -152,6 +208,36 @@ mod tests {
     fn s3_error_xml_gives_code_and_message() {
         let xml = "<?xml version=\"1.0\"?><Error><Code>BadDigest</Code><Message>The sha256 you specified did not match.</Message></Error>";
         assert_eq!(parse_s3_error(xml), ("BadDigest".into(), "The sha256 you specified did not match.".into()));
+    }
+
+    #[test]
+    fn plain_http_is_only_for_this_machine() {
+        let check = |u: &str| check_destination(&u.parse().unwrap());
+        assert!(check("http://127.0.0.1:8333/b/k").is_ok());
+        assert!(check("http://localhost/b/k").is_ok());
+        assert!(check("http://[::1]:9000/b/k").is_ok());
+        assert!(check("https://bucket.s3.amazonaws.com/k").is_ok());
+        let refused = check("http://bucket.s3.amazonaws.com/k?X-Amz-Signature=abc").unwrap_err();
+        assert_eq!(refused.code(), "unsafe_upload_url");
+        assert!(refused.to_string().contains("bucket.s3.amazonaws.com"), "{refused}");
+        assert!(!refused.to_string().contains("X-Amz-Signature"), "never the signature: {refused}");
+        assert!(check("http://10.0.0.5/k").is_err(), "a LAN address is another machine");
+        assert!(check("ftp://127.0.0.1/k").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_file_cut_short_during_the_upload_is_reported_as_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        assert!(changed_since(&path, 10).await.is_none(), "an unchanged file");
+        std::fs::write(&path, b"01234").unwrap();
+        let shrunk = changed_since(&path, 10).await.expect("a shorter file is a change");
+        assert!(shrunk.to_string().contains("is 5 bytes now"), "{shrunk}");
+        std::fs::remove_file(&path).unwrap();
+        let gone = changed_since(&path, 10).await.expect("a deleted file is a change");
+        assert_eq!(gone.code(), "file_changed");
+        assert!(gone.to_string().contains("deleted or moved"), "{gone}");
     }
 
     #[test]
