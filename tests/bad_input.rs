@@ -122,6 +122,8 @@ enum Presign {
     /// Well-formed; files named `hostile*` get a plain-http URL on another machine, the others
     /// a loopback URL on this fake, which accepts the PUT like S3.
     PlainHttpForHostile,
+    /// Like `PlainHttpForHostile`, but the `hostile*` entries carry a number where the URL belongs.
+    WrongTypeForHostile,
 }
 
 struct FakeBackend {
@@ -193,7 +195,7 @@ fn serve_fake(mut stream: std::net::TcpStream, presign: Presign, base: &str, put
                 body.extend_from_slice(br#""]}"#);
                 return reply(&mut stream, "200 OK", "", &body);
             }
-            Presign::PlainHttpForHostile => {
+            Presign::PlainHttpForHostile | Presign::WrongTypeForHostile => {
                 let request: Value = serde_json::from_slice(&body).unwrap();
                 let uploads: Vec<Value> = request["files"]
                     .as_array()
@@ -202,11 +204,16 @@ fn serve_fake(mut stream: std::net::TcpStream, presign: Presign, base: &str, put
                     .map(|f| {
                         let name = f["file_name"].as_str().unwrap();
                         let host = if name.starts_with("hostile") { "http://uploads.example.com" } else { base };
+                        let url = format!("{host}/s3/k/{name}?X-Amz-Signature=0123456789abcdef");
+                        let url = match presign {
+                            Presign::WrongTypeForHostile if name.starts_with("hostile") => json!(42),
+                            _ => json!(url),
+                        };
                         json!({
                             "client_upload_id": f["client_upload_id"],
                             "key": format!("k/{name}"),
                             "method": "PUT",
-                            "url": format!("{host}/s3/k/{name}?X-Amz-Signature=0123456789abcdef"),
+                            "url": url,
                         })
                     })
                     .collect();
@@ -271,6 +278,22 @@ fn a_presign_answer_with_wrong_types_is_a_clear_error_for_each_file() {
         assert!(message.contains("not the expected JSON") && message.contains("invalid type"), "{message}");
     }
     assert_eq!(fake.puts.load(Ordering::SeqCst), 0);
+    assert_no_signature_written(&workspace, &texts(&output));
+}
+
+#[test]
+fn one_entry_with_wrong_types_fails_only_its_file_and_the_others_go_on() {
+    let fake = FakeBackend::start(Presign::WrongTypeForHostile);
+    let (output, lines, workspace) = upload_to_fake(&fake, &["fine-1.txt", "hostile.txt", "fine-2.txt"]);
+    assert_eq!(output.status.code(), Some(1), "{}", texts(&output).join("\n"));
+    let hostile = line_for(&lines, "hostile.txt");
+    assert_eq!(hostile["error"]["code"], "backend_bad_response", "{hostile}");
+    let message = hostile["error"]["message"].as_str().unwrap();
+    assert!(message.contains("hostile.txt") && message.contains("invalid type"), "{message}");
+    for name in ["fine-1.txt", "fine-2.txt"] {
+        assert_eq!(line_for(&lines, name)["status"], "uploaded", "the rest of the batch goes on");
+    }
+    assert_eq!(fake.puts.load(Ordering::SeqCst), 2);
     assert_no_signature_written(&workspace, &texts(&output));
 }
 

@@ -625,8 +625,15 @@ impl Engine {
                 (Vec::new(), Vec::new())
             }
         };
-        let singles = single.into_iter().zip(signed).map(|(job, url)| (job, Some(url)));
-        let all = singles.chain(multipart.into_iter().map(|job| (job, None)));
+        let mut singles = Vec::with_capacity(single.len());
+        for (job, signed) in single.into_iter().zip(signed) {
+            match signed {
+                Ok(url) => singles.push((job, Some(url))),
+                // This file's answer was unusable (a URL it may not use, say): it alone fails.
+                Err(error) => files.push(self.fail(&job, &error.into())),
+            }
+        }
+        let all = singles.into_iter().chain(multipart.into_iter().map(|job| (job, None)));
         let results: Vec<Result<Sent, FileOutcome>> = stream::iter(all)
             .map(|(job, url)| self.send(job, url, transfer, backend))
             .buffer_unordered(transfer.concurrency as usize)
@@ -704,7 +711,7 @@ impl Engine {
         ready
     }
 
-    async fn presign_all(&self, jobs: &[Job], backend: &dyn SigningBackend) -> Result<Vec<PresignedUpload>, Error> {
+    async fn presign_all(&self, jobs: &[Job], backend: &dyn SigningBackend) -> Result<Vec<backend::Signed>, Error> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -778,7 +785,7 @@ impl Engine {
                 Next::Resign if resigns < MAX_RESIGNS => {
                     tracing::info!(upload_id = %job.upload_id, "upload URL refused, signing it again: {error}");
                     resigns += 1;
-                    upload = backend.presign(&[job.to_sign()]).await?.pop().ok_or(error)?;
+                    upload = backend.presign(&[job.to_sign()]).await?.pop().ok_or(error)??;
                     // Some flavours choose a new key with every signature: keep history true.
                     let (key, object_url) = (upload.key.as_deref(), upload.object_url.as_str());
                     self.inner.store.mark_uploading(&job.upload_id, job.checksum.as_deref(), key, object_url)?;

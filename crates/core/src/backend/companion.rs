@@ -14,7 +14,7 @@ use serde_json::json;
 use super::http::BackendHttp;
 use super::{
     BackendError, CompletedPart, CompletionReport, FileToSign, ListedPart, MultipartUpload, PartToSign, PresignedUpload,
-    SignedPart, SigningBackend, UploadMethod,
+    Signed, SignedPart, SigningBackend, UploadMethod,
 };
 use crate::transfer::MAX_OBJECT_SIZE;
 
@@ -128,13 +128,20 @@ impl SigningBackend for CompanionBackend {
         MAX_OBJECT_SIZE
     }
 
-    async fn presign(&self, files: &[FileToSign]) -> Result<Vec<PresignedUpload>, BackendError> {
+    async fn presign(&self, files: &[FileToSign]) -> Result<Vec<Signed>, BackendError> {
         let mut signed = Vec::with_capacity(files.len());
         for file in files {
-            let params = self.upload_parameters(&file.file_name, &content_type_of(file)).await?;
-            let upload = presigned_upload(file, params).map_err(|detail| self.bad(detail))?;
-            if let UploadMethod::PostForm { .. } = upload.method {
-                let _ = self.bucket_url.set(Some(form_base(&upload.url)));
+            let params = match self.upload_parameters(&file.file_name, &content_type_of(file)).await {
+                Err(e) if e.is_batch_level() => return Err(e),
+                Err(e) => {
+                    signed.push(Err(e));
+                    continue;
+                }
+                Ok(params) => params,
+            };
+            let upload = presigned_upload(file, params).map_err(|detail| self.bad(detail));
+            if let Ok(PresignedUpload { method: UploadMethod::PostForm { .. }, url, .. }) = &upload {
+                let _ = self.bucket_url.set(Some(form_base(url)));
             }
             signed.push(upload);
         }

@@ -85,6 +85,9 @@ pub fn redact_url(url: &url::Url) -> String {
     shown.to_string()
 }
 
+/// One file's presigned upload, or why this file got none.
+pub type Signed = Result<PresignedUpload, BackendError>;
+
 /// What the backend is told once an upload has landed (kept as JSON in the outbox until the
 /// backend acknowledges it).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -143,8 +146,10 @@ pub trait SigningBackend: Send + Sync {
     fn max_presign_batch(&self) -> usize;
     /// The largest file this flavour can upload.
     fn max_file_size(&self) -> u64;
-    /// Presigns a single PUT for each file, in the order given.
-    async fn presign(&self, files: &[FileToSign]) -> Result<Vec<PresignedUpload>, BackendError>;
+    /// Presigns a single PUT for each file, in the order given. An answer that is wrong for one
+    /// file (a URL that may not be used, say) fails that file only; the outer error is for the
+    /// request as a whole.
+    async fn presign(&self, files: &[FileToSign]) -> Result<Vec<Signed>, BackendError>;
     /// Tells the backend an upload finished; succeeds once it is recorded (or was already).
     async fn report(&self, report: &CompletionReport) -> Result<(), BackendError>;
     /// Reports many uploads in one round trip where the flavour allows; one result per report.
@@ -260,10 +265,9 @@ impl SigningBackend for AllowedHostsOnly {
     fn max_file_size(&self) -> u64 {
         self.inner.max_file_size()
     }
-    async fn presign(&self, files: &[FileToSign]) -> Result<Vec<PresignedUpload>, BackendError> {
+    async fn presign(&self, files: &[FileToSign]) -> Result<Vec<Signed>, BackendError> {
         let uploads = self.inner.presign(files).await?;
-        uploads.iter().try_for_each(|u| self.allowed.check(&u.url))?;
-        Ok(uploads)
+        Ok(uploads.into_iter().map(|signed| signed.and_then(|u| self.allowed.check(&u.url).map(|()| u))).collect())
     }
     async fn report(&self, report: &CompletionReport) -> Result<(), BackendError> {
         self.inner.report(report).await
@@ -294,6 +298,9 @@ impl SigningBackend for AllowedHostsOnly {
     }
     async fn abort_multipart(&self, upload: &MultipartUpload) -> Result<(), BackendError> {
         self.inner.abort_multipart(upload).await
+    }
+    async fn list_parts(&self, upload: &MultipartUpload) -> Result<Vec<ListedPart>, BackendError> {
+        self.inner.list_parts(upload).await
     }
 }
 

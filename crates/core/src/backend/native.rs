@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::http::BackendHttp;
 use super::{
-    BackendError, CompletedPart, CompletionReport, FileToSign, ListedPart, MultipartUpload, PartToSign,
+    BackendError, CompletedPart, CompletionReport, FileToSign, ListedPart, Signed, MultipartUpload, PartToSign,
     PresignedUpload, SignedPart, SigningBackend,
 };
 use crate::transfer::MAX_OBJECT_SIZE;
@@ -44,7 +44,8 @@ struct PresignFile<'a> {
 
 #[derive(Deserialize)]
 struct PresignResponse {
-    uploads: Vec<PresignedEntry>,
+    /// Read entry by entry, so one malformed entry fails only its file.
+    uploads: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -139,7 +140,7 @@ impl SigningBackend for NativeBackend {
         MAX_OBJECT_SIZE
     }
 
-    async fn presign(&self, files: &[FileToSign]) -> Result<Vec<PresignedUpload>, BackendError> {
+    async fn presign(&self, files: &[FileToSign]) -> Result<Vec<Signed>, BackendError> {
         let request = PresignRequest {
             files: files
                 .iter()
@@ -157,13 +158,17 @@ impl SigningBackend for NativeBackend {
         if response.uploads.len() != files.len() {
             return Err(bad(format!("asked to sign {} files, got {} URLs", files.len(), response.uploads.len())));
         }
-        files
-            .iter()
-            .zip(response.uploads)
-            .map(|(file, entry)| {
-                if entry.client_upload_id != file.upload_id {
-                    return Err(bad("the signed URLs came back for other uploads".into()));
-                }
+        let ids = response.uploads.iter().map(|entry| entry.get("client_upload_id").and_then(|id| id.as_str()));
+        if files.iter().zip(ids).any(|(file, id)| id.is_some_and(|id| id != file.upload_id)) {
+            return Err(bad("the signed URLs came back for other uploads".into()));
+        }
+        Ok(response
+            .uploads
+            .into_iter()
+            .zip(files)
+            .map(|(entry, file)| {
+                let entry: PresignedEntry = serde_json::from_value(entry)
+                    .map_err(|e| bad(format!("the entry for {} is not as expected: {e}", file.file_name)))?;
                 if !entry.method.eq_ignore_ascii_case("PUT") {
                     return Err(bad(format!("unsupported upload method {:?}", entry.method)));
                 }
@@ -178,7 +183,7 @@ impl SigningBackend for NativeBackend {
                     object_url,
                 })
             })
-            .collect()
+            .collect())
     }
 
     async fn report(&self, report: &CompletionReport) -> Result<(), BackendError> {

@@ -1,9 +1,12 @@
 //! Waits out a backend that is down or failing. Signing calls that meet an outage (no
 //! connection, a 5xx) are asked again with growing pauses until the backend answers or the
 //! patience runs out, so an upload that needs a URL holds on through a backend restart instead
-//! of failing. Refusals (401, 4xx, garbage) are not outages and pass through at once. Reports
-//! are not retried here: the outbox owns their delivery.
+//! of failing. Refusals (401, 4xx, garbage) are not outages and pass through at once, and so
+//! is a backend that cannot be reached before it ever answered: that is a wrong URL or a
+//! server not started, which a person should hear about now. Reports are not retried here:
+//! the outbox owns their delivery.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +14,8 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{
-    BackendError, CompletedPart, CompletionReport, FileToSign, ListedPart, MultipartUpload, PartToSign,
-    PresignedUpload, SignedPart, SigningBackend,
+    BackendError, CompletedPart, CompletionReport, FileToSign, ListedPart, MultipartUpload, PartToSign, Signed,
+    SignedPart, SigningBackend,
 };
 
 /// Told about each wait: the attempt that failed, the pause before the next, and why.
@@ -26,11 +29,13 @@ pub struct PatientBackend {
     patience: Duration,
     on_outage: OnOutage,
     first_pause: Duration,
+    /// Whether the backend has answered at all (even with an error) since this was made.
+    answered: AtomicBool,
 }
 
 impl PatientBackend {
     pub fn new(inner: Arc<dyn SigningBackend>, patience: Duration, on_outage: OnOutage) -> Self {
-        PatientBackend { inner, patience, on_outage, first_pause: FIRST_PAUSE }
+        PatientBackend { inner, patience, on_outage, first_pause: FIRST_PAUSE, answered: AtomicBool::new(false) }
     }
 
     async fn patiently<T, F>(&self, mut call: impl FnMut() -> F) -> Result<T, BackendError>
@@ -41,9 +46,18 @@ impl PatientBackend {
         let mut attempt = 0u32;
         loop {
             let error = match call().await {
+                Err(error @ BackendError::Unreachable { .. }) if !self.answered.load(Ordering::Relaxed) => {
+                    return Err(error)
+                }
                 Err(error) if is_outage(&error) => error,
-                other => return other,
+                other => {
+                    self.answered.store(true, Ordering::Relaxed);
+                    return other;
+                }
             };
+            if !matches!(error, BackendError::Unreachable { .. }) {
+                self.answered.store(true, Ordering::Relaxed);
+            }
             let give_up_at = *give_up_at.get_or_insert_with(|| Instant::now() + self.patience);
             let left = give_up_at.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -79,7 +93,7 @@ impl SigningBackend for PatientBackend {
         self.inner.max_file_size()
     }
 
-    async fn presign(&self, files: &[FileToSign]) -> Result<Vec<PresignedUpload>, BackendError> {
+    async fn presign(&self, files: &[FileToSign]) -> Result<Vec<Signed>, BackendError> {
         self.patiently(|| self.inner.presign(files)).await
     }
 
@@ -140,7 +154,7 @@ mod tests {
         fn max_file_size(&self) -> u64 {
             1
         }
-        async fn presign(&self, _files: &[FileToSign]) -> Result<Vec<PresignedUpload>, BackendError> {
+        async fn presign(&self, _files: &[FileToSign]) -> Result<Vec<Signed>, BackendError> {
             if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
                 Err(self.error.clone())
             } else {
@@ -173,18 +187,31 @@ mod tests {
 
     #[tokio::test]
     async fn an_outage_is_waited_out_and_each_wait_is_told() {
-        let (flaky, backend, waits) = patient(3, down(), Duration::from_secs(60));
+        let (flaky, backend, waits) = patient(3, failing(), Duration::from_secs(60));
         backend.presign(&[]).await.expect("signed once the backend is back");
         assert_eq!(flaky.calls.load(Ordering::SeqCst), 4);
         assert_eq!(waits.load(Ordering::SeqCst), 3);
     }
 
+    fn failing() -> BackendError {
+        BackendError::ServerError { url: "http://x".into(), status: 503, message: String::new() }
+    }
+
+    #[tokio::test]
+    async fn a_backend_never_reached_fails_at_once_but_one_that_answered_before_is_waited_for() {
+        let (flaky, backend, _) = patient(3, down(), Duration::from_secs(60));
+        assert!(matches!(backend.presign(&[]).await, Err(BackendError::Unreachable { .. })), "a wrong URL is said at once");
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
+        backend.answered.store(true, Ordering::SeqCst);
+        backend.presign(&[]).await.expect("after it answered once, an outage is waited out");
+    }
+
     #[tokio::test]
     async fn patience_runs_out_with_the_last_error() {
-        let (_, backend, _) = patient(u32::MAX, down(), Duration::from_millis(300));
+        let (_, backend, _) = patient(u32::MAX, failing(), Duration::from_millis(300));
         let started = Instant::now();
         let error = backend.presign(&[]).await.expect_err("the backend never came back");
-        assert!(matches!(error, BackendError::Unreachable { .. }));
+        assert!(matches!(error, BackendError::ServerError { .. }));
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(2), "gave up after its patience: {waited:?}");
     }

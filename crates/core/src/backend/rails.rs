@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::http::BackendHttp;
-use super::{BackendError, CompletionReport, FileToSign, PresignedUpload, SigningBackend, SINGLE_PUT_LIMIT};
+use super::{BackendError, CompletionReport, FileToSign, PresignedUpload, Signed, SigningBackend, SINGLE_PUT_LIMIT};
 
 pub struct RailsBackend {
     http: BackendHttp,
@@ -44,24 +44,32 @@ impl SigningBackend for RailsBackend {
         SINGLE_PUT_LIMIT
     }
 
-    async fn presign(&self, files: &[FileToSign]) -> Result<Vec<PresignedUpload>, BackendError> {
+    async fn presign(&self, files: &[FileToSign]) -> Result<Vec<Signed>, BackendError> {
         let mut signed = Vec::with_capacity(files.len());
         for file in files {
-            let generated: GeneratedUrl = self
+            let generated: Result<GeneratedUrl, _> = self
                 .http
                 .post("api/attachments/generate_upload_url", &GenerateUploadUrl { file_name: &file.file_name })
-                .await?;
-            let url = super::parse_upload_url(&generated.url)
-                .map_err(|detail| BackendError::BadResponse { url: self.http.base_shown(), detail })?;
-            let key = generated.key.or_else(|| derive_key_from_url(&url));
-            signed.push(PresignedUpload {
-                upload_id: file.upload_id.clone(),
-                key,
-                object_url: super::redact_url(&url),
-                url,
-                headers: generated.headers,
-                method: super::UploadMethod::Put,
-            });
+                .await;
+            let generated = match generated {
+                Err(e) if e.is_batch_level() => return Err(e),
+                Err(e) => {
+                    signed.push(Err(e));
+                    continue;
+                }
+                Ok(generated) => generated,
+            };
+            let upload = super::parse_upload_url(&generated.url)
+                .map_err(|detail| BackendError::BadResponse { url: self.http.base_shown(), detail })
+                .map(|url| PresignedUpload {
+                    upload_id: file.upload_id.clone(),
+                    key: generated.key.or_else(|| derive_key_from_url(&url)),
+                    object_url: super::redact_url(&url),
+                    url,
+                    headers: generated.headers,
+                    method: super::UploadMethod::Put,
+                });
+            signed.push(upload);
         }
         Ok(signed)
     }
