@@ -12,7 +12,14 @@ use time::OffsetDateTime;
 
 /// Migrations in order; the database's `user_version` is the number of the last one applied.
 /// Append only: a released migration never changes.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../migrations/0001_records.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../migrations/0001_records.sql")),
+    (2, include_str!("../migrations/0002_records_crc32c.sql")),
+    (3, include_str!("../migrations/0003_presigned_puts.sql")),
+];
+
+/// How long an unreported presigned PUT is remembered; far beyond any URL's expiry.
+const PRESIGNED_PUT_RETENTION: time::Duration = time::Duration::days(7);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -53,6 +60,10 @@ pub struct Record {
     pub size: u64,
     pub content_type: String,
     pub checksum_sha256: Option<String>,
+    /// Set instead of `checksum_sha256` for a multipart upload made with CRC32C part checksums
+    /// (and only shown then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum_crc32c: Option<String>,
     pub object_url: String,
     pub flavour: Flavour,
     pub recorded_at: String,
@@ -67,8 +78,17 @@ pub struct NewRecord {
     pub size: u64,
     pub content_type: String,
     pub checksum_sha256: Option<String>,
+    pub checksum_crc32c: Option<String>,
     pub object_url: String,
     pub flavour: Flavour,
+}
+
+/// A single PUT as the backend signed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedPut {
+    pub key: String,
+    pub checksum_sha256: String,
+    pub object_url: String,
 }
 
 /// What recording did.
@@ -134,6 +154,7 @@ impl Db {
                 return Ok(RecordOutcome::KeyConflict(existing));
             }
             let record = insert(&tx, new)?;
+            tx.execute("DELETE FROM presigned_puts WHERE key = ?1", params![record.key])?;
             tx.commit()?;
             Ok(RecordOutcome::Recorded(record))
         })
@@ -150,6 +171,53 @@ impl Db {
             let record = insert(&tx, new)?;
             tx.commit()?;
             Ok(RecordOutcome::Recorded(record))
+        })
+        .await
+    }
+
+    /// Remembers what was signed into a batch of single PUTs (one transaction), and forgets
+    /// the ones older than [`PRESIGNED_PUT_RETENTION`].
+    pub async fn remember_presigned(&self, puts: Vec<PresignedPut>) -> Result<(), DbError> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_rfc3339();
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO presigned_puts (key, checksum_sha256, object_url, signed_at) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for put in &puts {
+                    insert.execute(params![put.key, put.checksum_sha256, put.object_url, now])?;
+                }
+            }
+            let cutoff = (OffsetDateTime::now_utc() - PRESIGNED_PUT_RETENTION)
+                .replace_nanosecond(0)
+                .ok()
+                .and_then(|t| t.format(&Rfc3339).ok());
+            if let Some(cutoff) = cutoff {
+                tx.execute("DELETE FROM presigned_puts WHERE signed_at < ?1", params![cutoff])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The remembered presigned PUTs among `keys`.
+    pub async fn presigned(&self, keys: Vec<String>) -> Result<Vec<PresignedPut>, DbError> {
+        self.with_conn(move |conn| {
+            let mut select =
+                conn.prepare_cached("SELECT key, checksum_sha256, object_url FROM presigned_puts WHERE key = ?1")?;
+            let mut found = Vec::new();
+            for key in keys {
+                let row = select
+                    .query_row(params![key], |row| {
+                        Ok(PresignedPut { key: row.get(0)?, checksum_sha256: row.get(1)?, object_url: row.get(2)? })
+                    })
+                    .optional()?;
+                found.extend(row);
+            }
+            Ok(found)
         })
         .await
     }
@@ -191,7 +259,7 @@ fn migrate(conn: &mut Connection) -> Result<(), DbError> {
 }
 
 const COLUMNS: &str = "id, client_upload_id, key, file_name, size, content_type, checksum_sha256, \
-                       object_url, flavour, recorded_at";
+                       object_url, flavour, recorded_at, checksum_crc32c";
 
 /// `column` is one of our own column names, never request data.
 fn select_by(conn: &Connection, column: &str, value: &str) -> Result<Option<Record>, DbError> {
@@ -205,8 +273,8 @@ fn insert(conn: &Connection, new: NewRecord) -> Result<Record, DbError> {
     let size = i64::try_from(new.size).unwrap_or(i64::MAX);
     conn.execute(
         "INSERT INTO records (client_upload_id, key, file_name, size, content_type, \
-         checksum_sha256, object_url, flavour, recorded_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         checksum_sha256, object_url, flavour, recorded_at, checksum_crc32c) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             new.client_upload_id,
             new.key,
@@ -217,6 +285,7 @@ fn insert(conn: &Connection, new: NewRecord) -> Result<Record, DbError> {
             new.object_url,
             new.flavour.as_str(),
             recorded_at,
+            new.checksum_crc32c,
         ],
     )?;
     Ok(Record {
@@ -227,6 +296,7 @@ fn insert(conn: &Connection, new: NewRecord) -> Result<Record, DbError> {
         size: new.size,
         content_type: new.content_type,
         checksum_sha256: new.checksum_sha256,
+        checksum_crc32c: new.checksum_crc32c,
         object_url: new.object_url,
         flavour: new.flavour,
         recorded_at,
@@ -244,6 +314,7 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         size: u64::try_from(size).unwrap_or(0),
         content_type: row.get(5)?,
         checksum_sha256: row.get(6)?,
+        checksum_crc32c: row.get(10)?,
         object_url: row.get(7)?,
         flavour: if flavour == "rails" { Flavour::Rails } else { Flavour::Native },
         recorded_at: row.get(9)?,
@@ -268,6 +339,7 @@ mod tests {
             size: 3,
             content_type: "text/plain".to_owned(),
             checksum_sha256: None,
+            checksum_crc32c: None,
             object_url: format!("http://s3/b/{key}"),
             flavour: if id.is_some() { Flavour::Native } else { Flavour::Rails },
         }
