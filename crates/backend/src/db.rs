@@ -2,6 +2,7 @@
 //! One connection behind a mutex is the single writer; WAL lets readers of the file (tests,
 //! `sqlite3`) look in while the server runs.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -139,24 +140,18 @@ impl Db {
 
     /// Records a native upload, idempotent on its client id.
     pub async fn record_native(&self, new: NewRecord) -> Result<RecordOutcome, DbError> {
+        let mut outcomes = self.record_native_all(vec![new]).await?;
+        outcomes.pop().ok_or(DbError::WorkerGone)
+    }
+
+    /// Records native uploads in one transaction (a batch report's worth), each idempotent on
+    /// its client id; one outcome per upload, in order.
+    pub async fn record_native_all(&self, news: Vec<NewRecord>) -> Result<Vec<RecordOutcome>, DbError> {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let Some(id) = &new.client_upload_id {
-                if let Some(existing) = select_by(&tx, "client_upload_id", id)? {
-                    return Ok(if existing.key == new.key {
-                        RecordOutcome::AlreadyRecorded(existing)
-                    } else {
-                        RecordOutcome::UploadIdConflict(existing)
-                    });
-                }
-            }
-            if let Some(existing) = select_by(&tx, "key", &new.key)? {
-                return Ok(RecordOutcome::KeyConflict(existing));
-            }
-            let record = insert(&tx, new)?;
-            tx.execute("DELETE FROM presigned_puts WHERE key = ?1", params![record.key])?;
+            let outcomes = news.into_iter().map(|new| record_native_in(&tx, new)).collect::<Result<Vec<_>, _>>()?;
             tx.commit()?;
-            Ok(RecordOutcome::Recorded(record))
+            Ok(outcomes)
         })
         .await
     }
@@ -226,6 +221,20 @@ impl Db {
         self.with_conn(move |conn| select_by(conn, "client_upload_id", &id)).await
     }
 
+    /// The records of those of `ids` that are recorded, by client id.
+    pub async fn by_client_upload_ids(&self, ids: Vec<String>) -> Result<HashMap<String, Record>, DbError> {
+        self.with_conn(move |conn| {
+            let mut found = HashMap::new();
+            for id in ids {
+                if let Some(record) = select_by(conn, "client_upload_id", &id)? {
+                    found.insert(id, record);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     pub async fn by_key(&self, key: String) -> Result<Option<Record>, DbError> {
         self.with_conn(move |conn| select_by(conn, "key", &key)).await
     }
@@ -261,33 +270,51 @@ fn migrate(conn: &mut Connection) -> Result<(), DbError> {
 const COLUMNS: &str = "id, client_upload_id, key, file_name, size, content_type, checksum_sha256, \
                        object_url, flavour, recorded_at, checksum_crc32c";
 
+fn record_native_in(tx: &Connection, new: NewRecord) -> Result<RecordOutcome, DbError> {
+    if let Some(id) = &new.client_upload_id {
+        if let Some(existing) = select_by(tx, "client_upload_id", id)? {
+            return Ok(if existing.key == new.key {
+                RecordOutcome::AlreadyRecorded(existing)
+            } else {
+                RecordOutcome::UploadIdConflict(existing)
+            });
+        }
+    }
+    if let Some(existing) = select_by(tx, "key", &new.key)? {
+        return Ok(RecordOutcome::KeyConflict(existing));
+    }
+    let record = insert(tx, new)?;
+    tx.prepare_cached("DELETE FROM presigned_puts WHERE key = ?1")?.execute(params![record.key])?;
+    Ok(RecordOutcome::Recorded(record))
+}
+
 /// `column` is one of our own column names, never request data.
 fn select_by(conn: &Connection, column: &str, value: &str) -> Result<Option<Record>, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM records WHERE {column} = ?1");
-    Ok(conn.query_row(&sql, params![value], row_to_record).optional()?)
+    Ok(conn.prepare_cached(&sql)?.query_row(params![value], row_to_record).optional()?)
 }
 
 fn insert(conn: &Connection, new: NewRecord) -> Result<Record, DbError> {
     let recorded_at = now_rfc3339();
     // SQLite integers are signed: sizes above i64::MAX cannot exist in S3 (5 TiB limit).
     let size = i64::try_from(new.size).unwrap_or(i64::MAX);
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO records (client_upload_id, key, file_name, size, content_type, \
          checksum_sha256, object_url, flavour, recorded_at, checksum_crc32c) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
-            new.client_upload_id,
-            new.key,
-            new.file_name,
-            size,
-            new.content_type,
-            new.checksum_sha256,
-            new.object_url,
-            new.flavour.as_str(),
-            recorded_at,
-            new.checksum_crc32c,
-        ],
-    )?;
+    )?
+    .execute(params![
+        new.client_upload_id,
+        new.key,
+        new.file_name,
+        size,
+        new.content_type,
+        new.checksum_sha256,
+        new.object_url,
+        new.flavour.as_str(),
+        recorded_at,
+        new.checksum_crc32c,
+    ])?;
     Ok(Record {
         id: conn.last_insert_rowid(),
         client_upload_id: new.client_upload_id,

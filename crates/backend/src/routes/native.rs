@@ -344,9 +344,15 @@ async fn store_report(
     checked: CheckedReport,
     object_url: String,
 ) -> Result<(ReportStatus, Record), ApiError> {
+    let client_upload_id = checked.client_upload_id.clone();
+    let outcome = app.db.record_native(new_record(checked, object_url)).await?;
+    recorded(&client_upload_id, outcome)
+}
+
+fn new_record(checked: CheckedReport, object_url: String) -> NewRecord {
     let CheckedReport { client_upload_id, content_type, report, .. } = checked;
-    let new = NewRecord {
-        client_upload_id: Some(client_upload_id.clone()),
+    NewRecord {
+        client_upload_id: Some(client_upload_id),
         key: report.key,
         file_name: report.file_name,
         size: report.size,
@@ -355,14 +361,17 @@ async fn store_report(
         checksum_crc32c: report.checksum_crc32c,
         object_url,
         flavour: Flavour::Native,
-    };
-    match app.db.record_native(new).await? {
+    }
+}
+
+fn recorded(client_upload_id: &str, outcome: RecordOutcome) -> Result<(ReportStatus, Record), ApiError> {
+    match outcome {
         RecordOutcome::Recorded(record) => {
             tracing::info!(key = %record.key, size = record.size, "recorded an upload");
             Ok((ReportStatus::Recorded, record))
         }
         RecordOutcome::AlreadyRecorded(record) => Ok((ReportStatus::AlreadyRecorded, record)),
-        RecordOutcome::UploadIdConflict(existing) => Err(upload_id_conflict(&client_upload_id, &existing)),
+        RecordOutcome::UploadIdConflict(existing) => Err(upload_id_conflict(client_upload_id, &existing)),
         RecordOutcome::KeyConflict(existing) => Err(ApiError::unprocessable(
             "key_conflict",
             format!(
@@ -410,21 +419,28 @@ pub async fn report_batch(
 ) -> Result<Json<Value>, ApiError> {
     check_batch_size("reports", request.reports.len(), MAX_BATCH)?;
     let mut results: Vec<Option<Value>> = vec![None; request.reports.len()];
-    let mut pending = Vec::with_capacity(request.reports.len());
+    let mut checked_reports = Vec::with_capacity(request.reports.len());
     for (index, item) in request.reports.into_iter().enumerate() {
-        let raw_id = item.client_upload_id.clone();
-        let outcome = match check_report(&app, &item.client_upload_id, item.report) {
-            Ok(checked) => match already_recorded(&app, &checked).await {
-                Ok(None) => {
-                    pending.push((index, checked));
-                    continue;
-                }
-                Ok(Some(existing)) => Ok((ReportStatus::AlreadyRecorded, existing)),
-                Err(error) => Err(error),
-            },
-            Err(error) => Err(error),
+        match check_report(&app, &item.client_upload_id, item.report) {
+            Ok(checked) => checked_reports.push((index, checked)),
+            Err(error) => results[index] = Some(batch_result(item.client_upload_id, Err(error))?),
+        }
+    }
+
+    // A repeat needs no trip to S3: the first report already verified the object.
+    let ids = checked_reports.iter().map(|(_, c)| c.client_upload_id.clone()).collect();
+    let existing = app.db.by_client_upload_ids(ids).await?;
+    let mut pending = Vec::with_capacity(checked_reports.len());
+    for (index, checked) in checked_reports {
+        let outcome = match existing.get(&checked.client_upload_id) {
+            None => {
+                pending.push((index, checked));
+                continue;
+            }
+            Some(record) if record.key == checked.report.key => Ok((ReportStatus::AlreadyRecorded, record.clone())),
+            Some(record) => Err(upload_id_conflict(&checked.client_upload_id, record)),
         };
-        results[index] = Some(batch_result(raw_id, outcome)?);
+        results[index] = Some(batch_result(checked.client_upload_id, outcome)?);
     }
 
     // Which reports a listing can verify: the key was signed here with this very checksum.
@@ -439,30 +455,50 @@ pub async fn report_batch(
     let listing = if listable.is_empty() { Listing::default() } else { app.signer.list_sizes(&listable).await? };
     tracing::info!(reports = results.len(), by_listing = listing.sizes.len(), "verifying a batch of reports");
 
+    // Settled by the listing (recorded together, in one transaction), or left for a HEAD.
+    let mut to_record = Vec::new();
+    let mut to_head = Vec::new();
+    for (index, checked) in pending {
+        let put = signed.get(&checked.report.key);
+        let key = &checked.report.key;
+        let verdict = match (put, put.and_then(|_| listing.lookup(key))) {
+            // S3 enforced the signed checksum, so the object cannot have the reported one.
+            (Some(put), _) if !signed_checksum_matches(put, &checked) => Err(checksum_mismatch(key, "SHA-256")),
+            (Some(_), Some(None)) => Err(object_missing(key)),
+            (Some(put), Some(Some(size))) => check_size(&checked, size).map(|()| put.object_url.clone()),
+            _ => {
+                to_head.push((index, checked));
+                continue;
+            }
+        };
+        match verdict {
+            Ok(object_url) => {
+                to_record.push((index, checked.client_upload_id.clone(), new_record(checked, object_url)))
+            }
+            Err(error) => results[index] = Some(batch_result(checked.client_upload_id, Err(error))?),
+        }
+    }
+    if !to_record.is_empty() {
+        let (slots, news): (Vec<_>, Vec<_>) = to_record.into_iter().map(|(i, id, new)| ((i, id), new)).unzip();
+        let outcomes = app.db.record_native_all(news).await?;
+        for ((index, id), outcome) in slots.into_iter().zip(outcomes) {
+            if let RecordOutcome::Recorded(record) = &outcome {
+                tracing::debug!(key = %record.key, size = record.size, "recorded an upload");
+            }
+            results[index] = Some(batch_result(id.clone(), recorded(&id, outcome))?);
+        }
+    }
+
     let permits = Arc::new(Semaphore::new(REPORT_CHECK_CONCURRENCY));
     let mut tasks = JoinSet::new();
-    for (index, checked) in pending {
+    for (index, checked) in to_head {
         let raw_id = checked.client_upload_id.clone();
-        let put = signed.get(&checked.report.key).cloned();
-        let listed = put.as_ref().and_then(|_| listing.lookup(&checked.report.key));
         let app = Arc::clone(&app);
         let permits = Arc::clone(&permits);
         tasks.spawn(async move {
             // The semaphore is never closed, so acquiring only fails if that changes.
             let _permit = permits.acquire_owned().await.ok();
-            let outcome = match (put, listed) {
-                (Some(put), _) if !signed_checksum_matches(&put, &checked) => {
-                    // S3 enforced the signed checksum, so the object cannot have the reported one.
-                    Err(checksum_mismatch(&checked.report.key, "SHA-256"))
-                }
-                (Some(_), Some(None)) => Err(object_missing(&checked.report.key)),
-                (Some(put), Some(Some(size))) => match check_size(&checked, size) {
-                    Ok(()) => store_report(&app, checked, put.object_url).await,
-                    Err(error) => Err(error),
-                },
-                _ => verify_by_head(&app, checked).await,
-            };
-            (index, raw_id, outcome)
+            (index, raw_id, verify_by_head(&app, checked).await)
         });
     }
     while let Some(joined) = tasks.join_next().await {
