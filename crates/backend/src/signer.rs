@@ -240,7 +240,7 @@ impl Signer {
 /// can make its range longer than the batch, and past this the caller HEADs the rest.
 const MAX_LIST_PAGES: usize = 4;
 /// Keys per listing page beyond the ones asked for.
-const LIST_SLACK: usize = 100;
+const LIST_SLACK: usize = 16;
 
 /// What a listing found; see [`Signer::list_sizes`].
 #[derive(Debug, Default)]
