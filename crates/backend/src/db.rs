@@ -2,6 +2,7 @@
 //! One connection behind a mutex is the single writer; WAL lets readers of the file (tests,
 //! `sqlite3`) look in while the server runs.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +13,14 @@ use time::OffsetDateTime;
 
 /// Migrations in order; the database's `user_version` is the number of the last one applied.
 /// Append only: a released migration never changes.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../migrations/0001_records.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../migrations/0001_records.sql")),
+    (2, include_str!("../migrations/0002_records_crc32c.sql")),
+    (3, include_str!("../migrations/0003_presigned_puts.sql")),
+];
+
+/// How long an unreported presigned PUT is remembered; far beyond any URL's expiry.
+const PRESIGNED_PUT_RETENTION: time::Duration = time::Duration::days(7);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -53,6 +61,10 @@ pub struct Record {
     pub size: u64,
     pub content_type: String,
     pub checksum_sha256: Option<String>,
+    /// Set instead of `checksum_sha256` for a multipart upload made with CRC32C part checksums
+    /// (and only shown then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum_crc32c: Option<String>,
     pub object_url: String,
     pub flavour: Flavour,
     pub recorded_at: String,
@@ -67,8 +79,17 @@ pub struct NewRecord {
     pub size: u64,
     pub content_type: String,
     pub checksum_sha256: Option<String>,
+    pub checksum_crc32c: Option<String>,
     pub object_url: String,
     pub flavour: Flavour,
+}
+
+/// A single PUT as the backend signed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedPut {
+    pub key: String,
+    pub checksum_sha256: String,
+    pub object_url: String,
 }
 
 /// What recording did.
@@ -119,23 +140,18 @@ impl Db {
 
     /// Records a native upload, idempotent on its client id.
     pub async fn record_native(&self, new: NewRecord) -> Result<RecordOutcome, DbError> {
+        let mut outcomes = self.record_native_all(vec![new]).await?;
+        outcomes.pop().ok_or(DbError::WorkerGone)
+    }
+
+    /// Records native uploads in one transaction (a batch report's worth), each idempotent on
+    /// its client id; one outcome per upload, in order.
+    pub async fn record_native_all(&self, news: Vec<NewRecord>) -> Result<Vec<RecordOutcome>, DbError> {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let Some(id) = &new.client_upload_id {
-                if let Some(existing) = select_by(&tx, "client_upload_id", id)? {
-                    return Ok(if existing.key == new.key {
-                        RecordOutcome::AlreadyRecorded(existing)
-                    } else {
-                        RecordOutcome::UploadIdConflict(existing)
-                    });
-                }
-            }
-            if let Some(existing) = select_by(&tx, "key", &new.key)? {
-                return Ok(RecordOutcome::KeyConflict(existing));
-            }
-            let record = insert(&tx, new)?;
+            let outcomes = news.into_iter().map(|new| record_native_in(&tx, new)).collect::<Result<Vec<_>, _>>()?;
             tx.commit()?;
-            Ok(RecordOutcome::Recorded(record))
+            Ok(outcomes)
         })
         .await
     }
@@ -154,8 +170,69 @@ impl Db {
         .await
     }
 
+    /// Remembers what was signed into a batch of single PUTs (one transaction), and forgets
+    /// the ones older than [`PRESIGNED_PUT_RETENTION`].
+    pub async fn remember_presigned(&self, puts: Vec<PresignedPut>) -> Result<(), DbError> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_rfc3339();
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO presigned_puts (key, checksum_sha256, object_url, signed_at) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for put in &puts {
+                    insert.execute(params![put.key, put.checksum_sha256, put.object_url, now])?;
+                }
+            }
+            let cutoff = (OffsetDateTime::now_utc() - PRESIGNED_PUT_RETENTION)
+                .replace_nanosecond(0)
+                .ok()
+                .and_then(|t| t.format(&Rfc3339).ok());
+            if let Some(cutoff) = cutoff {
+                tx.execute("DELETE FROM presigned_puts WHERE signed_at < ?1", params![cutoff])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The remembered presigned PUTs among `keys`.
+    pub async fn presigned(&self, keys: Vec<String>) -> Result<Vec<PresignedPut>, DbError> {
+        self.with_conn(move |conn| {
+            let mut select =
+                conn.prepare_cached("SELECT key, checksum_sha256, object_url FROM presigned_puts WHERE key = ?1")?;
+            let mut found = Vec::new();
+            for key in keys {
+                let row = select
+                    .query_row(params![key], |row| {
+                        Ok(PresignedPut { key: row.get(0)?, checksum_sha256: row.get(1)?, object_url: row.get(2)? })
+                    })
+                    .optional()?;
+                found.extend(row);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     pub async fn by_client_upload_id(&self, id: String) -> Result<Option<Record>, DbError> {
         self.with_conn(move |conn| select_by(conn, "client_upload_id", &id)).await
+    }
+
+    /// The records of those of `ids` that are recorded, by client id.
+    pub async fn by_client_upload_ids(&self, ids: Vec<String>) -> Result<HashMap<String, Record>, DbError> {
+        self.with_conn(move |conn| {
+            let mut found = HashMap::new();
+            for id in ids {
+                if let Some(record) = select_by(conn, "client_upload_id", &id)? {
+                    found.insert(id, record);
+                }
+            }
+            Ok(found)
+        })
+        .await
     }
 
     pub async fn by_key(&self, key: String) -> Result<Option<Record>, DbError> {
@@ -191,34 +268,53 @@ fn migrate(conn: &mut Connection) -> Result<(), DbError> {
 }
 
 const COLUMNS: &str = "id, client_upload_id, key, file_name, size, content_type, checksum_sha256, \
-                       object_url, flavour, recorded_at";
+                       object_url, flavour, recorded_at, checksum_crc32c";
+
+fn record_native_in(tx: &Connection, new: NewRecord) -> Result<RecordOutcome, DbError> {
+    if let Some(id) = &new.client_upload_id {
+        if let Some(existing) = select_by(tx, "client_upload_id", id)? {
+            return Ok(if existing.key == new.key {
+                RecordOutcome::AlreadyRecorded(existing)
+            } else {
+                RecordOutcome::UploadIdConflict(existing)
+            });
+        }
+    }
+    if let Some(existing) = select_by(tx, "key", &new.key)? {
+        return Ok(RecordOutcome::KeyConflict(existing));
+    }
+    let record = insert(tx, new)?;
+    tx.prepare_cached("DELETE FROM presigned_puts WHERE key = ?1")?.execute(params![record.key])?;
+    Ok(RecordOutcome::Recorded(record))
+}
 
 /// `column` is one of our own column names, never request data.
 fn select_by(conn: &Connection, column: &str, value: &str) -> Result<Option<Record>, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM records WHERE {column} = ?1");
-    Ok(conn.query_row(&sql, params![value], row_to_record).optional()?)
+    Ok(conn.prepare_cached(&sql)?.query_row(params![value], row_to_record).optional()?)
 }
 
 fn insert(conn: &Connection, new: NewRecord) -> Result<Record, DbError> {
     let recorded_at = now_rfc3339();
     // SQLite integers are signed: sizes above i64::MAX cannot exist in S3 (5 TiB limit).
     let size = i64::try_from(new.size).unwrap_or(i64::MAX);
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO records (client_upload_id, key, file_name, size, content_type, \
-         checksum_sha256, object_url, flavour, recorded_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            new.client_upload_id,
-            new.key,
-            new.file_name,
-            size,
-            new.content_type,
-            new.checksum_sha256,
-            new.object_url,
-            new.flavour.as_str(),
-            recorded_at,
-        ],
-    )?;
+         checksum_sha256, object_url, flavour, recorded_at, checksum_crc32c) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        new.client_upload_id,
+        new.key,
+        new.file_name,
+        size,
+        new.content_type,
+        new.checksum_sha256,
+        new.object_url,
+        new.flavour.as_str(),
+        recorded_at,
+        new.checksum_crc32c,
+    ])?;
     Ok(Record {
         id: conn.last_insert_rowid(),
         client_upload_id: new.client_upload_id,
@@ -227,6 +323,7 @@ fn insert(conn: &Connection, new: NewRecord) -> Result<Record, DbError> {
         size: new.size,
         content_type: new.content_type,
         checksum_sha256: new.checksum_sha256,
+        checksum_crc32c: new.checksum_crc32c,
         object_url: new.object_url,
         flavour: new.flavour,
         recorded_at,
@@ -244,6 +341,7 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         size: u64::try_from(size).unwrap_or(0),
         content_type: row.get(5)?,
         checksum_sha256: row.get(6)?,
+        checksum_crc32c: row.get(10)?,
         object_url: row.get(7)?,
         flavour: if flavour == "rails" { Flavour::Rails } else { Flavour::Native },
         recorded_at: row.get(9)?,
@@ -268,6 +366,7 @@ mod tests {
             size: 3,
             content_type: "text/plain".to_owned(),
             checksum_sha256: None,
+            checksum_crc32c: None,
             object_url: format!("http://s3/b/{key}"),
             flavour: if id.is_some() { Flavour::Native } else { Flavour::Rails },
         }

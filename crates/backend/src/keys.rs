@@ -1,4 +1,6 @@
-//! The object-key scheme: `<prefix>/<server uuid v4>/<sanitised file name>`.
+//! The object-key scheme: `<prefix>/<server uuid v7>/<sanitised file name>`. The UUID starts with
+//! the time it was made, so the keys of one presign request sit next to each other in a
+//! listing: a batch of reports is checked with one ListObjectsV2 instead of a HEAD per object.
 //! The server chooses every key, so a client's file name can never pick the path, climb out of
 //! the prefix or collide with another upload; the name is kept only to stay readable.
 
@@ -81,7 +83,14 @@ impl KeyScheme {
 
     /// A fresh key for a client's file name.
     pub fn new_key(&self, client_file_name: &str) -> String {
-        self.key_for(Uuid::new_v4(), client_file_name)
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+        // 74 random bits after the millisecond timestamp (RFC 9562 v7): unguessable and unique.
+        let random = Uuid::new_v4().into_bytes();
+        let mut tail = [0u8; 10];
+        tail.copy_from_slice(&random[6..]);
+        self.key_for(uuid::Builder::from_unix_timestamp_millis(millis, &tail).into_uuid(), client_file_name)
     }
 
     fn key_for(&self, id: Uuid, client_file_name: &str) -> String {
@@ -193,9 +202,18 @@ mod tests {
         let parts: Vec<&str> = key.split('/').collect();
         assert_eq!(parts.len(), 3, "three segments: {key}");
         assert_eq!(parts[0], "uploads");
-        assert_eq!(Uuid::parse_str(parts[1]).map(|u| u.get_version_num()).ok(), Some(4), "a v4 UUID");
+        assert_eq!(Uuid::parse_str(parts[1]).map(|u| u.get_version_num()).ok(), Some(7), "a v7 UUID");
         assert_eq!(parts[2], "résumé.pdf");
         assert!(scheme.is_issued_shape(&key), "the scheme recognises its own keys");
+    }
+
+    #[test]
+    fn a_later_key_sorts_after_an_earlier_one_so_a_batch_lists_together() {
+        let scheme = KeyScheme::new("uploads");
+        let earlier = scheme.new_key("z.txt");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let later = scheme.new_key("a.txt");
+        assert!(earlier < later, "{earlier} then {later}");
     }
 
     #[test]

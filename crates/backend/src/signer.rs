@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use crate::config::S3Settings;
 
-pub use multipart::{CompletingPart, MultipartError, PartToSign, UploadedPart};
+pub use multipart::{CompletingPart, MultipartError, PartChecksum, PartToSign, UploadedPart};
 
 /// A URL the client PUTs its bytes to, and the headers it must send with it.
 #[derive(Debug, Clone)]
@@ -37,6 +37,9 @@ pub struct ObjectHead {
     /// Base64 SHA-256 of the whole object when S3 holds one (a single PUT with a checksum);
     /// `None` for multipart objects, whose checksum covers the parts' checksums instead.
     pub checksum_sha256: Option<String>,
+    /// Base64 CRC32C, or for a multipart object created with CRC32C S3's composite
+    /// `<base64>-<parts>`.
+    pub checksum_crc32c: Option<String>,
 }
 
 /// What the client asked to be signed into a single PUT.
@@ -159,11 +162,12 @@ impl Signer {
                 // checksums ("<base64>-N", type COMPOSITE), not the file's; keep it in that
                 // form so it is only ever compared with a composite checksum.
                 let composite = head.checksum_type() == Some(&ChecksumType::Composite);
-                let checksum_sha256 =
-                    head.checksum_sha256().filter(|c| !composite || c.contains('-')).map(str::to_owned);
+                let stated =
+                    |checksum: Option<&str>| checksum.filter(|c| !composite || c.contains('-')).map(str::to_owned);
                 Ok(Some(ObjectHead {
                     size: head.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-                    checksum_sha256,
+                    checksum_sha256: stated(head.checksum_sha256()),
+                    checksum_crc32c: stated(head.checksum_crc32_c()),
                 }))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
@@ -171,9 +175,101 @@ impl Signer {
         }
     }
 
+    /// The sizes of those of `keys` that exist, found by listing the key range they span
+    /// (ListObjectsV2 pages of about as many keys as asked for, plus [`LIST_SLACK`]) instead of
+    /// a HEAD each.
+    /// Keys issued together are adjacent in the bucket's order (see `keys`), so a batch usually
+    /// takes one request. Listing stops after [`MAX_LIST_PAGES`]; `complete_through` is the
+    /// last key the listing covered: a key at or before it that is not in `sizes` does not
+    /// exist, and one after it was not looked at.
+    pub async fn list_sizes(&self, keys: &[String]) -> Result<Listing, SignerError> {
+        let mut wanted: Vec<&str> = keys.iter().map(String::as_str).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let (Some(first), Some(last)) = (wanted.first().copied(), wanted.last().copied()) else {
+            return Ok(Listing::default());
+        };
+        let prefix = common_prefix(first, last);
+        // Just before `first`: StartAfter is exclusive, and nothing issued sorts in between.
+        let start_after = first.char_indices().last().map_or("", |(at, _)| &first[..at]);
+        // Room for some other uploads' keys landing in between, without listing far past `last`.
+        let page_size = i32::try_from((wanted.len() + LIST_SLACK).min(1000)).unwrap_or(1000);
+        let fail = |detail: String| SignerError::Storage { operation: "list", key: prefix.to_owned(), detail };
+
+        let mut listing = Listing::default();
+        let mut token = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .start_after(start_after)
+                .max_keys(page_size)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| fail(DisplayErrorContext(&e).to_string()))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                if wanted.binary_search(&key).is_ok() {
+                    let size = object.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+                    listing.sizes.insert(key.to_owned(), size);
+                }
+                listing.complete_through = Some(key.to_owned());
+            }
+            let past_last = listing.complete_through.as_deref().is_some_and(|k| k >= last);
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) && !past_last => token = Some(next.to_owned()),
+                // The listing ended: every key up to the last one asked for was covered.
+                _ => {
+                    listing.complete_through = Some(last.to_owned()).max(listing.complete_through);
+                    return Ok(listing);
+                }
+            }
+        }
+        Ok(listing)
+    }
+
     fn presigning_config(&self, start: SystemTime) -> Result<PresigningConfig, String> {
         PresigningConfig::builder().start_time(start).expires_in(self.url_expiry).build().map_err(|e| e.to_string())
     }
+}
+
+/// Pages one [`Signer::list_sizes`] reads at most; other uploads landing between a batch's keys
+/// can make its range longer than the batch, and past this the caller HEADs the rest.
+const MAX_LIST_PAGES: usize = 4;
+/// Keys per listing page beyond the ones asked for.
+const LIST_SLACK: usize = 16;
+
+/// What a listing found; see [`Signer::list_sizes`].
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub sizes: std::collections::HashMap<String, u64>,
+    pub complete_through: Option<String>,
+}
+
+impl Listing {
+    /// `Some(size)` when listed, `Some(None)` when the listing shows it does not exist, `None`
+    /// when the listing did not get that far.
+    pub fn lookup(&self, key: &str) -> Option<Option<u64>> {
+        match self.sizes.get(key) {
+            Some(size) => Some(Some(*size)),
+            None if self.complete_through.as_deref().is_some_and(|through| key <= through) => Some(None),
+            None => None,
+        }
+    }
+}
+
+fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
+    let mut end = 0;
+    for ((at, x), y) in a.char_indices().zip(b.chars()) {
+        if x != y {
+            break;
+        }
+        end = at + x.len_utf8();
+    }
+    &a[..end]
 }
 
 fn whole_seconds(time: SystemTime) -> SystemTime {
@@ -277,6 +373,16 @@ mod tests {
         let signer = Signer::new(&settings(Some("http://127.0.0.1:8333"), true, false)).await;
         let url = signer.object_url("uploads/x/résumé.pdf").await.unwrap();
         assert_eq!(url, "http://127.0.0.1:8333/media/uploads/x/r%C3%A9sum%C3%A9.pdf");
+    }
+
+    #[test]
+    fn a_listing_knows_which_keys_it_covered() {
+        let listing = Listing { sizes: [("u/b".to_owned(), 3)].into(), complete_through: Some("u/c".to_owned()) };
+        assert_eq!(listing.lookup("u/b"), Some(Some(3)), "listed");
+        assert_eq!(listing.lookup("u/bb"), Some(None), "covered but absent: missing");
+        assert_eq!(listing.lookup("u/d"), None, "beyond the listing: unknown");
+        assert_eq!(common_prefix("uploads/0192a/x", "uploads/0193b/y"), "uploads/019");
+        assert_eq!(common_prefix("é/a", "é/a"), "é/a");
     }
 
     #[test]

@@ -21,6 +21,21 @@ pub fn is_sha256_base64(value: &str) -> bool {
     STANDARD.decode(value).is_ok_and(|bytes| bytes.len() == 32)
 }
 
+/// True for the standard, padded base64 of exactly 4 bytes: a CRC32C as S3 expects it in
+/// `x-amz-checksum-crc32c` (big-endian).
+pub fn is_crc32c_base64(value: &str) -> bool {
+    STANDARD.decode(value).is_ok_and(|bytes| bytes.len() == 4)
+}
+
+/// True for a whole-object CRC32C as S3 reports it: a file's CRC32C, or for a multipart object
+/// created with CRC32C the CRC32C of its parts' CRC32Cs followed by `-<number of parts>`.
+pub fn is_object_crc32c(value: &str) -> bool {
+    match value.rsplit_once('-') {
+        Some((crc, parts)) => is_crc32c_base64(crc) && parts.parse::<u32>().is_ok_and(|n| (1..=10_000).contains(&n)),
+        None => is_crc32c_base64(value),
+    }
+}
+
 /// True for a whole-object checksum as S3 reports it: a file's SHA-256 (see
 /// [`is_sha256_base64`]), or for a multipart object the SHA-256 of its parts' SHA-256s
 /// followed by `-<number of parts>`.
@@ -78,6 +93,15 @@ mod tests {
             !is_sha256_base64("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
             "hex is not base64 of 32 bytes"
         );
+    }
+
+    #[test]
+    fn only_4_byte_padded_base64_is_a_crc32c() {
+        assert!(is_crc32c_base64("4waSgw=="));
+        assert!(is_object_crc32c("4waSgw==-32"), "composite");
+        assert!(!is_object_crc32c("4waSgw==-0"), "no parts");
+        assert!(!is_crc32c_base64("4waSgw"), "padding needed");
+        assert!(!is_crc32c_base64("ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="), "a SHA-256 is not a CRC32C");
     }
 
     #[test]

@@ -161,6 +161,45 @@ fn a_batch_report_answers_one_status_per_report_in_order() {
 }
 
 #[test]
+fn a_batch_of_presigned_uploads_is_checked_by_one_listing_that_still_catches_a_wrong_size_or_checksum() {
+    let backend = start_backend();
+    let files: Vec<(String, Vec<u8>)> =
+        (0..5).map(|i| (new_upload_id(), format!("listed file {i}").into_bytes())).collect();
+    let mut bodies = Vec::new();
+    for (i, (id, bytes)) in files.iter().enumerate() {
+        let upload = if i == 4 {
+            presign_one(&backend, id, "never.txt", bytes)
+        } else {
+            upload_one(&backend, id, "l.txt", bytes)
+        };
+        let mut body = report_body(upload["key"].as_str().unwrap(), "l.txt", bytes);
+        body["client_upload_id"] = json!(id);
+        bodies.push(body);
+    }
+    bodies[2]["size"] = json!(files[2].1.len() + 1);
+    bodies[3]["checksum_sha256"] = json!(sha256_base64(b"not what was signed"));
+    let reply = post_json(&backend, "/api/v1/reports", &json!({ "reports": bodies }));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let outcome: Vec<String> = reply.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["error"]["code"].as_str().unwrap_or(r["status"].as_str().unwrap()).to_owned())
+        .collect();
+    assert_eq!(
+        outcome,
+        ["recorded", "recorded", "size_mismatch", "checksum_mismatch", "object_missing"],
+        "the listing is as strict as a HEAD per object"
+    );
+    assert!(
+        backend.log().contains("by_listing=3"),
+        "the three uploaded keys signed with the reported checksum were found by listing: {}",
+        backend.log()
+    );
+    assert_eq!(backend.records().len(), 2);
+}
+
+#[test]
 fn records_are_listed_newest_first_and_limited() {
     let backend = start_backend();
     let mut ids = Vec::new();

@@ -386,6 +386,72 @@ fn a_report_carrying_the_composite_checksum_is_compared_with_the_one_s3_holds() 
     assert_eq!(reply.status, StatusCode::CREATED, "the matching composite checksum is recorded: {}", reply.text);
 }
 
+fn crc32c_base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32;
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+#[test]
+fn a_crc32c_upload_refuses_a_corrupted_part_and_its_composite_crc32c_report_is_compared_and_recorded() {
+    let backend = start_backend();
+    let whole = bytes(5 * MIB + 7, 31);
+    let (first, last) = whole.split_at(5 * MIB);
+    let client_upload_id = new_upload_id();
+    let reply = post_json(
+        &backend,
+        "/api/v1/multipart",
+        &json!({ "client_upload_id": client_upload_id, "file_name": "crc.bin", "size": whole.len(), "checksum_algorithm": "CRC32C" }),
+    );
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let upload = Upload {
+        client_upload_id,
+        key: reply.body["key"].as_str().unwrap().to_owned(),
+        upload_id: reply.body["upload_id"].as_str().unwrap().to_owned(),
+        object_url: reply.body["object_url"].as_str().unwrap().to_owned(),
+    };
+    let entries: Vec<Value> = [first, last]
+        .iter()
+        .enumerate()
+        .map(|(i, body)| json!({ "part_number": i + 1, "size": body.len(), "checksum_crc32c": crc32c_base64(body) }))
+        .collect();
+    let signed = sign(&backend, &upload, &entries);
+    assert_eq!(signed.status, StatusCode::OK, "{}", signed.text);
+    let signed = signed.body["parts"].as_array().unwrap().clone();
+    assert_eq!(signed[0]["headers"]["x-amz-checksum-crc32c"], json!(crc32c_base64(first)), "the CRC32C is signed");
+
+    let mut corrupted = first.to_vec();
+    corrupted[1234] ^= 0x01;
+    let refused = put_keeping_etag(signed[0]["url"].as_str().unwrap(), &headers_of(&signed[0]), &corrupted);
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "one flipped bit is caught by S3: {}", refused.text);
+    assert!(refused.text.contains("BadDigest"), "{}", refused.text);
+
+    let completing: Vec<Value> = [first, last]
+        .iter()
+        .zip(&signed)
+        .enumerate()
+        .map(|(i, (body, signed))| {
+            json!({ "part_number": i + 1, "etag": put_part(signed, body), "checksum_crc32c": crc32c_base64(body) })
+        })
+        .collect();
+    let reply = complete(&backend, &upload, &completing);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert!(S3Server::shared().get_object(&upload.key) == Some(whole.clone()), "the object reads back byte-identical");
+
+    let part_crcs: Vec<u8> = [first, last]
+        .iter()
+        .flat_map(|part| (crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, part) as u32).to_be_bytes())
+        .collect();
+    let composite = format!("{}-2", crc32c_base64(&part_crcs));
+    let report_with = |checksum: &str| json!({ "key": upload.key, "file_name": "crc.bin", "size": whole.len(), "checksum_crc32c": checksum });
+    let reply = report(&backend, &upload.client_upload_id, &report_with("AAAAAA==-2"));
+    assert_eq!(error_code(&reply), "checksum_mismatch", "a wrong composite CRC32C is caught: {}", reply.text);
+    let reply = report(&backend, &upload.client_upload_id, &report_with(&composite));
+    assert_eq!(reply.status, StatusCode::CREATED, "S3's composite CRC32C is recorded: {}", reply.text);
+    assert_eq!(reply.body["checksum_crc32c"], json!(composite));
+    assert!(reply.body["checksum_sha256"].is_null(), "{}", reply.text);
+}
+
 #[test]
 fn completing_twice_answers_200_both_times() {
     let backend = start_backend();

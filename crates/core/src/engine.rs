@@ -841,7 +841,8 @@ impl Engine {
                         .map(|part| CompletedPart {
                             part_number: part.part_number,
                             etag: part.etag,
-                            checksum_sha256: part.checksum,
+                            checksum_sha256: None,
+                            checksum_crc32c: part.checksum,
                         })
                         .collect();
                     tracing::info!(upload_id = %job.upload_id, finished = finished.len(), parts = plan.part_count, "resuming a multipart upload");
@@ -878,7 +879,7 @@ impl Engine {
             let finished = FinishedPart {
                 part_number: part.part_number,
                 etag: part.etag.clone(),
-                checksum: part.checksum_sha256.clone(),
+                checksum: part.checksum_crc32c.clone(),
                 size: plan.range(part.part_number).1,
             };
             // Losing this record costs only re-sending the part after a crash.

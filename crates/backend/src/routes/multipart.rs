@@ -18,11 +18,12 @@ use crate::error::ApiError;
 use crate::limits::{
     MAX_MULTIPART_OBJECT_BYTES, MAX_PARTS_PER_SIGN, MAX_PART_BYTES, MAX_PART_NUMBER, MAX_UPLOAD_TOKEN_BYTES,
 };
-use crate::signer::{CompletingPart, MultipartError, PartToSign, UploadedPart};
-use crate::validate::{canonical_upload_id, content_type_or_default, is_sha256_base64};
+use crate::signer::{CompletingPart, MultipartError, PartChecksum, PartToSign, UploadedPart};
+use crate::validate::{canonical_upload_id, content_type_or_default, is_crc32c_base64, is_sha256_base64};
 
-/// The one value of `checksum_algorithm` the backend knows, spelled as S3 spells it.
+/// The values of `checksum_algorithm` the backend knows, spelled as S3 spells them.
 const SHA256: &str = "SHA256";
+const CRC32C: &str = "CRC32C";
 
 #[derive(Debug, Deserialize)]
 pub struct CreateRequest {
@@ -40,7 +41,7 @@ pub struct CreateRequest {
 struct CheckedCreate {
     client_upload_id: String,
     content_type: String,
-    sha256_checksums: bool,
+    part_checksum: Option<PartChecksum>,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,12 +61,12 @@ pub async fn create_upload(
     let key = app.keys.new_key(&request.file_name);
     // Before S3 is asked, so a failure here cannot leave an upload nobody knows about.
     let object_url = app.signer.object_url(&key).await?;
-    let upload_id = app.signer.create_multipart(&key, &checked.content_type, checked.sha256_checksums).await?;
+    let upload_id = app.signer.create_multipart(&key, &checked.content_type, checked.part_checksum).await?;
     tracing::info!(
         %key,
         %upload_id,
         size = request.size,
-        sha256 = checked.sha256_checksums,
+        checksums = ?checked.part_checksum,
         "created a multipart upload"
     );
     Ok((
@@ -99,17 +100,18 @@ fn check_create(request: &CreateRequest) -> Result<CheckedCreate, ApiError> {
             "content_type must be a printable ASCII media type like `image/png`.",
         )
     })?;
-    let sha256_checksums = match request.checksum_algorithm.as_deref() {
-        None => false,
-        Some(algorithm) if algorithm.eq_ignore_ascii_case(SHA256) => true,
+    let part_checksum = match request.checksum_algorithm.as_deref() {
+        None => None,
+        Some(algorithm) if algorithm.eq_ignore_ascii_case(SHA256) => Some(PartChecksum::Sha256),
+        Some(algorithm) if algorithm.eq_ignore_ascii_case(CRC32C) => Some(PartChecksum::Crc32c),
         Some(algorithm) => {
             return Err(ApiError::unprocessable(
                 "invalid_checksum_algorithm",
-                format!("checksum_algorithm {algorithm:?} is not supported; send \"{SHA256}\" or null."),
+                format!("checksum_algorithm {algorithm:?} is not supported; send \"{CRC32C}\", \"{SHA256}\" or null."),
             ))
         }
     };
-    Ok(CheckedCreate { client_upload_id, content_type, sha256_checksums })
+    Ok(CheckedCreate { client_upload_id, content_type, part_checksum })
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +129,8 @@ struct PartRequest {
     size: u64,
     #[serde(default)]
     checksum_sha256: Option<String>,
+    #[serde(default)]
+    checksum_crc32c: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -178,8 +182,9 @@ fn check_parts_to_sign(parts: &[PartRequest]) -> Result<Vec<PartToSign>, ApiErro
                 format!("parts[{index}].size is {}; a part holds 1 byte to 5 GiB ({MAX_PART_BYTES} bytes).", part.size),
             ));
         }
-        let checksum_sha256 = check_part_checksum(index, part.checksum_sha256.as_deref())?;
-        checked.push(PartToSign { part_number, size: part.size, checksum_sha256 });
+        let (checksum_sha256, checksum_crc32c) =
+            check_part_checksums(index, part.checksum_sha256.as_deref(), part.checksum_crc32c.as_deref())?;
+        checked.push(PartToSign { part_number, size: part.size, checksum_sha256, checksum_crc32c });
     }
     Ok(checked)
 }
@@ -222,6 +227,8 @@ struct CompletePartRequest {
     etag: String,
     #[serde(default)]
     checksum_sha256: Option<String>,
+    #[serde(default)]
+    checksum_crc32c: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -249,7 +256,8 @@ pub async fn complete_upload(
                 "completion_rejected",
                 format!(
                     "S3 refused to complete the upload: {code}: {message} Check that each part is listed once with \
-                     the ETag its PUT returned (and its checksum_sha256 when the upload was created with SHA256), \
+                     the ETag its PUT returned (and its checksum_crc32c or checksum_sha256 when the upload was \
+                     created with CRC32C or SHA256), \
                      and that every part but the last holds at least 5 MiB; GET /api/v1/multipart/parts lists what \
                      S3 holds."
                 ),
@@ -293,8 +301,9 @@ fn check_parts_to_complete(parts: &[CompletePartRequest]) -> Result<Vec<Completi
                 format!("parts[{index}].etag must be the ETag header that S3 answered the part's PUT with."),
             ));
         }
-        let checksum_sha256 = check_part_checksum(index, part.checksum_sha256.as_deref())?;
-        checked.push(CompletingPart { part_number, etag: part.etag.clone(), checksum_sha256 });
+        let (checksum_sha256, checksum_crc32c) =
+            check_part_checksums(index, part.checksum_sha256.as_deref(), part.checksum_crc32c.as_deref())?;
+        checked.push(CompletingPart { part_number, etag: part.etag.clone(), checksum_sha256, checksum_crc32c });
     }
     checked.sort_by_key(|part| part.part_number);
     Ok(checked)
@@ -359,17 +368,34 @@ fn check_part_number(index: usize, part_number: i64, seen: &mut HashSet<i64>) ->
     Ok(number)
 }
 
-fn check_part_checksum(index: usize, checksum: Option<&str>) -> Result<Option<String>, ApiError> {
-    match checksum {
-        None => Ok(None),
-        Some(checksum) if is_sha256_base64(checksum) => Ok(Some(checksum.to_owned())),
-        Some(_) => Err(ApiError::unprocessable(
+/// A part's checksums, at most one of them: the one its upload was created with. Which one that
+/// is stays S3's to check (it refuses a part or a completion without the right one).
+type PartChecksums = (Option<String>, Option<String>);
+
+fn check_part_checksums(index: usize, sha256: Option<&str>, crc32c: Option<&str>) -> Result<PartChecksums, ApiError> {
+    if sha256.is_some_and(|c| !is_sha256_base64(c)) {
+        return Err(ApiError::unprocessable(
             "invalid_checksum",
             format!(
                 "parts[{index}].checksum_sha256 must be the standard base64 (with padding) of the part's 32-byte SHA-256, or null."
             ),
-        )),
+        ));
     }
+    if crc32c.is_some_and(|c| !is_crc32c_base64(c)) {
+        return Err(ApiError::unprocessable(
+            "invalid_checksum",
+            format!(
+                "parts[{index}].checksum_crc32c must be the standard base64 (with padding) of the part's 4-byte big-endian CRC32C, or null."
+            ),
+        ));
+    }
+    if sha256.is_some() && crc32c.is_some() {
+        return Err(ApiError::unprocessable(
+            "invalid_checksum",
+            format!("parts[{index}] has both checksum_sha256 and checksum_crc32c; send the one the upload was created with."),
+        ));
+    }
+    Ok((sha256.map(str::to_owned), crc32c.map(str::to_owned)))
 }
 
 #[cfg(test)]
@@ -390,11 +416,11 @@ mod tests {
     }
 
     fn sign_part(part_number: i64, size: u64, checksum: Option<&str>) -> PartRequest {
-        PartRequest { part_number, size, checksum_sha256: checksum.map(str::to_owned) }
+        PartRequest { part_number, size, checksum_sha256: checksum.map(str::to_owned), checksum_crc32c: None }
     }
 
     fn complete_part(part_number: i64, etag: &str) -> CompletePartRequest {
-        CompletePartRequest { part_number, etag: etag.to_owned(), checksum_sha256: None }
+        CompletePartRequest { part_number, etag: etag.to_owned(), checksum_sha256: None, checksum_crc32c: None }
     }
 
     fn code<T: std::fmt::Debug>(result: Result<T, ApiError>) -> &'static str {
@@ -409,12 +435,17 @@ mod tests {
             CheckedCreate {
                 client_upload_id: ID.to_lowercase(),
                 content_type: "application/octet-stream".to_owned(),
-                sha256_checksums: true,
+                part_checksum: Some(PartChecksum::Sha256),
             },
             "the id is lower-cased and the content type defaulted"
         );
-        assert!(!check_create(&create(1, None)).unwrap().sha256_checksums, "null means no checksum algorithm");
-        assert!(check_create(&create(1, Some("sha256"))).unwrap().sha256_checksums, "the spelling's case is free");
+        assert_eq!(check_create(&create(1, None)).unwrap().part_checksum, None, "null means no checksum algorithm");
+        assert_eq!(
+            check_create(&create(1, Some("sha256"))).unwrap().part_checksum,
+            Some(PartChecksum::Sha256),
+            "the spelling's case is free"
+        );
+        assert_eq!(check_create(&create(1, Some("CRC32C"))).unwrap().part_checksum, Some(PartChecksum::Crc32c));
     }
 
     #[test]
@@ -425,8 +456,8 @@ mod tests {
     }
 
     #[test]
-    fn only_sha256_is_a_checksum_algorithm() {
-        for algorithm in ["CRC32", "", "SHA-256", "MD5"] {
+    fn only_sha256_and_crc32c_are_checksum_algorithms() {
+        for algorithm in ["CRC32", "", "SHA-256", "MD5", "CRC-32C"] {
             assert_eq!(code(check_create(&create(1, Some(algorithm)))), "invalid_checksum_algorithm", "{algorithm:?}");
         }
     }
@@ -447,8 +478,13 @@ mod tests {
         assert_eq!(
             checked,
             vec![
-                PartToSign { part_number: 3, size: 1, checksum_sha256: None },
-                PartToSign { part_number: 1, size: 5, checksum_sha256: Some(CHECKSUM.to_owned()) },
+                PartToSign { part_number: 3, size: 1, checksum_sha256: None, checksum_crc32c: None },
+                PartToSign {
+                    part_number: 1,
+                    size: 5,
+                    checksum_sha256: Some(CHECKSUM.to_owned()),
+                    checksum_crc32c: None
+                },
             ],
             "signed in request order, as asked"
         );

@@ -200,6 +200,7 @@ pub async fn create_attachment(State(app): State<AppState>, request: Request) ->
         size: byte_size,
         content_type,
         checksum_sha256: checksum,
+        checksum_crc32c: None,
         flavour: Flavour::Rails,
     };
     match app.db.record_by_key(new).await? {

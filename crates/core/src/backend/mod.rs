@@ -114,6 +114,8 @@ pub struct PartToSign {
     pub part_number: u32,
     pub size: u64,
     pub checksum_sha256: Option<String>,
+    /// Base64 CRC32C of the part, for an upload created with CRC32C checksums.
+    pub checksum_crc32c: Option<String>,
 }
 
 #[derive(Clone)]
@@ -138,6 +140,7 @@ pub struct CompletedPart {
     pub part_number: u32,
     pub etag: String,
     pub checksum_sha256: Option<String>,
+    pub checksum_crc32c: Option<String>,
 }
 
 #[async_trait]

@@ -1,7 +1,7 @@
 //! A multipart upload through presigned part URLs: parts go up in parallel (bounded by the
 //! engine's shared permits), URLs are signed in batches as the parts need them and signed
 //! again when they have expired or are about to, and failed parts are retried by the policy.
-//! Each part's SHA-256 is signed into its URL; one sequential pass hashes the parts just ahead
+//! Each part's CRC32C is signed into its URL; one sequential pass checksums the parts just ahead
 //! of the uploads, so the first bytes go out at once instead of after a whole-file read.
 
 use std::collections::HashMap;
@@ -52,7 +52,8 @@ pub struct MultipartRun<'a> {
 }
 
 /// Uploads every part and returns them in order, ready for CompleteMultipartUpload, with S3's
-/// composite checksum of the object. On error the caller aborts the upload.
+/// composite checksum of the object (`crc32c:<base64>-<parts>`, see [`crate::checksum`]). On
+/// error the caller aborts the upload.
 pub async fn upload_parts(run: &MultipartRun<'_>) -> Result<(Vec<CompletedPart>, String), Error> {
     let checksums = PartChecksums::new(run.plan.part_count);
     let book = UrlBook::default();
@@ -73,7 +74,7 @@ pub async fn upload_parts(run: &MultipartRun<'_>) -> Result<(Vec<CompletedPart>,
     Ok((parts, checksums.composite()))
 }
 
-/// The parts' SHA-256s, filled in order by one pass over the file; senders wait for theirs.
+/// The parts' CRC32Cs, filled in order by one pass over the file; senders wait for theirs.
 struct PartChecksums {
     digests: Mutex<Vec<String>>,
     hashed: watch::Sender<u32>,
@@ -86,7 +87,7 @@ impl PartChecksums {
 
     async fn compute(&self, run: &MultipartRun<'_>) -> Result<(), Error> {
         for number in 1..=run.plan.part_count {
-            let kept = run.finished.iter().find(|p| p.part_number == number).and_then(|p| p.checksum_sha256.clone());
+            let kept = run.finished.iter().find(|p| p.part_number == number).and_then(|p| p.checksum_crc32c.clone());
             if let Some(digest) = kept {
                 self.digests.lock().unwrap_or_else(|p| p.into_inner()).push(digest);
                 self.hashed.send_replace(number);
@@ -94,7 +95,7 @@ impl PartChecksums {
             }
             let (offset, len) = run.plan.range(number);
             let path = run.path.to_owned();
-            let hashed = tokio::task::spawn_blocking(move || crate::checksum::sha256_range(&path, offset, len)).await;
+            let hashed = tokio::task::spawn_blocking(move || crate::checksum::crc32c_range(&path, offset, len)).await;
             let changed = |detail: String| TransferError::FileChanged { path: run.path.display().to_string(), detail };
             let digest = hashed.map_err(|e| changed(e.to_string()))?.map_err(|e| changed(e.to_string()))?;
             self.digests.lock().unwrap_or_else(|p| p.into_inner()).push(digest);
@@ -116,7 +117,7 @@ impl PartChecksums {
     }
 
     fn composite(&self) -> String {
-        crate::checksum::composite(&self.digests.lock().unwrap_or_else(|p| p.into_inner()))
+        crate::checksum::composite_crc32c(&self.digests.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -138,7 +139,7 @@ async fn send_parts(
             continue;
         }
         let etag = send_part(run, book, checksums, number, sent).await?;
-        let part = CompletedPart { part_number: number, etag, checksum_sha256: checksums.get(number) };
+        let part = CompletedPart { part_number: number, etag, checksum_sha256: None, checksum_crc32c: checksums.get(number) };
         (run.on_part_done)(&part);
         done.lock().unwrap_or_else(|p| p.into_inner()).push(part);
     }
@@ -233,7 +234,12 @@ impl UrlBook {
         let wanted: Vec<PartToSign> = (number..=last)
             .filter(|n| *n == number || !signed.get(n).is_some_and(is_fresh))
             .filter(|n| *n == number || !run.finished.iter().any(|p| p.part_number == *n))
-            .map(|n| PartToSign { part_number: n, size: run.plan.range(n).1, checksum_sha256: checksums.get(n) })
+            .map(|n| PartToSign {
+                part_number: n,
+                size: run.plan.range(n).1,
+                checksum_sha256: None,
+                checksum_crc32c: checksums.get(n),
+            })
             .collect();
         for part in run.backend.sign_parts(run.upload, &wanted).await? {
             signed.insert(part.part_number, part);
