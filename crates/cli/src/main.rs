@@ -2,6 +2,7 @@
 
 mod history;
 mod upload;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Upload files and folders (folders recursively).
     Upload(upload::UploadArgs),
+    /// Watch folders and upload every complete file that lands in them, until stopped.
+    Watch(watch::WatchArgs),
     /// Show the local upload history, newest first.
     History(history::HistoryArgs),
 }
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Upload(args) => runtime.block_on(upload::run(args)),
+        Command::Watch(args) => runtime.block_on(watch::run(args)),
         Command::History(args) => history::run(args, runtime.handle().clone()),
     }
 }

@@ -78,7 +78,7 @@ pub async fn run(args: UploadArgs) -> ExitCode {
 }
 
 /// Ctrl-C, or SIGTERM from a service manager or `kill`.
-async fn interrupted_or_terminated() {
+pub(crate) async fn interrupted_or_terminated() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -11,9 +11,11 @@ mod events;
 mod scan;
 pub mod store;
 pub mod transfer;
+pub mod watch;
 
 pub use config::{default_data_dir, ApiFlavour, Settings, TransferSettings};
 pub use engine::{BatchSummary, Engine, FileOutcome, FileStatus};
 pub use error::{Error, ErrorInfo};
 pub use events::Event;
 pub use store::{HistoryEntry, HistoryQuery, Source, UploadStatus};
+pub use watch::{WatchSettings, WatchedFolder, Watcher};

@@ -2,12 +2,15 @@
 //! path, size, checksum, key, object URL, source, status, timestamps and error.
 
 mod migrate;
+mod watch_index;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
+
+pub use watch_index::{FileVersion, IndexedFile};
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("The upload history at {path} {action} ({detail}). {hint}")]
