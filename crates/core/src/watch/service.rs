@@ -252,7 +252,7 @@ impl Service {
         folder.source = done.source;
         folder.state = if done.polling_reason.is_some() { FolderState::Polling } else { FolderState::Watching };
         folder.detail = done.polling_reason.clone();
-        if let Some(reason) = done.polling_reason {
+        if let (Some(reason), false) = (&done.polling_reason, folder.config.polling) {
             tracing::warn!(folder = %folder.root().display(), "{reason}");
             let _ = self.events.send(WatchEvent::Warning(format!("{}: {reason}", folder.root().display())));
         }
@@ -340,6 +340,9 @@ impl Service {
             }
             _ => Touch::Appeared,
         };
+        // Polling sees only what changed between two walks, never a close: judge by the
+        // stability window alone.
+        let touch = if self.folders[index].state == FolderState::Polling { Touch::Appeared } else { touch };
         let paths = match event.kind {
             EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => event.paths.last().into_iter().collect(),
             _ => event.paths.iter().collect::<Vec<_>>(),
