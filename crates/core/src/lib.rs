@@ -1,6 +1,7 @@
 //! dropship-core: everything that uploads, remembers and reports. The desktop shell and the
 //! headless CLI are thin layers over [`Engine`]; nothing here knows about Tauri.
 
+pub mod activity;
 pub mod backend;
 mod checksum;
 pub mod config;

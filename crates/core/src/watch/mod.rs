@@ -99,7 +99,21 @@ impl Watcher {
         settings.validate()?;
         let store = Arc::new(Store::open(&engine.data_dir().join(HISTORY_FILE))?);
         let (commands, receiver) = mpsc::unbounded_channel();
-        let status = Arc::new(Mutex::new(WatchStatus::default()));
+        // Seeded, so a status asked for before the task first runs already lists the folders.
+        let folders = settings
+            .folders
+            .iter()
+            .map(|f| FolderStatus {
+                path: f.path.clone(),
+                state: FolderState::Starting,
+                detail: None,
+                waiting: 0,
+                uploading: 0,
+                uploaded: 0,
+                failed: 0,
+            })
+            .collect();
+        let status = Arc::new(Mutex::new(WatchStatus { folders, error: None }));
         let (events, _) = broadcast::channel(4096);
         let service = service::Service::new(engine, store, settings, status.clone(), events.clone());
         let task = runtime.spawn(service.run(receiver));
