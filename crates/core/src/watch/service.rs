@@ -52,11 +52,19 @@ struct Folder {
     detail: Option<String>,
     uploaded: u32,
     failed: u32,
+    /// Sub-folders created during the first scan, to watch once the scan hands the source back.
+    late_dirs: Vec<PathBuf>,
 }
 
 impl Folder {
     fn root(&self) -> &Path {
         &self.config.path
+    }
+
+    /// Taking files: watched, polled, or still in its first scan (whose source is busy
+    /// adding watches while events already arrive).
+    fn is_active(&self) -> bool {
+        matches!(self.state, FolderState::Starting | FolderState::Watching | FolderState::Polling)
     }
 }
 
@@ -213,6 +221,7 @@ impl Service {
                 detail: None,
                 uploaded: 0,
                 failed: 0,
+                late_dirs: Vec::new(),
             };
             self.start_folder(&mut folder);
             self.folders.push(folder);
@@ -250,6 +259,12 @@ impl Service {
             return; // paused or gone meanwhile
         }
         folder.source = done.source;
+        let mut limit_hit = false;
+        for dir in std::mem::take(&mut folder.late_dirs) {
+            if done.polling_reason.is_none() && !limit_hit {
+                watch_one(&mut folder.source, &dir, &mut limit_hit);
+            }
+        }
         folder.state = if done.polling_reason.is_some() { FolderState::Polling } else { FolderState::Watching };
         folder.detail = done.polling_reason.clone();
         if let (Some(reason), false) = (&done.polling_reason, folder.config.polling) {
@@ -301,7 +316,7 @@ impl Service {
     // ---- events ----------------------------------------------------------------------------
 
     fn on_fs_event(&mut self, id: u64, event: notify::Result<notify::Event>) {
-        let Some(index) = self.folders.iter().position(|f| f.id == id && f.source.is_some()) else { return };
+        let Some(index) = self.folders.iter().position(|f| f.id == id && f.is_active()) else { return };
         let event = match event {
             Ok(event) => event,
             Err(e) => {
@@ -374,8 +389,13 @@ impl Service {
         let walked = {
             let (root, rules) = (folder.config.path.clone(), folder.rules.clone());
             let polling = folder.state == FolderState::Polling;
-            let source = &mut folder.source;
+            let starting = folder.state == FolderState::Starting;
+            let (source, late) = (&mut folder.source, &mut folder.late_dirs);
             walk::walk(&root, &path, &rules, &mut |dir| {
+                if starting {
+                    late.push(dir.to_owned());
+                    return true;
+                }
                 if polling || limit_hit {
                     return true;
                 }
@@ -414,7 +434,7 @@ impl Service {
             if self.in_flight.contains_key(&file.path) || self.vetting.contains(&file.path) {
                 // An older version is still going up: look again once it is done.
                 self.pending.retry_after(file.folder, &file.path, file.stat, self.pending.window(), now);
-            } else if self.folders.iter().any(|f| f.id == file.folder && f.source.is_some()) {
+            } else if self.folders.iter().any(|f| f.id == file.folder && f.is_active()) {
                 settled.push(file);
             }
         }
