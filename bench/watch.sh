@@ -26,6 +26,6 @@ out=bench/results/watch-$(date -u +%Y%m%dT%H%M%SZ).md
   echo "| measure | figures |"
   echo "|---|---|"
   cargo test "${flag[@]}" -q -p dropship-system-tests --test watch_bench -- --ignored --nocapture --test-threads=1 2>/dev/null |
-    grep '^| '
+    grep -o '| .*|$'
 } | tee "$out"
 echo "bench: written to $out" >&2
