@@ -182,14 +182,17 @@ fn catch_up_and_idle_cpu_with_a_hundred_thousand_files() {
     let status = watcher.status().folders[0].clone();
     assert_eq!((status.waiting, status.uploading), (0, 0), "nothing to upload when nothing changed: {status:?}");
 
-    let idle_for = Duration::from_secs(
-        std::env::var("BENCH_WATCH_IDLE_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(30),
-    );
+    let idle_for =
+        Duration::from_secs(std::env::var("BENCH_WATCH_IDLE_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(30));
     let before = cpu_seconds();
     std::thread::sleep(idle_for);
     let idle = cpu_seconds() - before;
 
-    println!("| catch-up scan, {total} files in {} folders, empty index | {:.2} s |", total / per_folder, first.as_secs_f64());
+    println!(
+        "| catch-up scan, {total} files in {} folders, empty index | {:.2} s |",
+        total / per_folder,
+        first.as_secs_f64()
+    );
     println!("| catch-up scan, same files, all already uploaded | {:.2} s |", unchanged.as_secs_f64());
     println!(
         "| CPU while idle, watching {total} files, over {} s | {:.3} CPU-s ({:.2}% of one core) |",

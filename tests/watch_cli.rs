@@ -266,7 +266,8 @@ fn a_thousand_files_dropped_in_at_once_each_land_exactly_once() {
     // Prepared next door, then moved in as one folder-full, like a drag onto the folder.
     let staging = workspace.dir.path().join("staging");
     std::fs::create_dir_all(&staging).unwrap();
-    let files: Vec<(String, Vec<u8>)> = (0..1000).map(|i| (format!("photo-{i:04}.jpg"), pattern(1000 + i, i as u8))).collect();
+    let files: Vec<(String, Vec<u8>)> =
+        (0..1000).map(|i| (format!("photo-{i:04}.jpg"), pattern(1000 + i, i as u8))).collect();
     for (name, bytes) in &files {
         std::fs::write(staging.join(name), bytes).unwrap();
     }

@@ -123,9 +123,8 @@ impl ActivityTracker {
         if let Some(error) = watch.and_then(|w| w.error.as_ref()) {
             return Some(error.message.clone());
         }
-        let missing = watch.and_then(|w| {
-            w.folders.iter().find(|f| matches!(f.state, FolderState::Missing | FolderState::Error))
-        });
+        let missing =
+            watch.and_then(|w| w.folders.iter().find(|f| matches!(f.state, FolderState::Missing | FolderState::Error)));
         if let Some(folder) = missing {
             return Some(format!("the watched folder {} is not available", folder.path.display()));
         }
@@ -170,7 +169,13 @@ mod tests {
     use crate::ErrorInfo;
 
     fn queued(id: &str) -> Event {
-        Event::FileQueued { upload_id: id.into(), batch_id: "b".into(), path: "/a".into(), file_name: "a".into(), size: 1 }
+        Event::FileQueued {
+            upload_id: id.into(),
+            batch_id: "b".into(),
+            path: "/a".into(),
+            file_name: "a".into(),
+            size: 1,
+        }
     }
 
     #[test]

@@ -4,10 +4,8 @@
 
 use rusqlite::Connection;
 
-pub const MIGRATIONS: &[(u32, &str)] = &[
-    (1, include_str!("migrations/0001_history.sql")),
-    (3, include_str!("migrations/0003_watch_index.sql")),
-];
+pub const MIGRATIONS: &[(u32, &str)] =
+    &[(1, include_str!("migrations/0001_history.sql")), (3, include_str!("migrations/0003_watch_index.sql"))];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<u32> {
     let mut version = 0;
@@ -36,6 +34,24 @@ mod tests {
         let latest = MIGRATIONS.last().unwrap().0;
         assert_eq!(apply(&mut conn).unwrap(), latest);
         assert_eq!(apply(&mut conn).unwrap(), latest, "a second run changes nothing");
+    }
+
+    #[test]
+    fn a_history_from_before_watched_folders_gains_the_index_and_keeps_its_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0].1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO uploads (upload_id, batch_id, path, file_name, size, content_type, source, status, created_at, updated_at)
+             VALUES ('u1', 'b', '/a', 'a', 1, 'text/plain', 'cli', 'uploaded', 't', 't')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(apply(&mut conn).unwrap(), MIGRATIONS.last().unwrap().0);
+        let rows: i64 = conn.query_row("SELECT count(*) FROM uploads", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 1, "history survives the upgrade");
+        let indexed: i64 = conn.query_row("SELECT count(*) FROM watch_index", [], |r| r.get(0)).unwrap();
+        assert_eq!(indexed, 0, "the watched-folder index starts empty");
     }
 
     #[test]

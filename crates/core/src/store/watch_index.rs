@@ -41,7 +41,9 @@ impl Store {
             )
             .map_err(read)?;
         let rows = statement
-            .query_map([folder.to_string_lossy()], |row| Ok((PathBuf::from(row.get::<_, String>(0)?), row_to_indexed(row)?)))
+            .query_map([folder.to_string_lossy()], |row| {
+                Ok((PathBuf::from(row.get::<_, String>(0)?), row_to_indexed(row)?))
+            })
             .map_err(read)?;
         rows.collect::<Result<_, _>>().map_err(read)
     }

@@ -510,7 +510,9 @@ impl Service {
                 // Stopped on purpose: the index still says `sending`, so the next start
                 // settles it or sends it again.
                 (_, Some("cancelled" | "shutting_down")) => {}
-                (_, Some("file_changed")) => self.pending.retry_after(file.folder, &file.path, file.stat, Duration::ZERO, now),
+                (_, Some("file_changed")) => {
+                    self.pending.retry_after(file.folder, &file.path, file.stat, Duration::ZERO, now)
+                }
                 _ => {
                     if let Some(folder) = folder {
                         folder.failed += 1;
@@ -711,7 +713,9 @@ fn catch_up(
         let events = sender.clone();
         match notify::RecommendedWatcher::new(move |event| drop(events.send((id, event))), notify::Config::default()) {
             Ok(watcher) => source = Some(Box::new(watcher)),
-            Err(e) => polling_reason = Some(format!("the OS would not watch it ({e}), so it is checked every few seconds")),
+            Err(e) => {
+                polling_reason = Some(format!("the OS would not watch it ({e}), so it is checked every few seconds"))
+            }
         }
     }
     let mut limit_hit = false;
@@ -762,7 +766,10 @@ fn catch_up(
 enum Decision {
     Unchanged,
     /// Already uploaded in this version (a crash hid it, or only its time changed): record it.
-    Settle { checksum: Option<String>, upload_id: Option<String> },
+    Settle {
+        checksum: Option<String>,
+        upload_id: Option<String>,
+    },
     Upload,
 }
 
@@ -881,8 +888,5 @@ fn free_name(path: &Path) -> PathBuf {
     }
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
-    (2..)
-        .map(|n| path.with_file_name(format!("{stem} ({n}){ext}")))
-        .find(|p| !p.exists())
-        .expect("some name is free")
+    (2..).map(|n| path.with_file_name(format!("{stem} ({n}){ext}"))).find(|p| !p.exists()).expect("some name is free")
 }

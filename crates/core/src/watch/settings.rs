@@ -87,7 +87,9 @@ pub enum AfterUpload {
     #[default]
     Keep,
     /// Move it into this sub-folder of the watched folder (which is then never watched).
-    MoveTo { subfolder: String },
+    MoveTo {
+        subfolder: String,
+    },
     Delete,
 }
 
