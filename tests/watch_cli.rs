@@ -386,3 +386,25 @@ fn a_folder_that_is_not_there_is_a_setup_error_that_names_it() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/no/such/folder"));
 }
+
+#[test]
+fn after_a_verified_upload_the_file_can_be_moved_aside_and_is_not_sent_again_from_there() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let dir = watched_dir(&workspace);
+    let watching = Watching::start(&workspace, &backend, &dir, &["--move-uploaded-to", "Uploaded"]);
+    std::fs::create_dir_all(dir.join("inbox")).unwrap();
+    let path = dir.join("inbox/scan.pdf");
+    std::fs::write(&path, b"%PDF scan").unwrap();
+    let line = watching.wait_uploaded(&path, 1, Duration::from_secs(30)).remove(0);
+    let moved = dir.join("Uploaded/inbox/scan.pdf");
+    wait_for("the file moved aside", Duration::from_secs(10), || moved.exists().then_some(())).unwrap();
+    assert!(!path.exists(), "moved, not copied");
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, lines, _) = watching.terminate();
+    assert!(status.success());
+    assert_eq!(lines.len(), 1, "the moved file is not uploaded again: {lines:#?}");
+    assert_landed_from_watch(s3, &workspace, &line, b"%PDF scan");
+    assert_eq!(std::fs::read(&moved).unwrap(), b"%PDF scan");
+}

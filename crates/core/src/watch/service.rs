@@ -587,10 +587,9 @@ impl Service {
         while self.batches > 0 {
             tokio::select! {
                 Some(done) = self.work.join_next() => {
-                    if let Ok(work) = done {
-                        if let Work::Batch(files, summary) = work {
-                            self.on_batch_done(files, summary);
-                        }
+                    // Only batches matter now: scans and vetting are for a run that is ending.
+                    if let Ok(Work::Batch(files, summary)) = done {
+                        self.on_batch_done(files, summary);
                     }
                 }
                 _ = tokio::time::sleep_until(deadline), if !cancelled => {
