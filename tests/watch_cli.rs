@@ -408,3 +408,44 @@ fn after_a_verified_upload_the_file_can_be_moved_aside_and_is_not_sent_again_fro
     assert_landed_from_watch(s3, &workspace, &line, b"%PDF scan");
     assert_eq!(std::fs::read(&moved).unwrap(), b"%PDF scan");
 }
+
+/// Runs `dropship watch` in a private user namespace whose inotify watch limit is `limit`, so
+/// the limit runs out without touching the machine's own setting.
+fn watch_with_inotify_limit(workspace: &Workspace, backend: &Backend, dir: &Path, limit: u32) -> Watching {
+    let base = workspace.dropship(backend, "native");
+    let mut command = Command::new("unshare");
+    command.env_clear();
+    for (key, value) in base.get_envs() {
+        if let Some(value) = value {
+            command.env(key, value);
+        }
+    }
+    command
+        .args(["--user", "--map-root-user", "sh", "-c"])
+        .arg(format!("echo {limit} > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\""))
+        .arg(base.get_program())
+        .args(["watch", "--json", "--stable-ms", STABLE_MS])
+        .arg(dir);
+    Watching::spawn(command)
+}
+
+#[test]
+fn when_inotify_runs_out_of_watches_the_folder_is_polled_says_so_and_still_uploads() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let dir = watched_dir(&workspace);
+    for i in 0..10 {
+        std::fs::create_dir_all(dir.join(format!("day-{i}"))).unwrap();
+    }
+    let watching = watch_with_inotify_limit(&workspace, &backend, &dir, 4);
+    watching.wait_for_stderr("polling ", Duration::from_secs(10));
+    watching.wait_for_stderr("max_user_watches", Duration::from_secs(1));
+    let path = dir.join("day-9/late.txt");
+    std::fs::write(&path, b"seen by polling").unwrap();
+    let line = watching.wait_uploaded(&path, 1, Duration::from_secs(30)).remove(0);
+    let (status, lines, _) = watching.terminate();
+    assert!(status.success());
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_landed_from_watch(s3, &workspace, &line, b"seen by polling");
+}

@@ -650,11 +650,17 @@ fn version_of(file: &ReadyFile) -> FileVersion<'_> {
 }
 
 fn inotify_limit_reason() -> String {
-    let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches").unwrap_or_default();
+    // The global sysctl, and the one of our user namespace (containers and sandboxes set it).
+    let read = |path: &str| std::fs::read_to_string(path).ok().and_then(|v| v.trim().parse::<u64>().ok());
+    let limit = [read("/proc/sys/fs/inotify/max_user_watches"), read("/proc/sys/user/max_inotify_watches")]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| "unknown".into());
     format!(
-        "the system's limit on watched folders (fs.inotify.max_user_watches = {}) is used up, so this folder is \
-         checked every {} s instead; raise the limit to watch it instantly",
-        limit.trim(),
+        "the system's limit on inotify watches ({limit}, fs.inotify.max_user_watches) is used up, so this folder \
+         is checked every {} s instead; raise the limit to watch it instantly",
         DEFAULT_POLL_INTERVAL_MS / 1000
     )
 }
