@@ -14,6 +14,12 @@ fn main() {
         "pause_all",
         "resume_all",
         "cancel_all",
+        "get_watch_settings",
+        "save_watch_settings",
+        "watch_status",
+        "pick_watch_folder",
+        "get_start_at_login",
+        "set_start_at_login",
     ]);
     tauri_build::try_build(tauri_build::Attributes::new().app_manifest(commands)).expect("failed to run tauri-build");
 }

@@ -4,8 +4,10 @@
 
 mod commands;
 mod events;
+mod tray;
+mod watch_commands;
 
-use dropship_core::{default_data_dir, Engine, Source};
+use dropship_core::{default_data_dir, Engine, Source, WatchSettings, Watcher};
 use tauri::{DragDropEvent, Emitter, Manager, RunEvent, Window, WindowEvent};
 use tracing_subscriber::EnvFilter;
 
@@ -16,6 +18,12 @@ pub fn run() {
         .init();
 
     let app = tauri::Builder::default()
+        // First, so a second launch hands over before anything else starts.
+        .plugin(single_instance())
+        .plugin(tauri_plugin_autostart::init(
+            tauri_plugin_autostart::MacosLauncher::LaunchAgent,
+            Some(vec![tray::HIDDEN_ARG]),
+        ))
         .plugin(tauri_plugin_dialog::init())
         .setup(|app| {
             let data_dir = default_data_dir();
@@ -29,7 +37,11 @@ pub fn run() {
                 Ok(count) => tracing::info!(count, "resuming interrupted uploads"),
                 Err(e) => tracing::warn!("could not look for interrupted uploads: {e}"),
             }
+            start_background_sync(app, &engine, &data_dir);
             app.manage(engine);
+            if !std::env::args().any(|a| a == tray::HIDDEN_ARG) {
+                tray::show_main_window(app.handle());
+            }
             Ok(())
         })
         .on_window_event(on_window_event)
@@ -46,12 +58,24 @@ pub fn run() {
             commands::pause_all,
             commands::resume_all,
             commands::cancel_all,
+            watch_commands::get_watch_settings,
+            watch_commands::save_watch_settings,
+            watch_commands::watch_status,
+            watch_commands::pick_watch_folder,
+            watch_commands::get_start_at_login,
+            watch_commands::set_start_at_login,
         ])
         .build(tauri::generate_context!())
         .expect("the Dropship window could not be created");
 
     app.run(|app, event| {
         if let RunEvent::Exit = event {
+            if let Some(watcher) = app.try_state::<Watcher>() {
+                tauri::async_runtime::block_on(watcher.stop(std::time::Duration::from_secs(5)));
+            }
+            if let Some(tray) = app.try_state::<tray::Tray>() {
+                tray.stop();
+            }
             // Let running batches stop cleanly (their rows stay resumable in the history).
             if let Some(engine) = app.try_state::<Engine>() {
                 tauri::async_runtime::block_on(engine.shutdown());
@@ -66,6 +90,12 @@ pub fn run() {
 /// Native drag and drop: the paths go from the window system straight to the engine, so the
 /// webview never gets to name files to read. The webview only learns whether to highlight.
 fn on_window_event(window: &Window, event: &WindowEvent) {
+    if let WindowEvent::CloseRequested { api, .. } = event {
+        // Closing the window keeps Dropship syncing from the tray; Quit is in the tray menu.
+        api.prevent_close();
+        let _ = window.hide();
+        return;
+    }
     let WindowEvent::DragDrop(drag) = event else { return };
     let state = match drag {
         DragDropEvent::Enter { .. } => events::DragState::Enter,
@@ -83,4 +113,32 @@ fn on_window_event(window: &Window, event: &WindowEvent) {
     if let Err(e) = window.emit(events::DRAG_EVENT, state) {
         tracing::warn!("could not tell the window about the drag: {e}");
     }
+}
+
+/// Watched folders and the tray. A problem here is logged and leaves the window working.
+fn start_background_sync(app: &tauri::App, engine: &Engine, data_dir: &std::path::Path) {
+    let settings = WatchSettings::load(data_dir).unwrap_or_else(|e| {
+        tracing::error!("watched folders not started: {e}");
+        WatchSettings::default()
+    });
+    match Watcher::start(engine.clone(), settings, tauri::async_runtime::handle().inner()) {
+        Ok(watcher) => drop(app.manage(watcher)),
+        Err(e) => tracing::error!("watched folders not started: {e}"),
+    }
+    match tray::start(app.handle(), engine) {
+        Ok(tray) => drop(app.manage(tray)),
+        Err(e) => tracing::warn!("no tray icon (the desktop may not offer one): {e}"),
+    }
+}
+
+/// A second launch shows the running app's window instead of starting another. Apps with
+/// different data folders (DROPSHIP_DATA_DIR) are different instances.
+fn single_instance() -> tauri::plugin::TauriPlugin<tauri::Wry> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    default_data_dir().hash(&mut hasher);
+    tauri_plugin_single_instance::Builder::new()
+        .dbus_id(format!("dev.dropship.desktop.d{:016x}", hasher.finish()))
+        .callback(|app, _args, _cwd| tray::show_main_window(app))
+        .build()
 }

@@ -3,6 +3,7 @@
 mod history;
 mod reports;
 mod upload;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
     /// Carry on with uploads an earlier run left unfinished (killed, crashed, power lost),
     /// sending only the parts S3 does not hold yet.
     Resume(upload::RunArgs),
+    /// Watch folders and upload every complete file that lands in them, until stopped.
+    Watch(watch::WatchArgs),
     /// Show the local upload history, newest first.
     History(history::HistoryArgs),
     /// Show completion reports the backend has not acknowledged; retry rejected ones.
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Command::Resume(args) => runtime.block_on(upload::resume(args)),
         Command::History(args) => history::run(args),
         Command::Reports(args) => runtime.block_on(reports::run(args)),
+        Command::Watch(args) => runtime.block_on(watch::run(args)),
     }
 }
 

@@ -93,7 +93,7 @@ impl RunArgs {
 
 pub fn open_engine(args: &RunArgs) -> Result<Engine, ExitCode> {
     let engine = Engine::open(&args.backend.data.dir(), tokio::runtime::Handle::current()).map_err(|e| setup_error(&e))?;
-    engine.apply_settings(resolve_settings(&engine, args)).map_err(|e| setup_error(&e))?;
+    engine.apply_settings(resolve_run_settings(&engine, args)).map_err(|e| setup_error(&e))?;
     engine.set_backend_wait(std::time::Duration::from_secs(args.backend_wait));
     Ok(engine)
 }
@@ -143,7 +143,7 @@ async fn drive(
 }
 
 /// Ctrl-C, or SIGTERM from a service manager or `kill`.
-async fn interrupted_or_terminated() {
+pub(crate) async fn interrupted_or_terminated() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -159,16 +159,21 @@ async fn interrupted_or_terminated() {
 }
 
 /// Flags and environment win over the data directory's settings file, field by field.
-fn resolve_settings(engine: &Engine, upload: &RunArgs) -> Settings {
-    let args = &upload.backend;
+fn resolve_run_settings(engine: &Engine, run: &RunArgs) -> Settings {
+    let mut settings = resolve_settings(engine, &run.backend);
+    let transfer = &mut settings.transfer;
+    transfer.concurrency = run.concurrency.unwrap_or(transfer.concurrency);
+    transfer.multipart_threshold = run.multipart_threshold.unwrap_or(transfer.multipart_threshold);
+    transfer.part_size = run.part_size.unwrap_or(transfer.part_size);
+    transfer.bandwidth_limit = run.bandwidth_limit.unwrap_or(transfer.bandwidth_limit);
+    settings
+}
+
+/// Flags and environment win over the data directory's settings file, field by field.
+pub fn resolve_settings(engine: &Engine, args: &BackendArgs) -> Settings {
     let saved = engine.settings();
-    let mut transfer = saved.as_ref().map(|s| s.transfer).unwrap_or_default();
-    transfer.concurrency = upload.concurrency.unwrap_or(transfer.concurrency);
-    transfer.multipart_threshold = upload.multipart_threshold.unwrap_or(transfer.multipart_threshold);
-    transfer.part_size = upload.part_size.unwrap_or(transfer.part_size);
-    transfer.bandwidth_limit = upload.bandwidth_limit.unwrap_or(transfer.bandwidth_limit);
     Settings {
-        transfer,
+        transfer: saved.as_ref().map(|s| s.transfer).unwrap_or_default(),
         backend_url: args
             .backend_url
             .clone()

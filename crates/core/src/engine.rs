@@ -299,9 +299,12 @@ impl Engine {
 
     /// Starts carrying on with interrupted uploads in the background (the desktop app at start).
     pub fn submit_interrupted(&self) -> Result<usize, Error> {
-        let interrupted = self.interrupted()?;
+        let interrupted: Vec<Unfinished> =
+            self.interrupted()?.into_iter().filter(|u| u.source != Source::Watch).collect();
         let count = interrupted.len();
-        for source in [Source::Window, Source::Cli, Source::Watch] {
+        // Watched folders' uploads are the watcher's: its catch-up sends them again, and the
+        // batch adopts the interrupted upload then.
+        for source in [Source::Window, Source::Cli] {
             let paths: Vec<PathBuf> =
                 interrupted.iter().filter(|u| u.source == source).map(|u| PathBuf::from(&u.path)).collect();
             if !paths.is_empty() {

@@ -1,6 +1,7 @@
 //! dropship-core: everything that uploads, remembers and reports. The desktop shell and the
 //! headless CLI are thin layers over [`Engine`]; nothing here knows about Tauri.
 
+pub mod activity;
 pub mod backend;
 mod checksum;
 pub mod config;
@@ -13,6 +14,7 @@ mod report;
 mod scan;
 pub mod store;
 pub mod transfer;
+pub mod watch;
 
 pub use config::{default_data_dir, ApiFlavour, Settings, TransferSettings};
 pub use engine::{BatchSummary, Engine, FileOutcome, FileStatus};
@@ -20,3 +22,4 @@ pub use error::{Error, ErrorInfo};
 pub use events::Event;
 pub use report::Delivery;
 pub use store::{HistoryEntry, HistoryQuery, QueuedReport, Source, Unfinished, UploadStatus};
+pub use watch::{WatchSettings, WatchedFolder, Watcher};

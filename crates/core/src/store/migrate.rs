@@ -7,6 +7,7 @@ use rusqlite::Connection;
 pub const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/0001_history.sql")),
     (2, include_str!("migrations/0002_resume_and_outbox.sql")),
+    (3, include_str!("migrations/0003_watch_index.sql")),
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<u32> {
@@ -39,6 +40,29 @@ mod tests {
     }
 
     #[test]
+    fn a_history_from_the_first_release_upgrades_and_keeps_its_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0].1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO uploads (upload_id, batch_id, path, file_name, size, content_type, source, status, created_at, updated_at)
+             VALUES ('u1', 'b', '/a', 'a', 1, 'text/plain', 'cli', 'uploaded', 't', 't')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(apply(&mut conn).unwrap(), MIGRATIONS.last().unwrap().0);
+        let rows: i64 = conn.query_row("SELECT count(*) FROM uploads", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 1, "history survives the upgrade");
+        let indexed: i64 = conn.query_row("SELECT count(*) FROM watch_index", [], |r| r.get(0)).unwrap();
+        assert_eq!(indexed, 0, "the watched-folder index starts empty");
+        let (status, owner): (String, Option<String>) =
+            conn.query_row("SELECT status, owner FROM uploads", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!((status.as_str(), owner), ("uploaded", None), "earlier rows are kept as they were");
+        let queued: i64 = conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0)).unwrap();
+        assert_eq!(queued, 0, "the outbox starts empty");
+    }
+
+    #[test]
     fn two_connections_opening_a_fresh_database_at_once_both_succeed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.sqlite");
@@ -55,23 +79,6 @@ mod tests {
         for opener in openers {
             assert_eq!(opener.join().unwrap().unwrap(), MIGRATIONS.last().unwrap().0, "every opener sees the schema");
         }
-    }
-
-    #[test]
-    fn a_history_from_the_first_release_upgrades_and_keeps_its_rows() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(MIGRATIONS[0].1).unwrap();
-        conn.pragma_update(None, "user_version", 1).unwrap();
-        conn.execute(
-            "INSERT INTO uploads (upload_id, batch_id, path, file_name, size, content_type, source, status, created_at, updated_at)
-             VALUES ('u1', 'b', '/a.txt', 'a.txt', 3, 'text/plain', 'cli', 'uploaded', 't', 't')",
-            [],
-        )
-        .unwrap();
-        assert_eq!(apply(&mut conn).unwrap(), MIGRATIONS.last().unwrap().0);
-        let (status, owner): (String, Option<String>) =
-            conn.query_row("SELECT status, owner FROM uploads WHERE upload_id = 'u1'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        assert_eq!((status.as_str(), owner), ("uploaded", None), "earlier history is kept as it was");
     }
 
     #[test]

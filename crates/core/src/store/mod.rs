@@ -4,6 +4,7 @@
 mod migrate;
 mod outbox;
 mod resume;
+mod watch_index;
 
 pub use outbox::{unix_millis, QueuedReport};
 pub use resume::{FileIdentity, FinishedPart, MultipartState, Unfinished};
@@ -13,6 +14,8 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
+
+pub use watch_index::{FileVersion, IndexedFile};
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("The upload history at {path} {action} ({detail}). {hint}")]

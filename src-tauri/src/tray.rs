@@ -1,0 +1,119 @@
+//! Background sync from the tray: closing the window keeps Dropship running; the tray icon and
+//! its first menu line show the state (folded by the core's `ActivityTracker`), and the menu
+//! pauses, resumes, opens the window or quits. Started at login with `--hidden`, the app shows
+//! only this.
+
+use std::time::Duration;
+
+use dropship_core::activity::{Activity, ActivityState, ActivityTracker, TrayCommand};
+use dropship_core::{Engine, Watcher};
+use tauri::image::Image;
+use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
+use tauri::tray::{TrayIcon, TrayIconBuilder};
+use tauri::{AppHandle, Manager, Wry};
+use tokio::sync::broadcast::error::RecvError;
+
+/// The argument autostart launches the app with: start in the tray, without a window.
+pub const HIDDEN_ARG: &str = "--hidden";
+const OPEN: &str = "open";
+const QUIT: &str = "quit";
+/// The watcher's folder states (a folder going missing) are not events: look this often.
+const WATCH_STATUS_EVERY: Duration = Duration::from_secs(2);
+
+/// Kept in app state so the tray lives as long as the app.
+pub struct Tray {
+    _icon: TrayIcon,
+    task: tauri::async_runtime::JoinHandle<()>,
+}
+
+impl Tray {
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+pub fn start(app: &AppHandle, engine: &Engine) -> tauri::Result<Tray> {
+    let status = MenuItem::with_id(app, "status", "Dropship — up to date", false, None::<&str>)?;
+    let menu = Menu::with_items(
+        app,
+        &[
+            &status,
+            &PredefinedMenuItem::separator(app)?,
+            &MenuItem::with_id(app, TrayCommand::PAUSE_ALL, "Pause all", true, None::<&str>)?,
+            &MenuItem::with_id(app, TrayCommand::RESUME_ALL, "Resume all", true, None::<&str>)?,
+            &PredefinedMenuItem::separator(app)?,
+            &MenuItem::with_id(app, OPEN, "Open Dropship", true, None::<&str>)?,
+            &MenuItem::with_id(app, QUIT, "Quit", true, None::<&str>)?,
+        ],
+    )?;
+    let icon = TrayIconBuilder::with_id("dropship")
+        .icon(icon_for(ActivityState::Idle)?)
+        .tooltip("Dropship — up to date")
+        .menu(&menu)
+        .on_menu_event(|app, event| on_menu(app, event.id().as_ref()))
+        .build(app)?;
+    let task = tauri::async_runtime::spawn(follow(app.clone(), engine.clone(), icon.clone(), status));
+    Ok(Tray { _icon: icon, task })
+}
+
+fn on_menu(app: &AppHandle, id: &str) {
+    if let Some(command) = TrayCommand::from_menu_id(id) {
+        command.apply(&app.state::<Engine>());
+    } else if id == OPEN {
+        show_main_window(app);
+    } else if id == QUIT {
+        app.exit(0);
+    }
+}
+
+pub fn show_main_window(app: &AppHandle) {
+    if let Some(window) = app.get_webview_window("main") {
+        let _ = window.unminimize();
+        let _ = window.show();
+        let _ = window.set_focus();
+    }
+}
+
+/// Keeps the icon and the status line in step with the engine and the watcher.
+async fn follow(app: AppHandle, engine: Engine, icon: TrayIcon, status: MenuItem<Wry>) {
+    let mut events = engine.subscribe();
+    let mut tracker = ActivityTracker::new(engine.is_paused());
+    let mut shown: Option<Activity> = None;
+    let mut every = tokio::time::interval(WATCH_STATUS_EVERY);
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(event) => tracker.apply(&event),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            _ = every.tick() => {}
+        }
+        let watch = app.try_state::<Watcher>().map(|w| w.status());
+        let activity = tracker.activity(watch.as_ref());
+        if shown.as_ref() == Some(&activity) {
+            continue;
+        }
+        let label = activity.label();
+        if shown.as_ref().map(|s| s.state) != Some(activity.state) {
+            match icon_for(activity.state) {
+                Ok(image) => drop(icon.set_icon(Some(image))),
+                Err(e) => tracing::warn!("could not set the tray icon: {e}"),
+            }
+        }
+        let _ = icon.set_tooltip(Some(&label));
+        let _ = status.set_text(&label);
+        shown = Some(activity);
+    }
+}
+
+fn icon_for(state: ActivityState) -> tauri::Result<Image<'static>> {
+    let bytes: &'static [u8] = match state {
+        ActivityState::Idle => include_bytes!("../icons/tray-idle.png"),
+        ActivityState::Uploading => include_bytes!("../icons/tray-uploading.png"),
+        ActivityState::Paused => include_bytes!("../icons/tray-paused.png"),
+        ActivityState::Offline => include_bytes!("../icons/tray-offline.png"),
+        ActivityState::Error => include_bytes!("../icons/tray-error.png"),
+    };
+    Image::from_bytes(bytes)
+}
