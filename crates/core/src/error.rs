@@ -32,6 +32,13 @@ pub enum Error {
     ShuttingDown,
     #[error("Cancelled. Nothing was left behind in the bucket.")]
     Cancelled,
+    #[error(
+        "No system keyring is available to keep the access token safe. {0} Dropship can keep the \
+         token in its settings file instead, readable only by you, if you agree."
+    )]
+    KeyringUnavailable(String),
+    #[error("The system keyring did not take the access token ({0}). Unlock the keyring and save again.")]
+    KeyringFailed(String),
 }
 
 impl Error {
@@ -47,6 +54,8 @@ impl Error {
             Error::Store(_) => "history_store",
             Error::ShuttingDown => "shutting_down",
             Error::Cancelled => "cancelled",
+            Error::KeyringUnavailable(_) => "keyring_unavailable",
+            Error::KeyringFailed(_) => "keyring_failed",
         }
     }
 
@@ -55,6 +64,7 @@ impl Error {
     pub fn is_batch_level(&self) -> bool {
         match self {
             Error::NotConfigured | Error::InvalidSettings(_) | Error::Store(_) => true,
+            Error::KeyringUnavailable(_) | Error::KeyringFailed(_) => true,
             Error::Backend(e) => e.is_batch_level(),
             _ => false,
         }

@@ -8,12 +8,15 @@ mod control;
 mod engine;
 mod error;
 mod events;
+pub mod prefs;
 mod scan;
+pub mod secrets;
 pub mod store;
 pub mod transfer;
 
-pub use config::{default_data_dir, ApiFlavour, Settings, TransferSettings};
+pub use config::{default_data_dir, token_storage, ApiFlavour, Settings, TokenStorage, TransferSettings};
 pub use engine::{BatchSummary, Engine, FileOutcome, FileStatus};
 pub use error::{Error, ErrorInfo};
+pub use prefs::WindowPrefs;
 pub use events::Event;
 pub use store::{HistoryEntry, HistoryQuery, Source, UploadStatus};
