@@ -14,6 +14,13 @@ fn main() {
         "pause_all",
         "resume_all",
         "cancel_all",
+        "save_settings_token_in_file",
+        "get_token_storage",
+        "get_prefs",
+        "save_prefs",
+        "export_history_csv",
+        "retry_uploads",
+        "reveal_upload",
     ]);
     tauri_build::try_build(tauri_build::Attributes::new().app_manifest(commands)).expect("failed to run tauri-build");
 }

@@ -35,12 +35,45 @@ export class Uploads {
   // Points at the reactive proxies in `items`, so progress updates are O(1).
   #byId = new Map<string, Upload>();
 
-  active = $derived(
-    this.items.filter((u) => u.state === "queued" || u.state === "uploading" || u.state === "paused").length,
-  );
+  /** Counts and bytes over every item, in one pass per update (updates come ≤10 a second). */
+  totals = $derived.by(() => {
+    let active = 0;
+    let failed = 0;
+    let bytes = 0;
+    let done = 0;
+    for (const u of this.items) {
+      if (u.state === "queued" || u.state === "uploading" || u.state === "paused") {
+        active += 1;
+        bytes += u.size;
+        done += u.bytes_done;
+      } else if (u.state === "failed") {
+        failed += 1;
+      }
+    }
+    return { active, failed, bytes, done };
+  });
+  active = $derived(this.totals.active);
+  failed = $derived(this.totals.failed);
   finished = $derived(this.items.length - this.active);
   /** Something to clear: finished uploads or a batch error. */
   clearable = $derived(this.finished > 0 || this.batchError !== null);
+
+  /** The ids of every failed upload in the list, for "Retry all failed". */
+  failedIds(): string[] {
+    return this.items.filter((u) => u.state === "failed").map((u) => u.upload_id);
+  }
+
+  /** A list of events as the shell sends them (at most ten lists a second). */
+  applyAll(events: EngineEvent[]): void {
+    for (const event of events) this.apply(event);
+  }
+
+  /** A failed upload was sent again as a new upload: the old line gives way to the new one. */
+  forget(uploadIds: string[]): void {
+    const gone = new Set(uploadIds);
+    this.items = this.items.filter((u) => !gone.has(u.upload_id));
+    this.#byId = new Map(this.items.map((u) => [u.upload_id, u]));
+  }
 
   apply(event: EngineEvent): void {
     switch (event.type) {
