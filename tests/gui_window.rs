@@ -64,7 +64,7 @@ fn files_and_a_folder_dragged_in_at_once_are_uploaded_listed_in_history_and_anno
             wait_for_count(client, "[data-testid=history-item][data-status=uploaded]", contents.len())
                 .await
                 .context("the history should list all four uploads")?;
-            screenshot(client, "uploads").await?;
+            screenshot(display, "uploads").await?;
             Ok(())
         })
         .unwrap_or_else(|e| panic!("the dragged files and folder did not all go up: {e:#}"));
@@ -115,7 +115,7 @@ fn a_file_refused_for_a_wrong_token_is_explained_and_uploads_on_retry_after_the_
             if !details.contains("unauthorized") || !details.contains("quarterly report.xlsx") {
                 bail!("the details should show the code and the file: {details:?}");
             }
-            screenshot(client, "failure").await?;
+            screenshot(display, "failure").await?;
 
             click(client, "[data-testid=nav-settings]").await?;
             type_into(client, "[data-testid=settings-token]", &backend.token).await?;
@@ -125,7 +125,7 @@ fn a_file_refused_for_a_wrong_token_is_explained_and_uploads_on_retry_after_the_
                 bail!("saving the right token should succeed: {}", result.text().await?);
             }
             wait_for_element(client, "[data-testid=token-storage][data-storage=keyring]").await?;
-            screenshot(client, "settings").await?;
+            screenshot(display, "settings").await?;
 
             click(client, "[data-testid=nav-uploads]").await?;
             click(client, &format!("{failed} [data-testid=retry-upload]")).await?;
@@ -171,9 +171,9 @@ fn without_a_keyring_the_window_asks_before_keeping_the_token_in_a_file() {
     let data_dir = work.path().join("data");
 
     desktop
-        .run(&data_dir, async |client, _| {
+        .run(&data_dir, async |client, display| {
             wait_for_element(client, "[data-testid=welcome]").await?;
-            screenshot(client, "welcome").await?;
+            screenshot(display, "welcome").await?;
             type_into(client, "[data-testid=settings-backend-url]", &backend.url).await?;
             type_into(client, "[data-testid=settings-token]", &backend.token).await?;
             click(client, "[data-testid=settings-save]").await?;
@@ -241,7 +241,7 @@ fn uploads_are_paused_resumed_cancelled_and_retried_from_the_window() {
             if code.as_deref() != Some("cancelled") {
                 bail!("a cancelled upload should say so, not {code:?}");
             }
-            screenshot(client, "queue").await?;
+            screenshot(display, "queue").await?;
 
             click(client, &format!("{a} [data-testid=resume-upload]")).await?;
             wait_for_element(client, &format!("{a}[data-status=uploaded]")).await.context("resumed, it finishes")?;
@@ -269,10 +269,10 @@ fn history_search_and_filters_find_uploads_by_name_status_source_and_date() {
     seed_history(&data_dir);
 
     desktop
-        .run(&data_dir, async |client, _| {
+        .run(&data_dir, async |client, display| {
             let all = "[data-testid=history-item]";
             wait_for_count(client, all, 24).await.context("the seeded history should be listed")?;
-            screenshot(client, "history").await?;
+            screenshot(display, "history").await?;
 
             type_into(client, "[data-testid=history-search]", "invoice").await?;
             wait_for_count(client, all, 8).await.context("searching by name")?;

@@ -148,16 +148,25 @@ where
 }
 
 /// Saves a PNG of the window under `docs/` when `DROPSHIP_SCREENSHOTS=1` (how the README's
-/// pictures are made); a normal test run leaves the docs alone.
-pub async fn screenshot(client: &Client, name: &str) -> anyhow::Result<()> {
+/// pictures are made); a normal test run leaves the docs alone. ImageMagick's `import` grabs
+/// the X window: WebDriver's own screenshot stalls WebKitGTK under Xvfb.
+pub async fn screenshot(display: &str, name: &str) -> anyhow::Result<()> {
     if std::env::var_os("DROPSHIP_SCREENSHOTS").is_none_or(|v| v != "1") {
         return Ok(());
     }
     // Let transitions and the progress bars settle.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let png = client.screenshot().await?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let ids = dropship_system_tests::desktop::xdotool(display, &["search", "--onlyvisible", "--name", "^Dropship$"])?;
+    let id = ids.lines().next().context("no Dropship window to grab")?.trim().to_owned();
     let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs").join(format!("screenshot-{name}.png"));
-    std::fs::write(&path, png).with_context(|| format!("could not write {}", path.display()))?;
+    let status = std::process::Command::new("import")
+        .args(["-display", display, "-window", &id])
+        .arg(&path)
+        .status()
+        .context("could not run ImageMagick's import")?;
+    if !status.success() {
+        bail!("import could not grab the window for {}", path.display());
+    }
     eprintln!("saved {}", path.display());
     Ok(())
 }

@@ -84,6 +84,11 @@ impl TauriDriver {
         TauriDriver { url: format!("http://127.0.0.1:{port}"), process }
     }
 
+    /// tauri-driver's PID; the app and WebKit's helpers are its descendants.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Stops tauri-driver, WebKitWebDriver and the app, if the session did not already.
     pub fn stop(&mut self) {
         self.process.stop();
