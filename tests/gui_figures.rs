@@ -31,87 +31,114 @@ fn window_figures() {
         serde_json::json!({ "backend_url": backend.url, "token": backend.token, "token_storage": "file" }),
     );
     let xvfb = Xvfb::start();
+    // WINDOW_BENCH=queue (or launch, idle, history) runs one part only.
+    let only = std::env::var("WINDOW_BENCH").unwrap_or_default();
+    let part = |name: &str| only.is_empty() || only == name;
 
-    println!("## Launch to a usable window (process start → upload view on screen)");
-    let mut warm = Vec::new();
-    let mut cold = Vec::new();
-    for run in 0..6 {
-        let evicted = run % 2 == 0 && evict_app_binary();
-        let (ms, _) = launch(&xvfb, &data_dir, async |_, _| Ok(())).unwrap();
-        if evicted { cold.push(ms) } else { warm.push(ms) }
-    }
-    cold.sort();
-    println!("cold (the app's binary evicted from the page cache first): median {} ms of {:?}", cold[cold.len() / 2], cold);
-    warm.sort();
-    println!("warm: median {} ms of {:?}", warm[warm.len() / 2], warm);
-
-    println!("\n## Idle (10 s, 5 s after launch, nothing to do)");
-    launch(&xvfb, &data_dir, async |_, driver_pid| {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let before = cpu_ticks(driver_pid);
-        let started = Instant::now();
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        let after = cpu_ticks(driver_pid);
-        let seconds = started.elapsed().as_secs_f64();
-        for (name, pid, rss_kib, pss_kib) in memory(driver_pid) {
-            let ticks = after.get(&pid).copied().unwrap_or(0) - before.get(&pid).copied().unwrap_or(0);
-            let cpu = ticks as f64 / clock_ticks() as f64 / seconds * 100.0;
-            println!("{name} (pid {pid}): CPU {cpu:.2}% · RSS {:.1} MiB · PSS {:.1} MiB", rss_kib as f64 / 1024.0, pss_kib as f64 / 1024.0);
-        }
-        Ok(())
-    })
-    .unwrap();
-
-    println!("\n## History search over {HISTORY_ROWS} rows (query in SQLite + list rendered, in the page)");
-    let started = Instant::now();
-    seed_history(&data_dir, HISTORY_ROWS);
-    println!("(seeded in {:.1?})", started.elapsed());
-    let store = Store::open(&data_dir.join("history.sqlite")).unwrap();
-    launch(&xvfb, &data_dir, async |client, _| {
-        wait_for_count(client, "[data-testid=history-item]", 200).await?;
-        for (label, search, status, source) in [
-            ("newest 200, no filter", "", "", ""),
-            ("search a common word (\"report\")", "report", "", ""),
-            ("search one file (\"report-077777\")", "report-077777", "", ""),
-            ("search nothing matches (\"zzz-none\")", "zzz-none", "", ""),
-            ("status = failed", "", "failed", ""),
-            ("source = watched folders", "", "", "watch"),
-        ] {
-            let mut in_page = Vec::new();
-            for _ in 0..3 {
-                reset_history_filters(client).await?;
-                let before = shown_queries(client).await?;
-                set_value(client, "[data-testid=history-search]", search).await?;
-                select(client, "[data-testid=history-status]", status).await?;
-                select(client, "[data-testid=history-source]", source).await?;
-                let ms = poll(Duration::from_secs(30), "the query to render", || async {
-                    let n = shown_queries(client).await.ok()?;
-                    if n <= before {
-                        return None;
-                    }
-                    // Filters fire one query each; the last one shown is the combined one.
-                    tokio::time::sleep(Duration::from_millis(400)).await;
-                    query_ms(client).await.ok()
-                })
-                .await?;
-                in_page.push(ms);
+    if part("launch") {
+        println!("## Launch to a usable window (process start → upload view on screen)");
+        let mut warm = Vec::new();
+        let mut cold = Vec::new();
+        for run in 0..6 {
+            let evicted = run % 2 == 0 && evict_app_binary();
+            let (ms, _) = launch(&xvfb, &data_dir, async |_, _| Ok(())).unwrap();
+            if evicted {
+                cold.push(ms)
+            } else {
+                warm.push(ms)
             }
-            in_page.sort();
-            let query = dropship_core::HistoryQuery {
-                search: Some(search.into()).filter(|s: &String| !s.is_empty()),
-                status: dropship_core::UploadStatus::parse(status),
-                source: (!source.is_empty()).then_some(Source::Watch),
-                ..Default::default()
-            };
-            let t = Instant::now();
-            let rows = store.history(&query).unwrap().len();
-            let core_ms = t.elapsed().as_secs_f64() * 1000.0;
-            println!("{label}: {rows} rows · in the window median {} ms (of {:?}) · SQLite alone {core_ms:.1} ms", in_page[1], in_page);
         }
-        Ok(())
-    })
-    .unwrap();
+        cold.sort();
+        println!(
+            "cold (the app's binary evicted from the page cache first): median {} ms of {:?}",
+            cold[cold.len() / 2],
+            cold
+        );
+        warm.sort();
+        println!("warm: median {} ms of {:?}", warm[warm.len() / 2], warm);
+    }
 
+    if part("idle") {
+        println!("\n## Idle (10 s, 5 s after launch, nothing to do)");
+        launch(&xvfb, &data_dir, async |_, driver_pid| {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let before = cpu_ticks(driver_pid);
+            let started = Instant::now();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let after = cpu_ticks(driver_pid);
+            let seconds = started.elapsed().as_secs_f64();
+            for (name, pid, rss_kib, pss_kib) in memory(driver_pid) {
+                let ticks = after.get(&pid).copied().unwrap_or(0) - before.get(&pid).copied().unwrap_or(0);
+                let cpu = ticks as f64 / clock_ticks() as f64 / seconds * 100.0;
+                println!(
+                    "{name} (pid {pid}): CPU {cpu:.2}% · RSS {:.1} MiB · PSS {:.1} MiB",
+                    rss_kib as f64 / 1024.0,
+                    pss_kib as f64 / 1024.0
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    if part("history") {
+        println!("\n## History search over {HISTORY_ROWS} rows (query in SQLite + list rendered, in the page)");
+        let started = Instant::now();
+        seed_history(&data_dir, HISTORY_ROWS);
+        println!("(seeded in {:.1?})", started.elapsed());
+        let store = Store::open(&data_dir.join("history.sqlite")).unwrap();
+        launch(&xvfb, &data_dir, async |client, _| {
+            wait_for_count(client, "[data-testid=history-item]", 200).await?;
+            for (label, search, status, source) in [
+                ("newest 200, no filter", "", "", ""),
+                ("search a common word (\"report\")", "report", "", ""),
+                ("search one file (\"report-077777\")", "report-077777", "", ""),
+                ("search nothing matches (\"zzz-none\")", "zzz-none", "", ""),
+                ("status = failed", "", "failed", ""),
+                ("source = watched folders", "", "", "watch"),
+            ] {
+                let mut in_page = Vec::new();
+                for _ in 0..3 {
+                    reset_history_filters(client).await?;
+                    let before = shown_queries(client).await?;
+                    set_value(client, "[data-testid=history-search]", search).await?;
+                    select(client, "[data-testid=history-status]", status).await?;
+                    select(client, "[data-testid=history-source]", source).await?;
+                    let ms = poll(Duration::from_secs(30), "the query to render", || async {
+                        let n = shown_queries(client).await.ok()?;
+                        if n <= before {
+                            return None;
+                        }
+                        // Filters fire one query each; the last one shown is the combined one.
+                        tokio::time::sleep(Duration::from_millis(400)).await;
+                        query_ms(client).await.ok()
+                    })
+                    .await?;
+                    in_page.push(ms);
+                }
+                in_page.sort();
+                let query = dropship_core::HistoryQuery {
+                    search: Some(search.into()).filter(|s: &String| !s.is_empty()),
+                    status: dropship_core::UploadStatus::parse(status),
+                    source: (!source.is_empty()).then_some(Source::Watch),
+                    ..Default::default()
+                };
+                let t = Instant::now();
+                let rows = store.history(&query).unwrap().len();
+                let core_ms = t.elapsed().as_secs_f64() * 1000.0;
+                println!(
+                    "{label}: {rows} rows · in the window median {} ms (of {:?}) · SQLite alone {core_ms:.1} ms",
+                    in_page[1], in_page
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    if !part("queue") {
+        return;
+    }
     println!("\n## A queue of {QUEUE_FILES} files (one folder dropped)");
     let folder = work.path().join("ten-thousand");
     std::fs::create_dir_all(&folder).unwrap();
@@ -139,7 +166,10 @@ fn window_figures() {
         let frames = client.execute("return window.__frameStats()", vec![]).await?;
         let stats = client.execute("return window.__dropshipEventStats", vec![]).await?;
         let failed = count(client, "[data-testid=upload-item][data-status=failed]").await;
-        println!("all {QUEUE_FILES} listed {:.1?} after the drop; all finished after {:.1?} ({failed} failed in view)", all_queued, all_done);
+        println!(
+            "all {QUEUE_FILES} listed {:.1?} after the drop; all finished after {:.1?} ({failed} failed in view)",
+            all_queued, all_done
+        );
         println!("rows in the page while listed: {rows_in_page} (the list is virtualised)");
         println!("scrolling the whole list in 20 steps: {scroll}");
         println!("frames while queueing and uploading: {frames}");
@@ -162,7 +192,11 @@ fn launch(
     data_dir: &Path,
     then: impl AsyncFnOnce(&Client, u32) -> anyhow::Result<()>,
 ) -> anyhow::Result<(u64, ())> {
-    let env = [("DROPSHIP_DATA_DIR", data_dir.as_os_str()), ("DROPSHIP_LOG", "warn".as_ref()), ("DBUS_SESSION_BUS_ADDRESS", "".as_ref())];
+    let env = [
+        ("DROPSHIP_DATA_DIR", data_dir.as_os_str()),
+        ("DROPSHIP_LOG", "warn".as_ref()),
+        ("DBUS_SESSION_BUS_ADDRESS", "".as_ref()),
+    ];
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // On a busy machine WebKitWebDriver sometimes misses tauri-driver's start-up window: try
     // again rather than lose the run (a failed attempt is not counted).
@@ -264,7 +298,10 @@ fn evict_app_binary() -> bool {
     use std::os::fd::AsRawFd;
     let Ok(file) = std::fs::File::open(dropship_testkit::target_bin("dropship-desktop")) else { return false };
     // SAFETY: a valid open descriptor; fadvise only drops clean cached pages.
-    unsafe { libc::fdatasync(file.as_raw_fd()) == 0 && libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) == 0 }
+    unsafe {
+        libc::fdatasync(file.as_raw_fd()) == 0
+            && libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) == 0
+    }
 }
 
 fn seed_history(data_dir: &Path, rows: usize) {
@@ -306,11 +343,17 @@ async fn attr(client: &Client, css: &str, name: &str) -> Option<String> {
 }
 
 async fn shown_queries(client: &Client) -> anyhow::Result<u64> {
-    Ok(attr(client, "[data-testid=history-scroller]", "data-queries-shown").await.and_then(|v| v.parse().ok()).unwrap_or(0))
+    Ok(attr(client, "[data-testid=history-scroller]", "data-queries-shown")
+        .await
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
 }
 
 async fn query_ms(client: &Client) -> anyhow::Result<u64> {
-    attr(client, "[data-testid=history-scroller]", "data-query-ms").await.and_then(|v| v.parse().ok()).context("no figure")
+    attr(client, "[data-testid=history-scroller]", "data-query-ms")
+        .await
+        .and_then(|v| v.parse().ok())
+        .context("no figure")
 }
 
 async fn reset_history_filters(client: &Client) -> anyhow::Result<()> {

@@ -311,7 +311,8 @@ fn history_search_and_filters_find_uploads_by_name_status_source_and_date() {
 /// folder; one in six failed.
 fn seed_history(data_dir: &Path) {
     let store = Store::open(&data_dir.join("history.sqlite")).unwrap();
-    let kinds = [("invoice", "pdf", Source::Window), ("contract", "docx", Source::Cli), ("photo", "jpg", Source::Watch)];
+    let kinds =
+        [("invoice", "pdf", Source::Window), ("contract", "docx", Source::Cli), ("photo", "jpg", Source::Watch)];
     for (k, (stem, ext, source)) in kinds.iter().enumerate() {
         for i in 0..8 {
             let id = format!("seed-{k}-{i}");
@@ -329,7 +330,9 @@ fn seed_history(data_dir: &Path) {
                 })
                 .unwrap();
             if (k * 8 + i) % 6 == 5 {
-                store.mark_failed(&id, "backend_unreachable", "The backend did not answer. Check the network.").unwrap();
+                store
+                    .mark_failed(&id, "backend_unreachable", "The backend did not answer. Check the network.")
+                    .unwrap();
             } else {
                 let key = format!("uploads/2026/{stem}/{name}");
                 store.mark_uploading(&id, None, Some(&key), &format!("http://127.0.0.1:1/bucket/{key}")).unwrap();

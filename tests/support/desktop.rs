@@ -209,7 +209,8 @@ impl DesktopSession {
                 .stdout(Stdio::piped()),
         );
         let stdout = notifications.child_mut().stdout.take().expect("piped stdout");
-        let line = first_line_within(stdout, Duration::from_secs(20)).context("the notification server did not start")?;
+        let line =
+            first_line_within(stdout, Duration::from_secs(20)).context("the notification server did not start")?;
         if line.trim() != "ready" {
             bail!("the notification server said {line:?} instead of \"ready\"");
         }

@@ -32,7 +32,12 @@ fn parse_status(s: &str) -> Result<UploadStatus, String> {
 
 pub fn run(args: HistoryArgs, runtime: tokio::runtime::Handle) -> ExitCode {
     let entries = Engine::open(&args.data.dir(), runtime).and_then(|engine| {
-        engine.history(&HistoryQuery { search: args.search, status: args.status, limit: args.limit, ..Default::default() })
+        engine.history(&HistoryQuery {
+            search: args.search,
+            status: args.status,
+            limit: args.limit,
+            ..Default::default()
+        })
     });
     let entries = match entries {
         Ok(entries) => entries,

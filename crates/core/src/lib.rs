@@ -17,6 +17,6 @@ pub mod transfer;
 pub use config::{default_data_dir, token_storage, ApiFlavour, Settings, TokenStorage, TransferSettings};
 pub use engine::{BatchSummary, Engine, FileOutcome, FileStatus};
 pub use error::{Error, ErrorInfo};
-pub use prefs::WindowPrefs;
 pub use events::Event;
+pub use prefs::WindowPrefs;
 pub use store::{HistoryEntry, HistoryQuery, Source, UploadStatus};

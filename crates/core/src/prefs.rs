@@ -35,8 +35,9 @@ impl WindowPrefs {
     }
 
     pub fn save(&self, data_dir: &Path) -> Result<(), Error> {
-        let unwritable =
-            |e: std::io::Error| Error::InvalidSettings(format!("cannot write preferences to {}: {e}", data_dir.display()));
+        let unwritable = |e: std::io::Error| {
+            Error::InvalidSettings(format!("cannot write preferences to {}: {e}", data_dir.display()))
+        };
         std::fs::create_dir_all(data_dir).map_err(unwritable)?;
         let tmp = data_dir.join(format!("{PREFS_FILE}.tmp"));
         std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("prefs serialise")).map_err(unwritable)?;

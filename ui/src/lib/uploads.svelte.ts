@@ -1,6 +1,6 @@
 // The uploads of this session, folded from the engine's events. History (from the core's
 // SQLite) is the durable record; this list is what is moving right now.
-import type { EngineEvent, ErrorInfo } from "./types";
+import type { EngineEvent, ErrorInfo, HistoryEntry } from "./types";
 
 export type UploadState = "queued" | "uploading" | "paused" | "uploaded" | "failed";
 
@@ -66,6 +66,43 @@ export class Uploads {
   /** A list of events as the shell sends them (at most ten lists a second). */
   applyAll(events: EngineEvent[]): void {
     for (const event of events) this.apply(event);
+  }
+
+  /**
+   * After the window fell behind the engine's events: adds what the history knows about this
+   * session's uploads and the list is missing (a drop of many thousand files can outrun the
+   * event channel), and brings the states of the others up to date.
+   */
+  mergeFromHistory(entries: HistoryEntry[]): void {
+    const oldestFirst = [...entries].reverse();
+    for (const entry of oldestFirst) {
+      const state: UploadState =
+        entry.status === "queued"
+          ? "queued"
+          : entry.status === "uploaded"
+            ? "uploaded"
+            : entry.status === "failed"
+              ? "failed"
+              : "uploading";
+      const known = this.#byId.get(entry.upload_id);
+      if (known) {
+        if (known.state !== "paused" && (state === "uploaded" || state === "failed")) known.state = state;
+        continue;
+      }
+      this.#add({
+        upload_id: entry.upload_id,
+        path: entry.path,
+        file_name: entry.file_name,
+        size: entry.size,
+        bytes_done: state === "uploaded" ? entry.size : 0,
+        state,
+        key: entry.key,
+        object_url: entry.object_url,
+        error: entry.error ? { code: entry.error_code ?? "failed", message: entry.error } : null,
+        bytes_per_second: 0,
+        retry: null,
+      });
+    }
   }
 
   /** A failed upload was sent again as a new upload: the old line gives way to the new one. */
