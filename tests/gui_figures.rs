@@ -88,7 +88,7 @@ fn window_figures() {
         println!("(seeded in {:.1?})", started.elapsed());
         let store = Store::open(&data_dir.join("history.sqlite")).unwrap();
         launch(&xvfb, &data_dir, async |client, _| {
-            wait_for_count(client, "[data-testid=history-item]", 200).await?;
+            wait_for_count(client, "[data-testid=history-item]", 100).await?;
             for (label, search, status, source) in [
                 ("newest 200, no filter", "", "", ""),
                 ("search a common word (\"report\")", "report", "", ""),
