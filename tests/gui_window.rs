@@ -302,6 +302,21 @@ fn history_search_and_filters_find_uploads_by_name_status_source_and_date() {
             let today = client.execute("return new Date().toLocaleDateString('sv');", vec![]).await?;
             set_value(client, "[data-testid=history-since]", today.as_str().unwrap_or_default()).await?;
             wait_for_count(client, all, 24).await?;
+
+            // The smallest size the window allows: everything still fits without sideways scrolling.
+            set_window_size(client, 800, 600).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let fits = client
+                .execute(
+                    "const el = document.documentElement; return [el.scrollWidth, window.innerWidth, window.innerHeight];",
+                    vec![],
+                )
+                .await?;
+            let [scroll_width, width, height] = [0, 1, 2].map(|i| fits[i].as_f64().unwrap_or(0.0));
+            if width > 820.0 || height > 620.0 || scroll_width > width {
+                bail!("at 800×600 the page should fit its width: {fits}");
+            }
+            screenshot(display, "800x600").await?;
             Ok(())
         })
         .unwrap_or_else(|e| panic!("the history's search and filters did not narrow the list: {e:#}"));
