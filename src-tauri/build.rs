@@ -20,6 +20,13 @@ fn main() {
         "pick_watch_folder",
         "get_start_at_login",
         "set_start_at_login",
+        "save_settings_token_in_file",
+        "get_token_storage",
+        "get_prefs",
+        "save_prefs",
+        "export_history_csv",
+        "retry_uploads",
+        "reveal_upload",
     ]);
     tauri_build::try_build(tauri_build::Attributes::new().app_manifest(commands)).expect("failed to run tauri-build");
 }

@@ -1,7 +1,8 @@
 //! The desktop app end to end: a real file, dragged with the mouse from another X11 window onto
 //! Dropship's window, goes to a real S3 server through the real backend, shows up as uploaded,
 //! and is listed in the history that the core keeps in SQLite. And on first run, the window
-//! asks for the backend, checks it, and keeps what it was given.
+//! asks for the backend, checks it, and keeps what it was given (the token in a real Secret
+//! Service: gnome-keyring on a private session bus).
 //!
 //! Needs Xvfb, xdotool, python3-gi with GTK 3, WebKitWebDriver and tauri-driver
 //! (scripts/install-deps.sh with WITH_TAURI_DRIVER=1), and the binaries built first:
@@ -13,7 +14,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use dropship_system_tests::desktop::{press_and_drag, release_mouse, window_geometry, DragSource, TauriDriver, Xvfb};
+use dropship_system_tests::desktop::{
+    press_and_drag, release_mouse, window_geometry, DesktopSession, DragSource, TauriDriver, Xvfb,
+};
 use dropship_testkit::{target_bin, Backend, S3Server};
 use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -64,8 +67,11 @@ fn on_first_run_the_window_asks_for_the_backend_checks_it_and_keeps_it() {
     let work = tempfile::tempdir().unwrap();
     let data_dir = work.path().join("data");
 
-    let outcome =
-        with_app(&data_dir, async |client, _| fill_in_the_first_run_form(client, &backend.url, &backend.token).await);
+    let home = tempfile::tempdir().unwrap();
+    let session = DesktopSession::start(home.path()).unwrap_or_else(|e| panic!("no desktop session: {e:#}"));
+    let outcome = with_app_on_bus(&data_dir, Some(&session.bus_address), async |client, _| {
+        fill_in_the_first_run_form(client, &backend.url, &backend.token).await
+    });
     outcome.unwrap_or_else(|e| panic!("the first-run screen did not lead to the upload view: {e:#}"));
 
     let saved: serde_json::Value = serde_json::from_slice(
@@ -73,7 +79,12 @@ fn on_first_run_the_window_asks_for_the_backend_checks_it_and_keeps_it() {
     )
     .unwrap();
     assert_eq!(saved["backend_url"], backend.url.as_str(), "the backend URL typed in should be saved");
-    assert_eq!(saved["token"], backend.token.as_str(), "the token typed in should be saved");
+    assert!(saved.get("token").is_none_or(|t| t == ""), "the token must not be in settings.json: {saved}");
+    assert_eq!(
+        session.stored_token(&data_dir).as_deref(),
+        Some(backend.token.as_str()),
+        "the token typed in should be in the keyring"
+    );
     assert_eq!(saved["api"], "native", "the default API flavour should be saved");
 }
 
@@ -123,9 +134,22 @@ async fn type_into(client: &Client, css: &str, text: &str) -> anyhow::Result<()>
 /// On failure it prints what the window showed. The session, the app, tauri-driver and Xvfb
 /// are stopped either way.
 fn with_app<T>(data_dir: &Path, scenario: impl AsyncFnOnce(&Client, &str) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    with_app_on_bus(data_dir, None, scenario)
+}
+
+/// [`with_app`] with the app on a session bus (`None`: no bus, so no keyring).
+fn with_app_on_bus<T>(
+    data_dir: &Path,
+    bus: Option<&str>,
+    scenario: impl AsyncFnOnce(&Client, &str) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let xvfb = Xvfb::start();
     // The app logs warnings and errors to stderr, which tauri-driver passes through to ours.
-    let app_env = [("DROPSHIP_DATA_DIR", data_dir.as_os_str()), ("DROPSHIP_LOG", "warn".as_ref())];
+    let app_env = [
+        ("DROPSHIP_DATA_DIR", data_dir.as_os_str()),
+        ("DROPSHIP_LOG", "warn".as_ref()),
+        ("DBUS_SESSION_BUS_ADDRESS", bus.unwrap_or("").as_ref()),
+    ];
     let mut driver = TauriDriver::start(&xvfb.display, &app_env);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let outcome = runtime.block_on(async {

@@ -3,10 +3,18 @@
 
 use std::path::PathBuf;
 
-use dropship_core::{Engine, ErrorInfo, HistoryEntry, HistoryQuery, Settings, Source, UploadStatus};
+use dropship_core::store::Store;
+use dropship_core::{
+    token_storage, Engine, ErrorInfo, HistoryEntry, HistoryQuery, Settings, Source, TokenStorage, UploadStatus,
+    WindowPrefs,
+};
+use serde::Deserialize;
 use tauri::{AppHandle, State, Window};
 use tauri_plugin_dialog::{DialogExt, FilePath};
+use tauri_plugin_opener::OpenerExt;
 use tokio::sync::oneshot;
+
+use crate::prefs::Prefs;
 
 type CommandResult<T> = Result<T, ErrorInfo>;
 
@@ -15,9 +23,34 @@ pub fn get_settings(engine: State<'_, Engine>) -> Option<Settings> {
     engine.settings()
 }
 
-#[tauri::command]
+// Saving talks to the keyring over D-Bus: off the main thread (`async`).
+#[tauri::command(async)]
 pub fn save_settings(engine: State<'_, Engine>, settings: Settings) -> CommandResult<()> {
     engine.set_settings(settings).map_err(|e| e.info())
+}
+
+/// Saves with the token in settings.json: only after the person agreed, when there was no
+/// keyring (`save_settings` failed with `keyring_unavailable`).
+#[tauri::command(async)]
+pub fn save_settings_token_in_file(engine: State<'_, Engine>, settings: Settings) -> CommandResult<()> {
+    settings.validate().map_err(|e| e.info())?;
+    settings.save_with_token_in_file(engine.data_dir()).map_err(|e| e.info())?;
+    engine.set_settings(settings).map_err(|e| e.info())
+}
+
+#[tauri::command]
+pub fn get_token_storage(engine: State<'_, Engine>) -> CommandResult<Option<TokenStorage>> {
+    token_storage(engine.data_dir()).map_err(|e| e.info())
+}
+
+#[tauri::command]
+pub fn get_prefs(prefs: State<'_, Prefs>) -> WindowPrefs {
+    prefs.get()
+}
+
+#[tauri::command]
+pub fn save_prefs(engine: State<'_, Engine>, prefs: State<'_, Prefs>, next: WindowPrefs) -> CommandResult<()> {
+    prefs.set(engine.data_dir(), next).map_err(|e| e.info())
 }
 
 #[tauri::command]
@@ -25,19 +58,79 @@ pub async fn test_connection(engine: State<'_, Engine>) -> CommandResult<()> {
     engine.check_connection().await.map_err(|e| e.info())
 }
 
-#[tauri::command]
-pub async fn list_history(
-    engine: State<'_, Engine>,
+/// What the history view asks for; the same filters drive the CSV export.
+#[derive(Debug, Default, Deserialize)]
+pub struct HistoryFilter {
     search: Option<String>,
     status: Option<String>,
+    source: Option<Source>,
+    /// RFC 3339 instants, computed by the window from the local dates picked.
+    since: Option<String>,
+    until: Option<String>,
     limit: Option<usize>,
-) -> CommandResult<Vec<HistoryEntry>> {
-    let status = match status.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(UploadStatus::parse(s).ok_or_else(|| invalid_status(s))?),
-    };
-    let query = HistoryQuery { search, status, limit: limit.unwrap_or(0) };
-    engine.history(&query).map_err(|e| e.info())
+}
+
+impl HistoryFilter {
+    fn query(self) -> CommandResult<HistoryQuery> {
+        let status = match self.status.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(UploadStatus::parse(s).ok_or_else(|| invalid_status(s))?),
+        };
+        let (since, until) = (self.since, self.until);
+        let limit = self.limit.unwrap_or(0);
+        Ok(HistoryQuery { search: self.search, status, limit, source: self.source, since, until })
+    }
+}
+
+#[tauri::command(async)]
+pub fn list_history(history: State<'_, Store>, filter: HistoryFilter) -> CommandResult<Vec<HistoryEntry>> {
+    history.history(&filter.query()?).map_err(|e| dropship_core::Error::from(e).info())
+}
+
+/// Asks where to save, then writes the filtered history there as CSV; the number of rows, or
+/// `None` when the person cancelled.
+#[tauri::command]
+pub async fn export_history_csv(
+    app: AppHandle,
+    window: Window,
+    history: State<'_, Store>,
+    filter: HistoryFilter,
+) -> CommandResult<Option<usize>> {
+    let query = filter.query()?;
+    let (tx, rx) = oneshot::channel();
+    let dialog = app.dialog().file().set_parent(&window).set_title("Export the history as CSV");
+    dialog.add_filter("CSV", &["csv"]).set_file_name("dropship-history.csv").save_file(move |picked| {
+        let _ = tx.send(picked);
+    });
+    let Some(target) = rx.await.ok().flatten() else { return Ok(None) };
+    let path = local_path(target)?;
+    let file = std::fs::File::create(&path).map_err(|e| ErrorInfo {
+        code: "export_failed".into(),
+        message: format!("Could not create {}: {e}. Choose a folder you can write to.", path.display()),
+    })?;
+    let mut out = std::io::BufWriter::new(file);
+    history.export_csv(&query, &mut out).map(Some).map_err(|e| dropship_core::Error::from(e).info())
+}
+
+/// Tries these failed uploads again: a refused report is sent again, anything else uploaded
+/// anew as a new batch (its id, or `None` when nothing needed uploading).
+#[tauri::command(async)]
+pub fn retry_uploads(engine: State<'_, Engine>, upload_ids: Vec<String>) -> CommandResult<Option<String>> {
+    engine.retry(&upload_ids, Source::Window).map_err(|e| e.info())
+}
+
+/// Shows the uploaded file in the file manager. The window names the upload, never a path.
+#[tauri::command(async)]
+pub fn reveal_upload(app: AppHandle, history: State<'_, Store>, upload_id: String) -> CommandResult<()> {
+    let entry = history.get(&upload_id).map_err(|e| dropship_core::Error::from(e).info())?;
+    let path = entry.map(|e| PathBuf::from(e.path)).filter(|p| p.exists()).ok_or_else(|| ErrorInfo {
+        code: "file_not_found".into(),
+        message: "The local file is no longer where it was uploaded from; it was moved or deleted.".into(),
+    })?;
+    app.opener().reveal_item_in_dir(&path).map_err(|e| ErrorInfo {
+        code: "reveal_failed".into(),
+        message: format!("Could not open the file manager at {}: {e}", path.display()),
+    })
 }
 
 /// Opens the file picker and uploads what was chosen; `None` when the picker was cancelled.

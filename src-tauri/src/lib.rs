@@ -6,6 +6,8 @@ mod commands;
 mod events;
 mod tray;
 mod watch_commands;
+mod notify;
+mod prefs;
 
 use dropship_core::{default_data_dir, Engine, Source, WatchSettings, Watcher};
 use tauri::{DragDropEvent, Emitter, Manager, RunEvent, Window, WindowEvent};
@@ -25,11 +27,16 @@ pub fn run() {
             Some(vec![tray::HIDDEN_ARG]),
         ))
         .plugin(tauri_plugin_dialog::init())
+        .plugin(tauri_plugin_notification::init())
+        .plugin(tauri_plugin_opener::init())
         .setup(|app| {
             let data_dir = default_data_dir();
             let runtime = tauri::async_runtime::handle().inner().clone();
             let engine = Engine::open(&data_dir, runtime)?;
             tracing::info!(data_dir = %data_dir.display(), "engine opened");
+            // A second connection to the same history, for the window's queries and exports.
+            app.manage(dropship_core::store::Store::open(&data_dir.join(dropship_core::config::HISTORY_FILE))?);
+            app.manage(prefs::Prefs::load(&data_dir));
             app.manage(events::Forwarder::start(app.handle().clone(), engine.subscribe()));
             // Uploads that a crash, a kill or a power cut interrupted carry on where they stopped.
             match engine.submit_interrupted() {
@@ -64,6 +71,13 @@ pub fn run() {
             watch_commands::pick_watch_folder,
             watch_commands::get_start_at_login,
             watch_commands::set_start_at_login,
+            commands::save_settings_token_in_file,
+            commands::get_token_storage,
+            commands::get_prefs,
+            commands::save_prefs,
+            commands::export_history_csv,
+            commands::retry_uploads,
+            commands::reveal_upload,
         ])
         .build(tauri::generate_context!())
         .expect("the Dropship window could not be created");

@@ -84,6 +84,11 @@ impl TauriDriver {
         TauriDriver { url: format!("http://127.0.0.1:{port}"), process }
     }
 
+    /// tauri-driver's PID; the app and WebKit's helpers are its descendants.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Stops tauri-driver, WebKitWebDriver and the app, if the session did not already.
     pub fn stop(&mut self) {
         self.process.stop();
@@ -102,13 +107,20 @@ impl DragSource {
     const SIZE: i32 = 160;
 
     pub fn start(display: &str, file: &Path, at: (i32, i32)) -> anyhow::Result<DragSource> {
+        Self::start_many(display, &[file], at)
+    }
+
+    /// A drag source offering all of `files` (files and folders) in one drag.
+    pub fn start_many(display: &str, files: &[&Path], at: (i32, i32)) -> anyhow::Result<DragSource> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/drag_source.py");
+        let (first, more) = files.split_first().context("nothing to drag")?;
         let mut process = ProcessGuard::spawn(
             "drag source",
             Command::new(system_python())
                 .arg(&script)
-                .arg(file)
+                .arg(first)
                 .args([at.0.to_string(), at.1.to_string(), Self::SIZE.to_string()])
+                .args(more.iter())
                 .env("DISPLAY", display)
                 .env("GDK_BACKEND", "x11")
                 .stdin(Stdio::null())
@@ -122,6 +134,132 @@ impl DragSource {
         }
         let half = Self::SIZE / 2;
         Ok(DragSource { grab_point: (at.0 + half, at.1 + half), _process: process })
+    }
+}
+
+/// A private D-Bus session with a real Secret Service (gnome-keyring, its login keyring created
+/// and unlocked with a throwaway password) and a notification server that records what it is
+/// asked to show (tests/support/notification_server.py). The app, given [`bus_address`], keeps
+/// its token in that keyring and sends its notifications there.
+///
+/// [`bus_address`]: DesktopSession::bus_address
+pub struct DesktopSession {
+    pub bus_address: String,
+    /// One JSON line (`{"summary", "body"}`) per notification shown.
+    pub notifications_log: PathBuf,
+    home: PathBuf,
+    // Dropped in reverse: the keyring and the notification server before the bus.
+    _notifications: ProcessGuard,
+    _keyring: ProcessGuard,
+    _bus: ProcessGuard,
+}
+
+impl DesktopSession {
+    /// `home` is a scratch folder for the keyring files and runtime sockets.
+    pub fn start(home: &Path) -> anyhow::Result<DesktopSession> {
+        let runtime_dir = home.join("run");
+        std::fs::create_dir_all(&runtime_dir)?;
+        std::fs::set_permissions(&runtime_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let private_env = [
+            ("HOME", home.as_os_str().to_owned()),
+            ("XDG_DATA_HOME", home.join("data").into_os_string()),
+            ("XDG_CONFIG_HOME", home.join("config").into_os_string()),
+            ("XDG_RUNTIME_DIR", runtime_dir.into_os_string()),
+        ];
+
+        let mut bus = ProcessGuard::spawn(
+            "dbus-daemon",
+            Command::new("dbus-daemon")
+                .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+                .envs(private_env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let stdout = bus.child_mut().stdout.take().expect("piped stdout");
+        let bus_address = first_line_within(stdout, Duration::from_secs(10)).context("dbus-daemon gave no address")?;
+        let bus_address = bus_address.trim().to_owned();
+
+        // `--unlock` reads the password from stdin and creates the login keyring with it.
+        let mut keyring = ProcessGuard::spawn(
+            "gnome-keyring-daemon",
+            Command::new("gnome-keyring-daemon")
+                .args(["--foreground", "--components=secrets", "--unlock"])
+                .envs(private_env.iter().map(|(k, v)| (k, v)))
+                .env("DBUS_SESSION_BUS_ADDRESS", &bus_address)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        {
+            use std::io::Write;
+            let mut stdin = keyring.child_mut().stdin.take().expect("piped stdin");
+            stdin.write_all(b"dropship-test-keyring")?;
+        } // closing stdin ends the password
+
+        let notifications_log = home.join("notifications.jsonl");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/notification_server.py");
+        let mut notifications = ProcessGuard::spawn(
+            "notification server",
+            Command::new(system_python())
+                .arg(&script)
+                .arg(&notifications_log)
+                .env("DBUS_SESSION_BUS_ADDRESS", &bus_address)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped()),
+        );
+        let stdout = notifications.child_mut().stdout.take().expect("piped stdout");
+        let line =
+            first_line_within(stdout, Duration::from_secs(20)).context("the notification server did not start")?;
+        if line.trim() != "ready" {
+            bail!("the notification server said {line:?} instead of \"ready\"");
+        }
+
+        let session = DesktopSession {
+            bus_address,
+            notifications_log,
+            home: home.to_owned(),
+            _notifications: notifications,
+            _keyring: keyring,
+            _bus: bus,
+        };
+        wait_for("the Secret Service on the private bus", Duration::from_secs(20), || {
+            session.secret_tool(&["search", "--all", "service", "dropship-probe"]).ok()
+        })?;
+        Ok(session)
+    }
+
+    /// The token the keyring holds for `data_dir` (as the app stores it), if any.
+    pub fn stored_token(&self, data_dir: &Path) -> Option<String> {
+        let account = data_dir.to_string_lossy();
+        self.secret_tool(&["lookup", "service", "dropship", "username", &account]).ok().filter(|t| !t.is_empty())
+    }
+
+    /// Every notification shown so far, as (summary, body).
+    pub fn notifications(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(&self.notifications_log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| (v["summary"].as_str().unwrap_or("").to_owned(), v["body"].as_str().unwrap_or("").to_owned()))
+            .collect()
+    }
+
+    fn secret_tool(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = Command::new("secret-tool")
+            .args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus_address)
+            .env("HOME", &self.home)
+            .stdin(Stdio::null())
+            .output()
+            .context("could not run secret-tool (apt-get install libsecret-tools)")?;
+        // `lookup` exits 1 with no output when there is no such secret.
+        if !output.status.success() && !output.stdout.is_empty() {
+            bail!("secret-tool {args:?} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        }
+        if !output.status.success() && !output.stderr.is_empty() {
+            bail!("secret-tool {args:?} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 }
 

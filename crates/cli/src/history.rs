@@ -35,7 +35,12 @@ fn parse_status(s: &str) -> Result<UploadStatus, String> {
 pub fn run(args: HistoryArgs) -> ExitCode {
     // Only reads: no engine, so looking at the history never starts deliveries or resumes.
     let entries = Store::open(&args.data.dir().join(HISTORY_FILE)).and_then(|store| {
-        store.history(&HistoryQuery { search: args.search, status: args.status, limit: args.limit })
+        store.history(&HistoryQuery {
+            search: args.search,
+            status: args.status,
+            limit: args.limit,
+            ..Default::default()
+        })
     });
     let entries = match entries {
         Ok(entries) => entries,

@@ -1,6 +1,7 @@
 //! Settings shared by the desktop app and the CLI: where the signing backend is, which API
 //! flavour it speaks, and the token. Stored as `settings.json` in the data directory so both
-//! shells see the same configuration and the same history.
+//! shells see the same configuration and the same history; the token itself lives in the OS
+//! keyring (see [`crate::secrets`]) unless the person chose the file when there was none.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::secrets::{self, SecretsError};
 use crate::Error;
 
 pub const SETTINGS_FILE: &str = "settings.json";
@@ -146,30 +148,120 @@ impl Settings {
         Ok(url)
     }
 
-    /// Reads `settings.json` from the data directory; `None` when there is none yet.
+    /// Reads `settings.json` from the data directory, with the token from the OS keyring;
+    /// `None` when there are no settings yet. A token still in the file from before the keyring
+    /// (and not left there on purpose) is moved into the keyring on the way.
     pub fn load(data_dir: &Path) -> Result<Option<Settings>, Error> {
-        let path = data_dir.join(SETTINGS_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                Error::InvalidSettings(format!("{} is not valid settings JSON ({e}); fix or delete it", path.display()))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Unreadable { path: path.display().to_string(), detail: e.to_string() }),
+        let Some(OnDisk { mut settings, token_storage }) = read_on_disk(data_dir)? else { return Ok(None) };
+        if token_storage == Some(TokenStorage::File) {
+            return Ok(Some(settings));
         }
+        if !settings.token.is_empty() {
+            match secrets::store_token(data_dir, &settings.token) {
+                Ok(()) => {
+                    let on_disk = OnDisk::new(&settings, TokenStorage::Keyring);
+                    write_on_disk(data_dir, &on_disk)?;
+                    tracing::info!("moved the access token from settings.json into the system keyring");
+                }
+                // Nothing is lost: it stays where it was, and Settings says where it is.
+                Err(e) => tracing::warn!("the access token stays in settings.json: {e}"),
+            }
+            return Ok(Some(settings));
+        }
+        match secrets::load_token(data_dir) {
+            Ok(token) => settings.token = token.unwrap_or_default(),
+            Err(e) => tracing::warn!("could not read the access token from the system keyring: {e}"),
+        }
+        Ok(Some(settings))
     }
 
-    /// Writes `settings.json` atomically (temp file + rename), readable by the owner only
-    /// because it holds the token.
+    /// Writes `settings.json` atomically, with the token in the OS keyring. When there is no
+    /// keyring, fails with [`Error::KeyringUnavailable`] rather than fall back on its own: the
+    /// person decides ([`Settings::save_with_token_in_file`]). Once they agreed, later saves
+    /// keep the token in the file.
     pub fn save(&self, data_dir: &Path) -> Result<(), Error> {
-        let unwritable =
-            |e: std::io::Error| Error::InvalidSettings(format!("cannot write settings to {}: {e}", data_dir.display()));
-        std::fs::create_dir_all(data_dir).map_err(unwritable)?;
-        let path = data_dir.join(SETTINGS_FILE);
-        let tmp = data_dir.join(format!("{SETTINGS_FILE}.tmp"));
-        let json = serde_json::to_vec_pretty(self).expect("settings serialise");
-        write_private(&tmp, &json).map_err(unwritable)?;
-        std::fs::rename(&tmp, &path).map_err(unwritable)
+        let agreed_to_file =
+            read_on_disk(data_dir).ok().flatten().is_some_and(|d| d.token_storage == Some(TokenStorage::File));
+        if agreed_to_file {
+            return self.save_with_token_in_file(data_dir);
+        }
+        secrets::store_token(data_dir, self.token.trim()).map_err(|e| match e {
+            SecretsError::Unavailable(detail) => Error::KeyringUnavailable(detail),
+            SecretsError::Failed(detail) => Error::KeyringFailed(detail),
+        })?;
+        write_on_disk(data_dir, &OnDisk::new(self, TokenStorage::Keyring))
     }
+
+    /// Writes `settings.json` with the token in it, readable by the owner only: what the person
+    /// chose when no keyring was available.
+    pub fn save_with_token_in_file(&self, data_dir: &Path) -> Result<(), Error> {
+        let mut on_disk = OnDisk::new(self, TokenStorage::File);
+        on_disk.settings.token = self.token.clone();
+        write_on_disk(data_dir, &on_disk)
+    }
+}
+
+/// Where the access token of a data directory is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum TokenStorage {
+    /// In the OS keyring (the normal case).
+    Keyring,
+    /// In `settings.json`, readable by the owner only: no keyring was available and the person
+    /// agreed, or a token from before the keyring that could not be moved yet.
+    File,
+}
+
+/// Where the token of `data_dir` is kept now; `None` without settings.
+pub fn token_storage(data_dir: &Path) -> Result<Option<TokenStorage>, Error> {
+    Ok(read_on_disk(data_dir)?.map(|d| {
+        if d.token_storage == Some(TokenStorage::File) || !d.settings.token.is_empty() {
+            TokenStorage::File
+        } else {
+            TokenStorage::Keyring
+        }
+    }))
+}
+
+/// `settings.json`: the settings, without the token unless the person chose the file, and
+/// where the token is.
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    #[serde(flatten)]
+    settings: Settings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_storage: Option<TokenStorage>,
+}
+
+impl OnDisk {
+    /// Without the token; the caller puts it back when it goes in the file.
+    fn new(settings: &Settings, token_storage: TokenStorage) -> OnDisk {
+        OnDisk { settings: Settings { token: String::new(), ..settings.clone() }, token_storage: Some(token_storage) }
+    }
+}
+
+fn read_on_disk(data_dir: &Path) -> Result<Option<OnDisk>, Error> {
+    let path = data_dir.join(SETTINGS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::InvalidSettings(format!("{} is not valid settings JSON ({e}); fix or delete it", path.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Unreadable { path: path.display().to_string(), detail: e.to_string() }),
+    }
+}
+
+/// Atomically (temp file + rename), readable by the owner only.
+fn write_on_disk(data_dir: &Path, on_disk: &OnDisk) -> Result<(), Error> {
+    let unwritable =
+        |e: std::io::Error| Error::InvalidSettings(format!("cannot write settings to {}: {e}", data_dir.display()));
+    std::fs::create_dir_all(data_dir).map_err(unwritable)?;
+    let path = data_dir.join(SETTINGS_FILE);
+    let tmp = data_dir.join(format!("{SETTINGS_FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(on_disk).expect("settings serialise");
+    write_private(&tmp, &json).map_err(unwritable)?;
+    std::fs::rename(&tmp, &path).map_err(unwritable)
 }
 
 #[cfg(unix)]
@@ -221,12 +313,37 @@ mod tests {
     }
 
     #[test]
-    fn settings_round_trip_through_the_data_dir() {
+    fn settings_round_trip_through_the_data_dir_with_the_token_in_the_file_when_chosen() {
         let dir = tempfile::tempdir().unwrap();
         assert!(Settings::load(dir.path()).unwrap().is_none(), "no file yet means no settings");
         let s = Settings { api: ApiFlavour::Rails, ..settings("http://127.0.0.1:8080") };
-        s.save(dir.path()).unwrap();
-        assert_eq!(Settings::load(dir.path()).unwrap(), Some(s));
+        s.save_with_token_in_file(dir.path()).unwrap();
+        assert_eq!(Settings::load(dir.path()).unwrap(), Some(s.clone()));
+        assert_eq!(token_storage(dir.path()).unwrap(), Some(TokenStorage::File));
+        // Once chosen, a later save keeps it there instead of asking again.
+        let changed = Settings { token: "t2".into(), ..s };
+        changed.save(dir.path()).unwrap();
+        assert_eq!(Settings::load(dir.path()).unwrap(), Some(changed));
+    }
+
+    #[test]
+    fn without_a_keyring_saving_asks_instead_of_writing_the_token_to_a_file() {
+        if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some() {
+            return; // a keyring may well be there; the GUI tests cover that case
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let err = settings("http://x").save(dir.path()).unwrap_err();
+        assert_eq!(err.code(), "keyring_unavailable", "{err}");
+        assert!(!dir.path().join(SETTINGS_FILE).exists(), "nothing may be written before the person agrees");
+    }
+
+    #[test]
+    fn a_token_left_in_the_file_from_before_the_keyring_is_still_used() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SETTINGS_FILE), r#"{"backend_url":"http://x","api":"native","token":"old"}"#)
+            .unwrap();
+        let loaded = Settings::load(dir.path()).unwrap().unwrap();
+        assert_eq!(loaded.token, "old", "the token must keep working whether or not it could be moved");
     }
 
     #[test]

@@ -258,6 +258,21 @@ impl Engine {
         Ok(count)
     }
 
+    /// Tries failed uploads again: one whose report the backend refused is reported again as it
+    /// is (its bytes are in S3); any other is uploaded anew. Returns the new batch's id, if
+    /// anything needed uploading.
+    pub fn retry(&self, upload_ids: &[String], source: Source) -> Result<Option<String>, Error> {
+        let queued = self.inner.store.queued_reports()?;
+        let (rejected, others): (Vec<&String>, Vec<&String>) =
+            upload_ids.iter().partition(|id| queued.iter().any(|r| r.rejected && &r.upload_id == *id));
+        if !rejected.is_empty() {
+            self.retry_reports(&rejected.iter().map(|id| id.as_str()).collect::<Vec<_>>())?;
+        }
+        let others: Vec<String> = others.into_iter().cloned().collect();
+        let paths = self.inner.store.failed_paths(&others)?;
+        Ok((!paths.is_empty()).then(|| self.submit(paths, source)))
+    }
+
     /// Waits until every report in the outbox that is not rejected is delivered, or `wait` has
     /// passed; returns how many are still waiting.
     pub async fn flush_reports(&self, wait: Duration) -> Result<usize, Error> {

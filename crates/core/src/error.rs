@@ -44,6 +44,13 @@ pub enum Error {
     ReportRejected { message: String },
     #[error("Something went wrong inside Dropship: {0}. Please report this.")]
     Internal(String),
+    #[error(
+        "No system keyring is available to keep the access token safe. {0} Dropship can keep the \
+         token in its settings file instead, readable only by you, if you agree."
+    )]
+    KeyringUnavailable(String),
+    #[error("The system keyring did not take the access token ({0}). Unlock the keyring and save again.")]
+    KeyringFailed(String),
 }
 
 impl Error {
@@ -62,6 +69,8 @@ impl Error {
             Error::ReportPending { .. } => "report_pending",
             Error::ReportRejected { .. } => "report_rejected",
             Error::Internal(_) => "internal",
+            Error::KeyringUnavailable(_) => "keyring_unavailable",
+            Error::KeyringFailed(_) => "keyring_failed",
         }
     }
 
@@ -70,6 +79,7 @@ impl Error {
     pub fn is_batch_level(&self) -> bool {
         match self {
             Error::NotConfigured | Error::InvalidSettings(_) | Error::Store(_) => true,
+            Error::KeyringUnavailable(_) | Error::KeyringFailed(_) => true,
             Error::Backend(e) => e.is_batch_level(),
             _ => false,
         }

@@ -1,13 +1,32 @@
 // The window's only door to the app: typed wrappers over the shell's commands and events.
 import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
-import type { DragState, EngineEvent, ErrorInfo, HistoryEntry, Settings } from "./types";
+import type {
+  DragState,
+  EngineEvent,
+  ErrorInfo,
+  HistoryEntry,
+  HistoryFilter,
+  Settings,
+  TokenStorage,
+  WindowPrefs,
+} from "./types";
 
 export const getSettings = () => invoke<Settings | null>("get_settings");
+/** Rejects with `keyring_unavailable` when there is no keyring: ask, then `saveSettingsTokenInFile`. */
 export const saveSettings = (settings: Settings) => invoke<void>("save_settings", { settings });
+export const saveSettingsTokenInFile = (settings: Settings) =>
+  invoke<void>("save_settings_token_in_file", { settings });
+export const getTokenStorage = () => invoke<TokenStorage | null>("get_token_storage");
+export const getPrefs = () => invoke<WindowPrefs>("get_prefs");
+export const savePrefs = (next: WindowPrefs) => invoke<void>("save_prefs", { next });
 export const testConnection = () => invoke<void>("test_connection");
-export const listHistory = (search: string | null, status: string | null, limit = 200) =>
-  invoke<HistoryEntry[]>("list_history", { search, status, limit });
+export const listHistory = (filter: HistoryFilter) => invoke<HistoryEntry[]>("list_history", { filter });
+/** Asks where to save; resolves to the number of rows written, or null when cancelled. */
+export const exportHistoryCsv = (filter: HistoryFilter) => invoke<number | null>("export_history_csv", { filter });
+/** Uploads failed ones again as a new batch; resolves to its id, or null when none had failed. */
+export const retryUploads = (uploadIds: string[]) => invoke<string | null>("retry_uploads", { uploadIds });
+export const revealUpload = (uploadId: string) => invoke<void>("reveal_upload", { uploadId });
 /** Opens the native picker; resolves to the batch id, or null when the picker was cancelled. */
 export const pickFiles = () => invoke<string | null>("pick_files");
 export const pickFolder = () => invoke<string | null>("pick_folder");
@@ -18,8 +37,9 @@ export const pauseAll = () => invoke<void>("pause_all");
 export const resumeAll = () => invoke<void>("resume_all");
 export const cancelAll = () => invoke<void>("cancel_all");
 
-export const onEngineEvent = (handler: (event: EngineEvent) => void): Promise<UnlistenFn> =>
-  listen<EngineEvent>("dropship://event", (e) => handler(e.payload));
+/** Engine events arrive in lists, at most ten a second, each file's progress at its latest. */
+export const onEngineEvents = (handler: (events: EngineEvent[]) => void): Promise<UnlistenFn> =>
+  listen<EngineEvent[]>("dropship://events", (e) => handler(e.payload));
 export const onDrag = (handler: (state: DragState) => void): Promise<UnlistenFn> =>
   listen<DragState>("dropship://drag", (e) => handler(e.payload));
 /** Fired when the window fell behind the engine's events: reload what it shows. */
@@ -32,4 +52,24 @@ export function asErrorInfo(err: unknown): ErrorInfo {
     return err as ErrorInfo;
   }
   return { code: "internal", message: String(err) };
+}
+
+/** Copies text to the clipboard; falls back on a selection copy where the async API is denied. */
+export async function copyText(text: string): Promise<void> {
+  try {
+    await navigator.clipboard.writeText(text);
+    return;
+  } catch {
+    // WebKitGTK may refuse the async clipboard outside a secure context; execCommand still works.
+  }
+  const area = document.createElement("textarea");
+  area.value = text;
+  area.setAttribute("readonly", "");
+  area.style.position = "fixed";
+  area.style.opacity = "0";
+  document.body.appendChild(area);
+  area.select();
+  const ok = document.execCommand("copy");
+  area.remove();
+  if (!ok) throw new Error("The clipboard is not available.");
 }

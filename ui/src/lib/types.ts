@@ -7,7 +7,20 @@ export type { HistoryEntry } from "../bindings/HistoryEntry";
 export type { HistoryStatus } from "../bindings/HistoryStatus";
 export type { Settings } from "../bindings/Settings";
 export type { Source } from "../bindings/Source";
+export type { TokenStorage } from "../bindings/TokenStorage";
 export type { TransferSettings } from "../bindings/TransferSettings";
+export type { WindowPrefs } from "../bindings/WindowPrefs";
 
 /** Native drag state, on `dropship://drag`: the webview never sees the dropped paths. */
 export type DragState = "enter" | "leave" | "drop";
+
+/** What the history view asks for (the shell's `HistoryFilter`); empty strings mean "any". */
+export interface HistoryFilter {
+  search: string | null;
+  status: string | null;
+  source: string | null;
+  /** RFC 3339 instants. */
+  since: string | null;
+  until: string | null;
+  limit: number;
+}

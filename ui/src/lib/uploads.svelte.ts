@@ -1,6 +1,6 @@
 // The uploads of this session, folded from the engine's events. History (from the core's
 // SQLite) is the durable record; this list is what is moving right now.
-import type { EngineEvent, ErrorInfo } from "./types";
+import type { EngineEvent, ErrorInfo, HistoryEntry } from "./types";
 
 export type UploadState = "queued" | "uploading" | "paused" | "uploaded" | "failed";
 
@@ -32,15 +32,87 @@ export class Uploads {
   batchError = $state<ErrorInfo | null>(null);
   /** Everything is paused (Pause all). */
   allPaused = $state(false);
+  /** The backend is away: uploads that need it wait, reports queue. Cleared once it answers. */
+  backendNotice = $state<string | null>(null);
   // Points at the reactive proxies in `items`, so progress updates are O(1).
   #byId = new Map<string, Upload>();
 
-  active = $derived(
-    this.items.filter((u) => u.state === "queued" || u.state === "uploading" || u.state === "paused").length,
-  );
+  /** Counts and bytes over every item, in one pass per update (updates come ≤10 a second). */
+  totals = $derived.by(() => {
+    let active = 0;
+    let failed = 0;
+    let bytes = 0;
+    let done = 0;
+    for (const u of this.items) {
+      if (u.state === "queued" || u.state === "uploading" || u.state === "paused") {
+        active += 1;
+        bytes += u.size;
+        done += u.bytes_done;
+      } else if (u.state === "failed") {
+        failed += 1;
+      }
+    }
+    return { active, failed, bytes, done };
+  });
+  active = $derived(this.totals.active);
+  failed = $derived(this.totals.failed);
   finished = $derived(this.items.length - this.active);
   /** Something to clear: finished uploads or a batch error. */
   clearable = $derived(this.finished > 0 || this.batchError !== null);
+
+  /** The ids of every failed upload in the list, for "Retry all failed". */
+  failedIds(): string[] {
+    return this.items.filter((u) => u.state === "failed").map((u) => u.upload_id);
+  }
+
+  /** A list of events as the shell sends them (at most ten lists a second). */
+  applyAll(events: EngineEvent[]): void {
+    for (const event of events) this.apply(event);
+  }
+
+  /**
+   * After the window fell behind the engine's events: adds what the history knows about this
+   * session's uploads and the list is missing (a drop of many thousand files can outrun the
+   * event channel), and brings the states of the others up to date.
+   */
+  mergeFromHistory(entries: HistoryEntry[]): void {
+    const oldestFirst = [...entries].reverse();
+    for (const entry of oldestFirst) {
+      const state: UploadState =
+        entry.status === "queued"
+          ? "queued"
+          : entry.status === "uploaded"
+            ? "uploaded"
+            : entry.status === "failed"
+              ? "failed"
+              : "uploading";
+      const known = this.#byId.get(entry.upload_id);
+      if (known) {
+        if (known.state !== "paused" && (state === "uploaded" || state === "failed")) known.state = state;
+        continue;
+      }
+      this.#add({
+        upload_id: entry.upload_id,
+        path: entry.path,
+        file_name: entry.file_name,
+        size: entry.size,
+        bytes_done: state === "uploaded" ? entry.size : 0,
+        state,
+        key: entry.key,
+        object_url: entry.object_url,
+        error: entry.error ? { code: entry.error_code ?? "failed", message: entry.error } : null,
+        bytes_per_second: 0,
+        retry: null,
+      });
+    }
+  }
+
+  /** A failed upload was sent again as a new upload: the old line gives way to the new one. */
+  forget(uploadIds: string[]): void {
+    const gone = new Set(uploadIds);
+    this.items = this.items.filter((u) => !gone.has(u.upload_id));
+    this.#byId = new Map(this.items.map((u) => [u.upload_id, u]));
+  }
 
   apply(event: EngineEvent): void {
     switch (event.type) {
@@ -93,6 +165,7 @@ export class Uploads {
         this.allPaused = event.paused;
         break;
       case "file_uploaded": {
+        this.backendNotice = null;
         const upload = this.#byId.get(event.upload_id);
         if (upload) {
           upload.state = "uploaded";
@@ -131,6 +204,12 @@ export class Uploads {
         if (!shown) this.batchError = event.error;
         break;
       }
+      case "backend_retrying":
+        this.backendNotice = `The backend is unavailable (${event.reason.message}) Uploads that need it wait; asking again in ${Math.ceil(event.retry_in_ms / 1000)} s.`;
+        break;
+      case "reports_queued":
+        this.backendNotice = `${event.count} finished ${event.count === 1 ? "upload is" : "uploads are"} in S3 and waiting for the backend to record ${event.count === 1 ? "it" : "them"}; trying again in ${Math.ceil(event.retry_in_ms / 1000)} s. Nothing is lost if you close Dropship.`;
+        break;
       case "batch_finished":
         break;
     }

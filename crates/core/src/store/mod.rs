@@ -55,7 +55,7 @@ pub enum Source {
 }
 
 impl Source {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Source::Window => "window",
             Source::Cli => "cli",
@@ -63,7 +63,8 @@ impl Source {
         }
     }
 
-    fn parse(s: &str) -> Source {
+    /// Reads a source as the history stores it; unknown names count as the CLI's.
+    pub fn parse(s: &str) -> Source {
         match s {
             "window" => Source::Window,
             "watch" => Source::Watch,
@@ -140,6 +141,15 @@ pub struct HistoryQuery {
     /// At most this many rows, newest first; 0 means the default of 200.
     #[serde(default)]
     pub limit: usize,
+    /// Only uploads from this source (window, CLI, watched folder).
+    #[serde(default)]
+    pub source: Option<Source>,
+    /// Only uploads started at or after this instant (RFC 3339, UTC).
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Only uploads started before this instant (RFC 3339, UTC).
+    #[serde(default)]
+    pub until: Option<String>,
 }
 
 /// A new row, before anything is sent.
@@ -261,8 +271,79 @@ impl Store {
             .map_err(|e| StoreError::new(&self.path, "could not be read", e))
     }
 
+    /// The local files of these uploads that failed (cancelled ones included), to upload them
+    /// again. Ids that are unknown or did not fail are skipped: only files that were dropped,
+    /// picked or watched before ever come back this way, never a path the caller names.
+    pub fn failed_paths(&self, upload_ids: &[String]) -> Result<Vec<PathBuf>, StoreError> {
+        let mut paths = Vec::new();
+        for id in upload_ids {
+            if let Some(entry) = self.get(id)?.filter(|e| e.status == UploadStatus::Failed) {
+                paths.push(PathBuf::from(entry.path));
+            }
+        }
+        Ok(paths)
+    }
+
     pub fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
         let limit = if query.limit == 0 { 200 } else { query.limit.min(100_000) };
+        let mut entries = Vec::new();
+        self.each_matching(query, limit, |entry| entries.push(entry))?;
+        Ok(entries)
+    }
+
+    /// Writes every upload that `query` matches (its limit ignored), newest first, as CSV with
+    /// a header row; returns how many rows were written.
+    pub fn export_csv(&self, query: &HistoryQuery, out: &mut dyn std::io::Write) -> Result<usize, StoreError> {
+        const HEADER: &str = "upload_id,batch_id,file_name,path,size,content_type,checksum_sha256,key,object_url,source,status,error_code,error,created_at,updated_at,reported_at";
+        let failed = |e: std::io::Error| StoreError {
+            path: self.path.display().to_string(),
+            action: "could not be exported",
+            detail: e.to_string(),
+            hint: "Check that the folder you chose is writable and not full.",
+        };
+        writeln!(out, "{HEADER}").map_err(failed)?;
+        let mut written = 0;
+        let mut io_error = None;
+        self.each_matching(query, i64::MAX as usize, |e| {
+            if io_error.is_some() {
+                return;
+            }
+            let fields = [
+                e.upload_id.as_str(),
+                &e.batch_id,
+                &e.file_name,
+                &e.path,
+                &e.size.to_string(),
+                &e.content_type,
+                e.checksum_sha256.as_deref().unwrap_or(""),
+                e.key.as_deref().unwrap_or(""),
+                e.object_url.as_deref().unwrap_or(""),
+                e.source.as_str(),
+                e.status.as_str(),
+                e.error_code.as_deref().unwrap_or(""),
+                e.error.as_deref().unwrap_or(""),
+                &e.created_at,
+                &e.updated_at,
+                e.reported_at.as_deref().unwrap_or(""),
+            ];
+            let line = fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
+            match writeln!(out, "{line}") {
+                Ok(()) => written += 1,
+                Err(e) => io_error = Some(e),
+            }
+        })?;
+        match io_error {
+            Some(e) => Err(failed(e)),
+            None => out.flush().map(|()| written).map_err(failed),
+        }
+    }
+
+    fn each_matching(
+        &self,
+        query: &HistoryQuery,
+        limit: usize,
+        mut each: impl FnMut(HistoryEntry),
+    ) -> Result<(), StoreError> {
         let pattern = query
             .search
             .as_deref()
@@ -276,13 +357,41 @@ impl Store {
                 "SELECT {COLUMNS} FROM uploads
                  WHERE (?1 IS NULL OR file_name LIKE ?1 ESCAPE '\\' OR path LIKE ?1 ESCAPE '\\' OR key LIKE ?1 ESCAPE '\\')
                    AND (?2 IS NULL OR status = ?2)
+                   AND (?4 IS NULL OR source = ?4)
+                   AND (?5 IS NULL OR created_at >= ?5)
+                   AND (?6 IS NULL OR created_at < ?6)
                  ORDER BY created_at DESC, rowid DESC LIMIT ?3"
             ))
             .map_err(read)?;
+        let nonempty = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
         let rows = statement
-            .query_map(params![pattern, query.status.map(UploadStatus::as_str), limit as i64], row_to_entry)
+            .query_map(
+                params![
+                    pattern,
+                    query.status.map(UploadStatus::as_str),
+                    limit.min(i64::MAX as usize) as i64,
+                    query.source.map(Source::as_str),
+                    nonempty(&query.since),
+                    nonempty(&query.until),
+                ],
+                row_to_entry,
+            )
             .map_err(read)?;
-        rows.collect::<Result<_, _>>().map_err(read)
+        for row in rows {
+            each(row.map_err(read)?);
+        }
+        Ok(())
+    }
+}
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, quote or line break. A leading
+/// `=`, `+`, `-` or `@` gets a `'` so a spreadsheet shows a file name rather than run it.
+fn csv_field(value: &str) -> String {
+    let guarded = if value.starts_with(['=', '+', '-', '@']) { format!("'{value}") } else { value.to_owned() };
+    if guarded.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", guarded.replace('"', "\"\""))
+    } else {
+        guarded
     }
 }
 
@@ -394,7 +503,7 @@ mod tests {
         add(&store, "u1", "report_2024.pdf");
         add(&store, "u2", "report-2024.pdf");
         store.mark_failed("u2", "network", "down").unwrap();
-        let q = |search: &str, status| HistoryQuery { search: Some(search.into()), status, limit: 0 };
+        let q = |search: &str, status| HistoryQuery { search: Some(search.into()), status, ..Default::default() };
         assert_eq!(store.history(&q("report_", None)).unwrap().len(), 1, "_ is not a wildcard");
         assert_eq!(store.history(&q("REPORT", Some(UploadStatus::Failed))).unwrap()[0].upload_id, "u2");
     }
@@ -452,5 +561,36 @@ mod tests {
         std::fs::write(&path, vec![7u8; 4096]).unwrap();
         let err = Store::open(&path).err().expect("garbage is not a history");
         assert!(err.to_string().contains("move it aside"), "{err}");
+    }
+
+    #[test]
+    fn history_filters_by_source_and_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
+        add(&store, "u1", "a.txt");
+        let all = store.history(&HistoryQuery::default()).unwrap();
+        let created = all[0].created_at.clone();
+        let by = |q: HistoryQuery| store.history(&q).unwrap().len();
+        assert_eq!(by(HistoryQuery { source: Some(Source::Cli), ..Default::default() }), 1);
+        assert_eq!(by(HistoryQuery { source: Some(Source::Watch), ..Default::default() }), 0, "another source");
+        assert_eq!(by(HistoryQuery { since: Some(created.clone()), ..Default::default() }), 1, "since is inclusive");
+        assert_eq!(by(HistoryQuery { until: Some(created), ..Default::default() }), 0, "until is exclusive");
+        assert_eq!(by(HistoryQuery { since: Some("2999-01-01T00:00:00Z".into()), ..Default::default() }), 0);
+    }
+
+    #[test]
+    fn csv_export_quotes_what_needs_quoting_and_defuses_formulas() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
+        add(&store, "u1", "a, \"quoted\".txt");
+        add(&store, "u2", "=cmd.txt");
+        store.mark_failed("u2", "network", "line one\nline two").unwrap();
+        let mut out = Vec::new();
+        assert_eq!(store.export_csv(&HistoryQuery::default(), &mut out).unwrap(), 2);
+        let csv = String::from_utf8(out).unwrap();
+        assert!(csv.starts_with("upload_id,batch_id,file_name,"), "a header row first: {csv}");
+        assert!(csv.contains("\"a, \"\"quoted\"\".txt\""), "commas and quotes are quoted: {csv}");
+        assert!(csv.contains("'=cmd.txt"), "a formula-looking name is defused: {csv}");
+        assert!(csv.contains("\"line one\nline two\""), "line breaks stay inside one quoted field: {csv}");
     }
 }

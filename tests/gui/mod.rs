@@ -1,0 +1,220 @@
+//! What the window tests share: the app on a display of its own (with a private session bus,
+//! a real keyring and a notification recorder), and small WebDriver helpers. Included by each
+//! `gui_*` test file with `mod gui;`.
+
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use dropship_system_tests::desktop::{DesktopSession, TauriDriver, Xvfb};
+use dropship_testkit::target_bin;
+use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+
+/// Upper bound for anything the window has to show after an action.
+pub const UI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A display, a desktop session (bus, keyring, notifications) and tauri-driver, kept across
+/// several launches of the app, as a person's login session is.
+pub struct Desktop {
+    pub xvfb: Xvfb,
+    /// `None` for a session without any keyring (and without a session bus).
+    pub session: Option<DesktopSession>,
+    _home: tempfile::TempDir,
+}
+
+impl Desktop {
+    pub fn with_keyring() -> Desktop {
+        let home = tempfile::tempdir().unwrap();
+        let session = DesktopSession::start(home.path()).unwrap_or_else(|e| panic!("no desktop session: {e:#}"));
+        Desktop { xvfb: Xvfb::start(), session: Some(session), _home: home }
+    }
+
+    pub fn without_keyring() -> Desktop {
+        let home = tempfile::tempdir().unwrap();
+        Desktop { xvfb: Xvfb::start(), session: None, _home: home }
+    }
+
+    pub fn session(&self) -> &DesktopSession {
+        self.session.as_ref().expect("a desktop session with a keyring")
+    }
+
+    /// Runs `scenario` against a fresh launch of the app with `DROPSHIP_DATA_DIR=data_dir`. On
+    /// failure it prints what the window showed. The session, the app and tauri-driver are
+    /// stopped either way.
+    pub fn run<T>(
+        &self,
+        data_dir: &Path,
+        scenario: impl AsyncFnOnce(&Client, &str) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut app_env: Vec<(&str, OsString)> =
+            vec![("DROPSHIP_DATA_DIR", data_dir.into()), ("DROPSHIP_LOG", "warn".into())];
+        match &self.session {
+            Some(session) => app_env.push(("DBUS_SESSION_BUS_ADDRESS", session.bus_address.clone().into())),
+            // An empty address: the app must find no keyring rather than the caller's.
+            None => app_env.push(("DBUS_SESSION_BUS_ADDRESS", "".into())),
+        }
+        let env: Vec<(&str, &std::ffi::OsStr)> = app_env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        let mut driver = TauriDriver::start(&self.xvfb.display, &env);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let outcome = runtime.block_on(async {
+            let client = open_session(&driver.url).await?;
+            let outcome = scenario(&client, &self.xvfb.display).await;
+            if outcome.is_err() {
+                dump_page(&client).await;
+            }
+            // Closing the session quits the app.
+            let _ = client.close().await;
+            outcome
+        });
+        driver.stop();
+        outcome
+    }
+}
+
+pub async fn open_session(url: &str) -> anyhow::Result<Client> {
+    let app = target_bin("dropship-desktop");
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("tauri:options".into(), serde_json::json!({ "application": app }));
+    capabilities.insert("browserName".into(), "wry".into());
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(url)
+        .await
+        .with_context(|| format!("tauri-driver at {url} could not start {}", app.display()))
+}
+
+/// Settings as the app saved them before the keyring (token in the file): the app moves the
+/// token into the keyring when there is one.
+pub fn write_settings(data_dir: &Path, settings: serde_json::Value) {
+    std::fs::create_dir_all(data_dir).unwrap();
+    std::fs::write(data_dir.join("settings.json"), serde_json::to_vec_pretty(&settings).unwrap()).unwrap();
+}
+
+pub fn read_settings(data_dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(data_dir.join("settings.json")).expect("settings.json should be written"))
+        .unwrap()
+}
+
+pub async fn wait_for_element(client: &Client, css: &str) -> anyhow::Result<Element> {
+    poll(UI_TIMEOUT, css, || async { client.find(Locator::Css(css)).await.ok() }).await
+}
+
+pub async fn click(client: &Client, css: &str) -> anyhow::Result<()> {
+    let element = wait_for_element(client, css).await?;
+    element.click().await.with_context(|| format!("could not click {css}"))
+}
+
+pub async fn type_into(client: &Client, css: &str, text: &str) -> anyhow::Result<()> {
+    let field = wait_for_element(client, css).await?;
+    field.clear().await?;
+    field.send_keys(text).await?;
+    Ok(())
+}
+
+/// The element's `textContent` (WebDriver's visible text leaves out what an ellipsis clips).
+pub async fn text_of(client: &Client, css: &str) -> anyhow::Result<String> {
+    let element = client.find(Locator::Css(css)).await.with_context(|| format!("no {css}"))?;
+    Ok(element.prop("textContent").await?.unwrap_or_default().trim().to_owned())
+}
+
+pub async fn count(client: &Client, css: &str) -> usize {
+    client.find_all(Locator::Css(css)).await.map(|v| v.len()).unwrap_or(0)
+}
+
+/// Waits until exactly `n` elements match `css`.
+pub async fn wait_for_count(client: &Client, css: &str, n: usize) -> anyhow::Result<()> {
+    poll(UI_TIMEOUT, &format!("{n} × {css}"), || async { (count(client, css).await == n).then_some(()) }).await
+}
+
+pub async fn poll<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// Saves a PNG of the window under `docs/` when `DROPSHIP_SCREENSHOTS=1` (how the README's
+/// pictures are made); a normal test run leaves the docs alone. ImageMagick's `import` grabs
+/// the X window: WebDriver's own screenshot stalls WebKitGTK under Xvfb.
+pub async fn screenshot(display: &str, name: &str) -> anyhow::Result<()> {
+    if std::env::var_os("DROPSHIP_SCREENSHOTS").is_none_or(|v| v != "1") {
+        return Ok(());
+    }
+    // Let transitions and the progress bars settle.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let ids = dropship_system_tests::desktop::xdotool(display, &["search", "--onlyvisible", "--name", "^Dropship$"])?;
+    let id = ids.lines().next().context("no Dropship window to grab")?.trim().to_owned();
+    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs").join(format!("screenshot-{name}.png"));
+    let status = std::process::Command::new("import")
+        .args(["-display", display, "-window", &id])
+        .arg(&path)
+        .status()
+        .context("could not run ImageMagick's import")?;
+    if !status.success() {
+        bail!("import could not grab the window for {}", path.display());
+    }
+    eprintln!("saved {}", path.display());
+    Ok(())
+}
+
+/// Sizes the app window's inner area (the page) to `width`×`height` CSS pixels.
+pub async fn set_window_size(client: &Client, width: u32, height: u32) -> anyhow::Result<()> {
+    client.set_window_size(width, height).await?;
+    Ok(())
+}
+
+/// On failure, what the window showed: the quickest way to see why.
+pub async fn dump_page(client: &Client) {
+    match client.find(Locator::Css("body")).await {
+        Ok(body) => {
+            let text = body.prop("innerText").await.ok().flatten().unwrap_or_default();
+            eprintln!("--- window text at failure ---\n{text}");
+        }
+        Err(e) => eprintln!("--- could not read the window at failure: {e}"),
+    }
+}
+
+/// Where `css` is on the X screen (its centre), for xdotool.
+pub async fn screen_point(client: &Client, display: &str, css: &str) -> anyhow::Result<(i32, i32)> {
+    let element = wait_for_element(client, css).await?;
+    let (win_x, win_y, _, _) = poll(UI_TIMEOUT, "the Dropship window on screen", || async {
+        dropship_system_tests::desktop::window_geometry(display, "^Dropship$").ok()
+    })
+    .await?;
+    let (x, y, w, h) = element.rectangle().await?;
+    Ok((win_x + (x + w / 2.0) as i32, win_y + (y + h / 2.0) as i32))
+}
+
+/// Drags `paths` (files and folders, all in one drag) from a GTK window onto `css` with the
+/// mouse, as a person does from a file manager.
+pub async fn drag_onto(client: &Client, display: &str, paths: &[&Path], css: &str) -> anyhow::Result<()> {
+    use dropship_system_tests::desktop::{press_and_drag, release_mouse, DragSource};
+    let target = screen_point(client, display, css).await?;
+    let source = DragSource::start_many(display, paths, (Xvfb::WIDTH as i32 - 260, 80))?;
+    let (owned, from) = (display.to_owned(), source.grab_point);
+    tokio::task::spawn_blocking(move || press_and_drag(&owned, from, target)).await??;
+    poll(Duration::from_secs(10), "the drop zone to highlight while the files hover", || async {
+        client.find(Locator::Css("[data-testid=drop-zone][data-hover=true]")).await.ok()
+    })
+    .await?;
+    let owned = display.to_owned();
+    tokio::task::spawn_blocking(move || release_mouse(&owned)).await??;
+    // The drag source must outlive the drop (the target asks it for the data).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(source);
+    Ok(())
+}

@@ -1,0 +1,427 @@
+//! The window's figures for the README, measured in the real window under Xvfb (software
+//! rendering): launch to a usable window (cold and warm), idle CPU and memory, history search
+//! over 100,000 rows, and a queue of 10,000 files. It prints figures and asserts nothing about
+//! time; run it through `bench/window.sh` (it is `#[ignore]`d in the normal test run).
+
+mod gui;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use dropship_core::store::{NewUpload, Store};
+use dropship_core::Source;
+use dropship_system_tests::desktop::{TauriDriver, Xvfb};
+use dropship_system_tests::process::descendants;
+use dropship_testkit::{Backend, S3Server};
+use fantoccini::{Client, Locator};
+use gui::*;
+
+const HISTORY_ROWS: usize = 100_000;
+const QUEUE_FILES: usize = 10_000;
+
+#[test]
+#[ignore = "a benchmark: run bench/window.sh"]
+fn window_figures() {
+    let backend = Backend::start(S3Server::shared());
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("data");
+    write_settings(
+        &data_dir,
+        serde_json::json!({ "backend_url": backend.url, "token": backend.token, "token_storage": "file" }),
+    );
+    let xvfb = Xvfb::start();
+    // WINDOW_BENCH=queue (or launch, idle, history) runs one part only.
+    let only = std::env::var("WINDOW_BENCH").unwrap_or_default();
+    let part = |name: &str| only.is_empty() || only == name;
+
+    if part("launch") {
+        println!("## Launch to a usable window (process start → upload view on screen)");
+        let mut warm = Vec::new();
+        let mut cold = Vec::new();
+        for run in 0..6 {
+            let evicted = run % 2 == 0 && evict_app_binary();
+            let (ms, _) = launch(&xvfb, &data_dir, async |_, _| Ok(())).unwrap();
+            if evicted {
+                cold.push(ms)
+            } else {
+                warm.push(ms)
+            }
+        }
+        cold.sort();
+        println!(
+            "cold (the app's binary evicted from the page cache first): median {} ms of {:?}",
+            cold[cold.len() / 2],
+            cold
+        );
+        warm.sort();
+        println!("warm: median {} ms of {:?}", warm[warm.len() / 2], warm);
+    }
+
+    if part("idle") {
+        println!("\n## Idle (10 s, 5 s after launch, nothing to do)");
+        launch(&xvfb, &data_dir, async |_, driver_pid| {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let before = cpu_ticks(driver_pid);
+            let started = Instant::now();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let after = cpu_ticks(driver_pid);
+            let seconds = started.elapsed().as_secs_f64();
+            for (name, pid, rss_kib, pss_kib) in memory(driver_pid) {
+                let ticks = after.get(&pid).copied().unwrap_or(0) - before.get(&pid).copied().unwrap_or(0);
+                let cpu = ticks as f64 / clock_ticks() as f64 / seconds * 100.0;
+                println!(
+                    "{name} (pid {pid}): CPU {cpu:.2}% · RSS {:.1} MiB · PSS {:.1} MiB",
+                    rss_kib as f64 / 1024.0,
+                    pss_kib as f64 / 1024.0
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    if part("history") {
+        println!("\n## History search over {HISTORY_ROWS} rows (query in SQLite + list rendered, in the page)");
+        let started = Instant::now();
+        seed_history(&data_dir, HISTORY_ROWS);
+        println!("(seeded in {:.1?})", started.elapsed());
+        let store = Store::open(&data_dir.join("history.sqlite")).unwrap();
+        launch(&xvfb, &data_dir, async |client, _| {
+            wait_for_count(client, "[data-testid=history-item]", 100).await?;
+            for (label, search, status, source) in [
+                ("newest 200, no filter", "", "", ""),
+                ("search a common word (\"report\")", "report", "", ""),
+                ("search one file (\"report-077777\")", "report-077777", "", ""),
+                ("search nothing matches (\"zzz-none\")", "zzz-none", "", ""),
+                ("status = failed", "", "failed", ""),
+                ("source = watched folders", "", "", "watch"),
+            ] {
+                let mut in_page = Vec::new();
+                for _ in 0..3 {
+                    reset_history_filters(client).await?;
+                    let before = shown_queries(client).await?;
+                    set_value(client, "[data-testid=history-search]", search).await?;
+                    select(client, "[data-testid=history-status]", status).await?;
+                    select(client, "[data-testid=history-source]", source).await?;
+                    let ms = poll(Duration::from_secs(30), "the query to render", || async {
+                        let n = shown_queries(client).await.ok()?;
+                        if n <= before {
+                            return None;
+                        }
+                        // Filters fire one query each; the last one shown is the combined one.
+                        tokio::time::sleep(Duration::from_millis(400)).await;
+                        query_ms(client).await.ok()
+                    })
+                    .await?;
+                    in_page.push(ms);
+                }
+                in_page.sort();
+                let query = dropship_core::HistoryQuery {
+                    search: Some(search.into()).filter(|s: &String| !s.is_empty()),
+                    status: dropship_core::UploadStatus::parse(status),
+                    source: (!source.is_empty()).then_some(Source::Watch),
+                    ..Default::default()
+                };
+                let t = Instant::now();
+                let rows = store.history(&query).unwrap().len();
+                let core_ms = t.elapsed().as_secs_f64() * 1000.0;
+                println!(
+                    "{label}: {rows} rows · in the window median {} ms (of {:?}) · SQLite alone {core_ms:.1} ms",
+                    in_page[1], in_page
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    if !part("queue") {
+        return;
+    }
+    println!("\n## A queue of {QUEUE_FILES} files (one folder dropped)");
+    let folder = work.path().join("ten-thousand");
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..QUEUE_FILES {
+        std::fs::write(folder.join(format!("file-{i:05}.txt")), format!("file {i}\n")).unwrap();
+    }
+    launch(&xvfb, &data_dir, async |client, _| {
+        client.execute(FRAME_MONITOR, vec![]).await?;
+        let display = xvfb.display.clone();
+        let dropped = Instant::now();
+        drag_onto(client, &display, &[&folder], "[data-testid=drop-zone]").await?;
+        let all_queued = poll(Duration::from_secs(300), "all files in the queue", || async {
+            let total = attr(client, "[data-testid=upload-list]", "data-total").await?;
+            (total == QUEUE_FILES.to_string()).then(|| dropped.elapsed())
+        })
+        .await?;
+        let rows_in_page = count(client, "[data-testid=upload-item]").await;
+        // Scroll through the list while it uploads, as someone looking for one file would.
+        let scroll = client.execute(SCROLL_THROUGH, vec![]).await?;
+        let all_done = poll(Duration::from_secs(900), "every upload to finish", || async {
+            let active = attr(client, "[data-testid=upload-list]", "data-active").await?;
+            (active == "0").then(|| dropped.elapsed())
+        })
+        .await?;
+        let frames = client.execute("return window.__frameStats()", vec![]).await?;
+        let stats = client.execute("return window.__dropshipEventStats", vec![]).await?;
+        let failed = count(client, "[data-testid=upload-item][data-status=failed]").await;
+        println!(
+            "all {QUEUE_FILES} listed {:.1?} after the drop; all finished after {:.1?} ({failed} failed in view)",
+            all_queued, all_done
+        );
+        println!("rows in the page while listed: {rows_in_page} (the list is virtualised)");
+        println!("scrolling the whole list in 20 steps: {scroll}");
+        println!("frames while queueing and uploading: {frames}");
+        let lists = stats["lists"].as_f64().unwrap_or(0.0);
+        println!(
+            "event lists received: {lists} in {:.1} s = {:.1} a second ({} events)",
+            all_done.as_secs_f64(),
+            lists / all_done.as_secs_f64(),
+            stats["events"]
+        );
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// Launches the app, waits for the upload view, runs `then`, and returns the launch time:
+/// from the app process's start (from /proc) to the view found on screen.
+fn launch(
+    xvfb: &Xvfb,
+    data_dir: &Path,
+    then: impl AsyncFnOnce(&Client, u32) -> anyhow::Result<()>,
+) -> anyhow::Result<(u64, ())> {
+    let env = [
+        ("DROPSHIP_DATA_DIR", data_dir.as_os_str()),
+        ("DROPSHIP_LOG", "warn".as_ref()),
+        ("DBUS_SESSION_BUS_ADDRESS", "".as_ref()),
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // On a busy machine WebKitWebDriver sometimes misses tauri-driver's start-up window: try
+    // again rather than lose the run (a failed attempt is not counted).
+    let mut attempts = 0;
+    let (mut driver, client) = loop {
+        let mut driver = TauriDriver::start(&xvfb.display, &env);
+        match runtime.block_on(open_session(&driver.url)) {
+            Ok(client) => break (driver, client),
+            Err(e) if attempts < 3 => {
+                attempts += 1;
+                eprintln!("(launch attempt failed, trying again: {e:#})");
+                driver.stop();
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let driver_pid = driver.pid();
+    let outcome = runtime.block_on(async {
+        let result = async {
+            poll(Duration::from_secs(60), "the upload view", || async {
+                client.find(Locator::Css("[data-testid=uploads-view] [data-testid=drop-zone]")).await.ok()
+            })
+            .await?;
+            let ms = app_age_ms(driver_pid).context("no app process")?;
+            then(&client, driver_pid).await?;
+            Ok(ms)
+        }
+        .await;
+        if result.is_err() {
+            dump_page(&client).await;
+        }
+        let _ = client.close().await;
+        result
+    });
+    driver.stop();
+    outcome.map(|ms| (ms, ()))
+}
+
+/// How long ago the app process started, in ms (10 ms resolution).
+fn app_age_ms(driver_pid: u32) -> Option<u64> {
+    let pid = processes(driver_pid).into_iter().find(|(name, _)| name == "dropship-deskto")?.1;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let start_ticks: f64 = fields[19].parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split(' ').next()?.parse().ok()?;
+    Some(((uptime - start_ticks / clock_ticks() as f64) * 1000.0) as u64)
+}
+
+/// The app and WebKit's helpers under tauri-driver: (command name, pid).
+fn processes(driver_pid: u32) -> Vec<(String, i32)> {
+    descendants(driver_pid as i32)
+        .into_iter()
+        .filter_map(|pid| {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim().to_owned();
+            (name.starts_with("dropship") || name.starts_with("WebKitWeb") || name.starts_with("WebKitNetwork"))
+                .then_some((name, pid))
+        })
+        .collect()
+}
+
+fn cpu_ticks(driver_pid: u32) -> std::collections::HashMap<i32, u64> {
+    processes(driver_pid)
+        .into_iter()
+        .filter_map(|(_, pid)| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+            Some((pid, fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?))
+        })
+        .collect()
+}
+
+/// (name, pid, RSS KiB, PSS KiB) for the app and each WebKit helper.
+fn memory(driver_pid: u32) -> Vec<(String, i32, u64, u64)> {
+    let field = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    processes(driver_pid)
+        .into_iter()
+        .map(|(name, pid)| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+            (name, pid, field(&status, "VmRSS:"), field(&rollup, "Pss:"))
+        })
+        .collect()
+}
+
+fn clock_ticks() -> i64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }
+}
+
+/// Evicts the app's binary from the page cache (`posix_fadvise(DONTNEED)`), so the next launch
+/// reads it from disk. Only the app's own file: the shared WebKit libraries stay cached, and
+/// the machine's cache as a whole is left alone for everyone else on it.
+fn evict_app_binary() -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = std::fs::File::open(dropship_testkit::target_bin("dropship-desktop")) else { return false };
+    // SAFETY: a valid open descriptor; fadvise only drops clean cached pages.
+    unsafe {
+        libc::fdatasync(file.as_raw_fd()) == 0
+            && libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) == 0
+    }
+}
+
+fn seed_history(data_dir: &Path, rows: usize) {
+    let store = Store::open(&data_dir.join("history.sqlite")).unwrap();
+    let sources = [Source::Window, Source::Cli, Source::Watch];
+    let names: Vec<(String, String, String)> = (0..rows)
+        .map(|i| {
+            let id = format!("seed-{i:06}");
+            let name = format!("report-{i:06}.pdf");
+            let path = format!("/home/staff/reports/{}/{name}", 2000 + i % 25);
+            (id, name, path)
+        })
+        .collect();
+    for chunk in names.chunks(10_000).enumerate() {
+        let (c, chunk) = chunk;
+        let uploads: Vec<NewUpload<'_>> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, (id, name, path))| NewUpload {
+                upload_id: id,
+                batch_id: "seed",
+                path: Path::new(path),
+                file_name: name,
+                size: 1_000 + (c * 10_000 + j) as u64,
+                content_type: "application/pdf",
+                source: sources[(c * 10_000 + j) % 3],
+            })
+            .collect();
+        store.insert_all(&uploads).unwrap();
+    }
+    // Some failures among them, as a real history has.
+    for i in (0..rows).step_by(50) {
+        store.mark_failed(&format!("seed-{i:06}"), "backend_unreachable", "The backend did not answer.").unwrap();
+    }
+}
+
+async fn attr(client: &Client, css: &str, name: &str) -> Option<String> {
+    client.find(Locator::Css(css)).await.ok()?.attr(name).await.ok()?
+}
+
+async fn shown_queries(client: &Client) -> anyhow::Result<u64> {
+    Ok(attr(client, "[data-testid=history-scroller]", "data-queries-shown")
+        .await
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+async fn query_ms(client: &Client) -> anyhow::Result<u64> {
+    attr(client, "[data-testid=history-scroller]", "data-query-ms")
+        .await
+        .and_then(|v| v.parse().ok())
+        .context("no figure")
+}
+
+async fn reset_history_filters(client: &Client) -> anyhow::Result<()> {
+    set_value(client, "[data-testid=history-search]", "zzz-reset").await?;
+    select(client, "[data-testid=history-status]", "").await?;
+    select(client, "[data-testid=history-source]", "").await?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    Ok(())
+}
+
+async fn select(client: &Client, css: &str, value: &str) -> anyhow::Result<()> {
+    let element = serde_json::to_value(wait_for_element(client, css).await?)?;
+    client
+        .execute(
+            "if (arguments[0].value !== arguments[1]) { arguments[0].value = arguments[1];
+             arguments[0].dispatchEvent(new Event('change', { bubbles: true })); }",
+            vec![element, value.into()],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn set_value(client: &Client, css: &str, value: &str) -> anyhow::Result<()> {
+    let element = serde_json::to_value(wait_for_element(client, css).await?)?;
+    client
+        .execute(
+            "arguments[0].value = arguments[1];
+             arguments[0].dispatchEvent(new Event('input', { bubbles: true }));",
+            vec![element, value.into()],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Records every frame's interval from now on; `__frameStats()` summarises them.
+const FRAME_MONITOR: &str = r#"
+  const gaps = [];
+  let last = performance.now();
+  const tick = (t) => { gaps.push(t - last); last = t; requestAnimationFrame(tick); };
+  requestAnimationFrame(tick);
+  window.__frameStats = () => {
+    const sorted = [...gaps].sort((a, b) => a - b);
+    const pick = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))].toFixed(1);
+    return `${gaps.length} frames, median ${pick(0.5)} ms, p95 ${pick(0.95)} ms, p99 ${pick(0.99)} ms, ` +
+      `max ${sorted[sorted.length - 1].toFixed(1)} ms, ${gaps.filter((g) => g > 50).length} over 50 ms`;
+  };
+"#;
+
+/// Scrolls the queue from top to bottom in 20 steps, one per frame, and reports the slowest.
+const SCROLL_THROUGH: &str = r#"
+  const scroller = document.querySelector('[data-testid=upload-scroller]');
+  return new Promise((resolve) => {
+    const times = [];
+    let step = 0;
+    let last = performance.now();
+    const next = (t) => {
+      if (step > 0) times.push(t - last);
+      last = t;
+      if (step === 20) {
+        const rows = document.querySelectorAll('[data-testid=upload-item]').length;
+        resolve(`slowest frame ${Math.max(...times).toFixed(1)} ms, median ${times.sort((a, b) => a - b)[10].toFixed(1)} ms, ${rows} rows in the page at the end`);
+        return;
+      }
+      scroller.scrollTop = (scroller.scrollHeight - scroller.clientHeight) * (step / 19);
+      scroller.dispatchEvent(new Event('scroll'));
+      step += 1;
+      requestAnimationFrame(next);
+    };
+    requestAnimationFrame(next);
+  });
+"#;

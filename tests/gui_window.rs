@@ -1,0 +1,380 @@
+//! The window staff use, end to end in a real WebKitGTK window under Xvfb, driven through
+//! tauri-driver: files and folders dragged in with the mouse, the queue's controls, a failure
+//! explained and retried, settings with the token in a real Secret Service (gnome-keyring on a
+//! private session bus), the question asked when there is no keyring, one notification per
+//! batch (recorded by a notification server on that bus), and the history's search and filters.
+//!
+//! Needs what gui_drag_drop needs, plus gnome-keyring and secret-tool (scripts/install-deps.sh):
+//!
+//!     cargo build -p dropship-desktop -p dropship-backend
+//!     cargo test -p dropship-system-tests --test gui_window
+//!
+//! `DROPSHIP_SCREENSHOTS=1` also saves the README's screenshots under docs/.
+
+mod gui;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use dropship_core::store::{NewUpload, Store};
+use dropship_core::Source;
+use dropship_testkit::{Backend, S3Server};
+use gui::*;
+
+fn bytes(n: usize, seed: u32) -> Vec<u8> {
+    (0..n as u32).map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+}
+
+fn item(name: &str) -> String {
+    format!("[data-testid=upload-item][data-file-name=\"{name}\"]")
+}
+
+#[test]
+fn files_and_a_folder_dragged_in_at_once_are_uploaded_listed_in_history_and_announced_once() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let desktop = Desktop::with_keyring();
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("data");
+    write_settings(&data_dir, serde_json::json!({ "backend_url": backend.url, "token": backend.token }));
+
+    let files = work.path().join("files");
+    std::fs::create_dir_all(files.join("photos/2024")).unwrap();
+    let contents = [
+        ("notes.txt", files.join("notes.txt"), bytes(2_000, 1)),
+        ("scan.pdf", files.join("scan.pdf"), bytes(250_000, 2)),
+        ("cover.jpg", files.join("photos/cover.jpg"), bytes(90_000, 3)),
+        ("beach.jpg", files.join("photos/2024/beach.jpg"), bytes(120_000, 4)),
+    ];
+    for (_, path, data) in &contents {
+        std::fs::write(path, data).unwrap();
+    }
+
+    desktop
+        .run(&data_dir, async |client, display| {
+            wait_for_element(client, "[data-testid=history-empty]").await?;
+            let dragged = [files.join("notes.txt"), files.join("scan.pdf"), files.join("photos")];
+            let dragged: Vec<&Path> = dragged.iter().map(|p| p.as_path()).collect();
+            drag_onto(client, display, &dragged, "[data-testid=drop-zone]").await?;
+            for (name, _, _) in &contents {
+                let done = format!("{}[data-status=uploaded]", item(name));
+                wait_for_element(client, &done).await.with_context(|| format!("{name} should be uploaded"))?;
+            }
+            wait_for_count(client, "[data-testid=history-item][data-status=uploaded]", contents.len())
+                .await
+                .context("the history should list all four uploads")?;
+            screenshot(display, "uploads").await?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("the dragged files and folder did not all go up: {e:#}"));
+
+    for (name, _, data) in &contents {
+        let records: Vec<_> = backend.records().into_iter().filter(|r| r["file_name"] == *name).collect();
+        assert_eq!(records.len(), 1, "the backend should hold one record for {name}");
+        let key = records[0]["key"].as_str().unwrap();
+        assert_eq!(s3.get_object(key).as_deref(), Some(&data[..]), "S3 should hold {name} byte for byte");
+    }
+    // The notification goes out when the batch ends; give a late one the chance to show up.
+    std::thread::sleep(Duration::from_secs(1));
+    let shown = desktop.session().notifications();
+    assert_eq!(shown.len(), 1, "one notification for the one batch, not one per file: {shown:?}");
+    assert_eq!(shown[0].1, "4 files uploaded.", "the notification should count the batch's files");
+}
+
+#[test]
+fn a_file_refused_for_a_wrong_token_is_explained_and_uploads_on_retry_after_the_token_is_fixed_in_the_keyring() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let desktop = Desktop::with_keyring();
+    let keyring = desktop.session();
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("data");
+    // As an older Dropship left it: the token in settings.json.
+    write_settings(&data_dir, serde_json::json!({ "backend_url": backend.url, "token": "a-wrong-token" }));
+    let file = work.path().join("quarterly report.xlsx");
+    std::fs::write(&file, bytes(40_000, 9)).unwrap();
+
+    desktop
+        .run(&data_dir, async |client, display| {
+            wait_for_element(client, "[data-testid=uploads-view]").await?;
+            drag_onto(client, display, &[&file], "[data-testid=drop-zone]").await?;
+            let failed = format!("{}[data-status=failed]", item("quarterly report.xlsx"));
+            wait_for_element(client, &failed).await.context("the upload should fail with the wrong token")?;
+            let code = wait_for_element(client, &format!("{failed} [data-testid=upload-error]"))
+                .await?
+                .attr("data-code")
+                .await?
+                .unwrap_or_default();
+            let message = text_of(client, &format!("{failed} [data-testid=upload-error]")).await?;
+            if code != "unauthorized" || !message.contains("Settings") {
+                bail!("the failure should say the token was refused and where to fix it: {code} {message:?}");
+            }
+            click(client, &format!("{failed} [data-testid=upload-details-toggle]")).await?;
+            let details = text_of(client, &format!("{failed} [data-testid=upload-details]")).await?;
+            if !details.contains("unauthorized") || !details.contains("quarterly report.xlsx") {
+                bail!("the details should show the code and the file: {details:?}");
+            }
+            screenshot(display, "failure").await?;
+
+            click(client, "[data-testid=nav-settings]").await?;
+            type_into(client, "[data-testid=settings-token]", &backend.token).await?;
+            click(client, "[data-testid=settings-save]").await?;
+            let result = wait_for_element(client, "[data-testid=settings-result]").await?;
+            if result.attr("data-result").await?.as_deref() != Some("ok") {
+                bail!("saving the right token should succeed: {}", result.text().await?);
+            }
+            wait_for_element(client, "[data-testid=token-storage][data-storage=keyring]").await?;
+            screenshot(display, "settings").await?;
+
+            click(client, "[data-testid=nav-uploads]").await?;
+            click(client, &format!("{failed} [data-testid=retry-upload]")).await?;
+            let uploaded = format!("{}[data-status=uploaded]", item("quarterly report.xlsx"));
+            wait_for_element(client, &uploaded).await.context("the retried upload should go through")?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("the failure was not explained or the retry did not work: {e:#}"));
+
+    let saved = read_settings(&data_dir);
+    assert!(saved.get("token").is_none_or(|t| t == ""), "no token may stay in settings.json: {saved}");
+    assert_eq!(
+        keyring.stored_token(&data_dir).as_deref(),
+        Some(backend.token.as_str()),
+        "the Secret Service should hold the token typed in"
+    );
+    assert_eq!(backend.records().len(), 1, "the retry should have been recorded once");
+
+    // A restart finds the token in the keyring: the form shows it and the connection works.
+    desktop
+        .run(&data_dir, async |client, _| {
+            click(client, "[data-testid=nav-settings]").await?;
+            let field = wait_for_element(client, "[data-testid=settings-token]").await?;
+            let shown = field.prop("value").await?.unwrap_or_default();
+            if shown != backend.token {
+                bail!("after a restart the token field should hold the keyring's token");
+            }
+            click(client, "[data-testid=settings-test]").await?;
+            let result = wait_for_element(client, "[data-testid=settings-result]").await?;
+            match result.attr("data-result").await?.as_deref() {
+                Some("ok") => Ok(()),
+                _ => bail!("the connection test should pass: {}", result.text().await?),
+            }
+        })
+        .unwrap_or_else(|e| panic!("the settings did not come back after a restart: {e:#}"));
+}
+
+#[test]
+fn without_a_keyring_the_window_asks_before_keeping_the_token_in_a_file() {
+    let backend = Backend::start(S3Server::shared());
+    let desktop = Desktop::without_keyring();
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("data");
+
+    desktop
+        .run(&data_dir, async |client, display| {
+            wait_for_element(client, "[data-testid=welcome]").await?;
+            screenshot(display, "welcome").await?;
+            type_into(client, "[data-testid=settings-backend-url]", &backend.url).await?;
+            type_into(client, "[data-testid=settings-token]", &backend.token).await?;
+            click(client, "[data-testid=settings-save]").await?;
+            let ask = wait_for_element(client, "[data-testid=keyring-ask]").await.context("the window should ask")?;
+            let text = ask.prop("textContent").await?.unwrap_or_default();
+            if !text.contains("keyring") {
+                bail!("the question should say there is no keyring: {text:?}");
+            }
+            if data_dir.join("settings.json").exists() {
+                bail!("nothing may be saved before the person answers");
+            }
+            click(client, "[data-testid=keyring-ask-file]").await?;
+            wait_for_element(client, "[data-testid=uploads-view]").await.context("agreeing should save and go on")?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("the window did not ask before the file fallback: {e:#}"));
+
+    let saved = read_settings(&data_dir);
+    assert_eq!(saved["token"], backend.token.as_str(), "with consent, the token is in the file");
+    assert_eq!(saved["token_storage"], "file", "and the file says so, so later saves do not ask again");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data_dir.join("settings.json")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "a file holding the token is readable by its owner only");
+    }
+}
+
+#[test]
+fn uploads_are_paused_resumed_cancelled_and_retried_from_the_window() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let desktop = Desktop::without_keyring();
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("data");
+    // 200 kB/s for both together, so there is time to press the buttons.
+    let transfer = serde_json::json!({ "concurrency": 2, "bandwidth_limit": 200_000 });
+    write_settings(
+        &data_dir,
+        serde_json::json!({ "backend_url": backend.url, "token": backend.token, "token_storage": "file", "transfer": transfer }),
+    );
+    let first = work.path().join("first.bin");
+    let second = work.path().join("second.bin");
+    std::fs::write(&first, bytes(1_200_000, 5)).unwrap();
+    std::fs::write(&second, bytes(600_000, 6)).unwrap();
+
+    desktop
+        .run(&data_dir, async |client, display| {
+            wait_for_element(client, "[data-testid=uploads-view]").await?;
+            drag_onto(client, display, &[&first, &second], "[data-testid=drop-zone]").await?;
+            wait_for_element(client, "[data-testid=uploads-overall]").await?;
+
+            let a = item("first.bin");
+            let b = item("second.bin");
+            // Pause one and cancel the other before either can finish.
+            click(client, &format!("{a} [data-testid=pause-upload]")).await?;
+            wait_for_element(client, &format!("{a}[data-status=paused]")).await.context("pausing shows paused")?;
+            click(client, &format!("{b} [data-testid=cancel-upload]")).await?;
+            let cancelled = format!("{b}[data-status=failed]");
+            wait_for_element(client, &cancelled).await.context("cancelling shows the upload as stopped")?;
+            let code = wait_for_element(client, &format!("{cancelled} [data-testid=upload-error]"))
+                .await?
+                .attr("data-code")
+                .await?;
+            if code.as_deref() != Some("cancelled") {
+                bail!("a cancelled upload should say so, not {code:?}");
+            }
+            screenshot(display, "queue").await?;
+
+            click(client, &format!("{a} [data-testid=resume-upload]")).await?;
+            wait_for_element(client, &format!("{a}[data-status=uploaded]")).await.context("resumed, it finishes")?;
+            click(client, &format!("{cancelled} [data-testid=retry-upload]")).await?;
+            wait_for_element(client, &format!("{b}[data-status=uploaded]")).await.context("retried, it finishes")?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("the queue's controls did not work: {e:#}"));
+
+    let names: Vec<String> =
+        backend.records().iter().map(|r| r["file_name"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(names.len(), 2, "each file recorded once, the cancelled one after its retry: {names:?}");
+}
+
+#[test]
+fn history_search_and_filters_find_uploads_by_name_status_source_and_date() {
+    let backend = Backend::start(S3Server::shared());
+    let desktop = Desktop::without_keyring();
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("data");
+    write_settings(
+        &data_dir,
+        serde_json::json!({ "backend_url": backend.url, "token": backend.token, "token_storage": "file" }),
+    );
+    seed_history(&data_dir);
+
+    desktop
+        .run(&data_dir, async |client, display| {
+            let all = "[data-testid=history-item]";
+            wait_for_count(client, all, 24).await.context("the seeded history should be listed")?;
+            screenshot(display, "history").await?;
+
+            type_into(client, "[data-testid=history-search]", "invoice").await?;
+            wait_for_count(client, all, 8).await.context("searching by name")?;
+            // One contract failed before it had a key.
+            type_into(client, "[data-testid=history-search]", "uploads/2026/contract").await?;
+            wait_for_count(client, all, 7).await.context("searching by key")?;
+            set_value(client, "[data-testid=history-search]", "").await?;
+            wait_for_count(client, all, 24).await?;
+
+            select(client, "[data-testid=history-status]", "failed").await?;
+            wait_for_count(client, "[data-testid=history-item][data-status=failed]", 4).await?;
+            wait_for_count(client, all, 4).await.context("filtering by status")?;
+            select(client, "[data-testid=history-status]", "").await?;
+            select(client, "[data-testid=history-source]", "watch").await?;
+            wait_for_count(client, all, 8).await.context("filtering by source")?;
+            select(client, "[data-testid=history-source]", "").await?;
+            wait_for_count(client, all, 24).await?;
+
+            // Everything was uploaded today: from tomorrow on there is nothing, from today all.
+            let tomorrow = client.execute(
+                "const d = new Date(); d.setDate(d.getDate() + 1); return d.toLocaleDateString('sv');",
+                vec![],
+            );
+            let tomorrow = tomorrow.await?.as_str().unwrap_or_default().to_owned();
+            set_value(client, "[data-testid=history-since]", &tomorrow).await?;
+            wait_for_element(client, "[data-testid=history-empty]").await.context("filtering by date")?;
+            let today = client.execute("return new Date().toLocaleDateString('sv');", vec![]).await?;
+            set_value(client, "[data-testid=history-since]", today.as_str().unwrap_or_default()).await?;
+            wait_for_count(client, all, 24).await?;
+
+            // The smallest size the window allows: everything still fits without sideways scrolling.
+            set_window_size(client, 800, 600).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let fits = client
+                .execute(
+                    "const el = document.documentElement; return [el.scrollWidth, window.innerWidth, window.innerHeight];",
+                    vec![],
+                )
+                .await?;
+            let [scroll_width, width, height] = [0, 1, 2].map(|i| fits[i].as_f64().unwrap_or(0.0));
+            if width > 820.0 || height > 620.0 || scroll_width > width {
+                bail!("at 800×600 the page should fit its width: {fits}");
+            }
+            screenshot(display, "800x600").await?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("the history's search and filters did not narrow the list: {e:#}"));
+}
+
+/// 24 uploads: 8 invoices from the window, 8 contracts from the CLI, 8 photos from a watched
+/// folder; one in six failed.
+fn seed_history(data_dir: &Path) {
+    let store = Store::open(&data_dir.join("history.sqlite")).unwrap();
+    let kinds =
+        [("invoice", "pdf", Source::Window), ("contract", "docx", Source::Cli), ("photo", "jpg", Source::Watch)];
+    for (k, (stem, ext, source)) in kinds.iter().enumerate() {
+        for i in 0..8 {
+            let id = format!("seed-{k}-{i}");
+            let name = format!("{stem}-{i:03}.{ext}");
+            let path = format!("/home/staff/{stem}s/{name}");
+            store
+                .insert(&NewUpload {
+                    upload_id: &id,
+                    batch_id: "seed",
+                    path: Path::new(&path),
+                    file_name: &name,
+                    size: 10_000 + i as u64 * 1_234,
+                    content_type: "application/octet-stream",
+                    source: *source,
+                })
+                .unwrap();
+            if (k * 8 + i) % 6 == 5 {
+                store
+                    .mark_failed(&id, "backend_unreachable", "The backend did not answer. Check the network.")
+                    .unwrap();
+            } else {
+                let key = format!("uploads/2026/{stem}/{name}");
+                store.mark_uploading(&id, None, Some(&key), &format!("http://127.0.0.1:1/bucket/{key}")).unwrap();
+                store.enqueue_reports(&[(id.as_str(), None, "{}".to_owned())]).unwrap();
+                store.reports_delivered(&[id.as_str()]).unwrap();
+            }
+        }
+    }
+}
+
+async fn select(client: &fantoccini::Client, css: &str, value: &str) -> anyhow::Result<()> {
+    let element = wait_for_element(client, css).await?;
+    element.select_by_value(value).await.with_context(|| format!("could not choose {value:?} in {css}"))?;
+    Ok(())
+}
+
+/// Date inputs have no portable typing through WebDriver: set the value as the picker would.
+async fn set_value(client: &fantoccini::Client, css: &str, date: &str) -> anyhow::Result<()> {
+    let element = wait_for_element(client, css).await?;
+    let element = serde_json::to_value(element)?;
+    client
+        .execute(
+            "arguments[0].value = arguments[1];
+             arguments[0].dispatchEvent(new Event('input', { bubbles: true }));
+             arguments[0].dispatchEvent(new Event('change', { bubbles: true }));",
+            vec![element, date.into()],
+        )
+        .await?;
+    Ok(())
+}
