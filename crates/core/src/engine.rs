@@ -125,6 +125,8 @@ struct Job {
     /// For files that go up in parts: how they are cut. Their parts are hashed as they go.
     parts: Option<PartPlan>,
     gate: Gate,
+    /// The folder its key goes in, when the batch asked for one.
+    key_prefix: Option<String>,
 }
 
 impl Job {
@@ -135,6 +137,7 @@ impl Job {
             size: self.size,
             content_type: self.content_type.clone(),
             checksum_sha256: self.checksum.clone().unwrap_or_default(),
+            key_prefix: self.key_prefix.clone(),
         }
     }
 }
@@ -382,7 +385,7 @@ impl Engine {
         self.inner.tasks.spawn_on(
             async move {
                 tokio::select! {
-                    _ = engine.run_batch(id, paths, source) => {}
+                    _ = engine.run_batch(id, paths, source, None) => {}
                     _ = shutdown.cancelled() => {}
                 }
             },
@@ -393,7 +396,14 @@ impl Engine {
 
     /// Uploads `paths` (folders recursively) and returns what happened to each file.
     pub async fn upload(&self, paths: Vec<PathBuf>, source: Source) -> BatchSummary {
-        self.run_batch(uuid::Uuid::new_v4().to_string(), paths, source).await
+        self.run_batch(uuid::Uuid::new_v4().to_string(), paths, source, None).await
+    }
+
+    /// [`Engine::upload`], asking the backend to put the keys in `key_prefix` (a folder under
+    /// its own prefix, e.g. a watched folder's `scans/2026`) where its API has that.
+    pub async fn upload_into(&self, paths: Vec<PathBuf>, source: Source, key_prefix: Option<String>) -> BatchSummary {
+        let key_prefix = key_prefix.map(|p| p.trim().trim_matches('/').to_owned()).filter(|p| !p.is_empty());
+        self.run_batch(uuid::Uuid::new_v4().to_string(), paths, source, key_prefix).await
     }
 
     /// Pauses one running upload: nothing more is sent until it is resumed. False when there is
@@ -493,7 +503,13 @@ impl Engine {
         let _ = self.inner.events.send(event);
     }
 
-    async fn run_batch(&self, batch_id: String, paths: Vec<PathBuf>, source: Source) -> BatchSummary {
+    async fn run_batch(
+        &self,
+        batch_id: String,
+        paths: Vec<PathBuf>,
+        source: Source,
+        key_prefix: Option<String>,
+    ) -> BatchSummary {
         let mut summary = BatchSummary { batch_id: batch_id.clone(), files: Vec::new(), error: None };
         // One snapshot of the settings for the whole batch, so a change meanwhile cannot pair
         // one backend with another's transfer settings.
@@ -522,7 +538,7 @@ impl Engine {
             Ok(interrupted) => interrupted,
             Err(e) => return self.fail_batch(summary, e),
         };
-        let mut adopted = Vec::new();
+        let mut adopted = std::collections::HashSet::new();
         let mut awaiting_report = Vec::new();
         let mut jobs: Vec<Job> = Vec::with_capacity(found.len());
         for file in found {
@@ -539,17 +555,28 @@ impl Engine {
                 parts: None,
                 gate: self.inner.controls.register(&upload_id),
                 upload_id,
+                key_prefix: key_prefix.clone(),
             };
-            match earlier {
-                Some(earlier) if earlier.status == UploadStatus::Reporting && self.report_is_queued(&earlier.upload_id) => {
-                    adopted.push(job.upload_id.clone());
-                    awaiting_report.push(job);
-                }
-                Some(_) => {
-                    adopted.push(job.upload_id.clone());
-                    jobs.push(job);
-                }
-                None => jobs.push(job),
+            let Some(earlier) = earlier else {
+                jobs.push(job);
+                continue;
+            };
+            // The outbox is looked at before the row is taken over: a report queued then is
+            // either still queued or delivered by now, never lost in between (the deliverer
+            // may be sending it this very moment).
+            let report_queued = self.report_is_queued(&earlier.upload_id);
+            let status = match self.inner.store.adopt(&job.upload_id, &batch_id, job.size) {
+                Ok(status) => status,
+                Err(e) => return self.fail_batch(summary, e.into()),
+            };
+            tracing::info!(upload_id = %job.upload_id, path = %job.path.display(), ?status, "carrying on with an interrupted upload");
+            adopted.insert(job.upload_id.clone());
+            match status {
+                // Finished meanwhile, or in S3 with its report queued: only the report's
+                // outcome is left to wait for.
+                None => awaiting_report.push(job),
+                Some(UploadStatus::Reporting) if report_queued => awaiting_report.push(job),
+                Some(_) => jobs.push(job),
             }
         }
         let queued: Vec<NewUpload<'_>> = jobs
@@ -569,12 +596,6 @@ impl Engine {
             return self.fail_batch(summary, e.into());
         }
         drop(queued);
-        for job in jobs.iter().chain(&awaiting_report).filter(|job| adopted.contains(&job.upload_id)) {
-            if let Err(e) = self.inner.store.adopt(&job.upload_id, &batch_id, job.size) {
-                return self.fail_batch(summary, e.into());
-            }
-            tracing::info!(upload_id = %job.upload_id, path = %job.path.display(), "carrying on with an interrupted upload");
-        }
         for job in jobs.iter().chain(&awaiting_report) {
             self.emit(Event::FileQueued {
                 upload_id: job.upload_id.clone(),
@@ -1162,6 +1183,7 @@ impl Engine {
             checksum: None,
             parts: None,
             gate: Gate::inert(),
+            key_prefix: None,
         };
         let new = NewUpload {
             upload_id: &job.upload_id,

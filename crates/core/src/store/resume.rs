@@ -102,14 +102,31 @@ impl Store {
 
     /// Takes over an interrupted upload for a new batch: the same history row goes on, so a
     /// crash and a restart never leave two rows for one upload.
-    pub fn adopt(&self, upload_id: &str, batch_id: &str, size: u64) -> Result<(), StoreError> {
-        self.write(
-            "UPDATE uploads SET owner = ?2, batch_id = ?3, size = ?4, updated_at = ?5,
-                    status = CASE status WHEN 'reporting' THEN 'reporting' ELSE 'queued' END,
-                    error_code = NULL, error = NULL
-             WHERE upload_id = ?1",
-            params![upload_id, self.owner, batch_id, size as i64, now()],
-        )
+    /// Returns the status it was adopted in, or `None` when it is no longer unfinished (its
+    /// report was delivered meanwhile, say): then there is nothing left to carry on with.
+    pub fn adopt(&self, upload_id: &str, batch_id: &str, size: u64) -> Result<Option<UploadStatus>, StoreError> {
+        let mut found = None;
+        self.in_transaction(|tx| {
+            let status: Option<String> = tx
+                .query_row(
+                    "SELECT status FROM uploads WHERE upload_id = ?1 AND status IN ('queued', 'uploading', 'reporting')",
+                    [upload_id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            found = status.as_deref().and_then(UploadStatus::parse);
+            if found.is_some() {
+                tx.execute(
+                    "UPDATE uploads SET owner = ?2, batch_id = ?3, size = ?4, updated_at = ?5,
+                            status = CASE status WHEN 'reporting' THEN 'reporting' ELSE 'queued' END,
+                            error_code = NULL, error = NULL
+                     WHERE upload_id = ?1",
+                    params![upload_id, self.owner, batch_id, size as i64, now()],
+                )?;
+            }
+            Ok(())
+        })?;
+        Ok(found)
     }
 
     /// Says in history why an upload started over (the file changed, S3 forgot the upload…).
@@ -262,8 +279,12 @@ mod tests {
         let unfinished = store.unfinished().unwrap();
         assert_eq!(unfinished.len(), 1);
         assert_eq!(unfinished[0].owner.as_deref(), Some("old"));
-        store.adopt("u1", "b2", 3).unwrap();
+        assert_eq!(store.adopt("u1", "b2", 3).unwrap(), Some(UploadStatus::Queued));
         assert_eq!(store.unfinished().unwrap()[0].owner.as_deref(), Some("new"));
         assert_eq!(store.history(&Default::default()).unwrap().len(), 1, "still one row");
+        store.enqueue_reports(&[("u1", None, "{}".into())]).unwrap();
+        store.reports_delivered(&["u1"]).unwrap();
+        assert_eq!(store.adopt("u1", "b3", 3).unwrap(), None, "a finished upload is not taken over");
+        assert_eq!(store.get("u1").unwrap().unwrap().status, UploadStatus::Uploaded);
     }
 }
