@@ -271,3 +271,28 @@ fn hundreds_of_small_files_go_up_in_overlapping_chunks_each_exactly_once() {
     assert_landed(s3, &backend, &workspace, &lines, &files);
     assert_eq!(backend.records().len(), 250, "each recorded once, none twice");
 }
+
+#[test]
+fn a_key_prefix_puts_the_keys_in_that_folder_and_one_that_climbs_is_cleaned() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let bytes = pattern(3000, 2);
+    let path = workspace.file("invoice.pdf", &bytes);
+    let mut command = workspace.dropship(&backend, "native");
+    command.args(["upload", "--json", "--key-prefix", "../accounts//2026/"]).arg(&path);
+    let output = run(command);
+    let lines = json_lines(&output);
+    assert!(output.status.success(), "{lines:?}");
+    let key = lines[0]["key"].as_str().unwrap();
+    assert!(key.starts_with("uploads/accounts/2026/"), "under the backend's prefix, in the folder: {key}");
+    assert_landed(s3, &backend, &workspace, &lines, &[(path, bytes)]);
+
+    let mut command = workspace.dropship(&backend, "native");
+    command.args(["upload", "--json", "--key-prefix", "a/b/c/d/e"]).arg(workspace.file("deep.txt", b"x"));
+    let output = run(command);
+    let lines = json_lines(&output);
+    assert_eq!(output.status.code(), Some(1), "{lines:?}");
+    assert_eq!(lines[0]["error"]["code"], "backend_rejected", "{lines:?}");
+    assert!(lines[0]["error"]["message"].as_str().unwrap().contains("at most 4"), "{lines:?}");
+}

@@ -454,3 +454,23 @@ fn when_inotify_runs_out_of_watches_the_folder_is_polled_says_so_and_still_uploa
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert_landed_from_watch(s3, &workspace, &line, b"seen by polling");
 }
+
+#[test]
+fn a_folder_with_a_key_prefix_puts_its_files_under_that_folder_in_the_bucket() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let dir = watched_dir(&workspace);
+    let watching = Watching::start(&workspace, &backend, &dir, &["--key-prefix", "scans/../2026 / front desk"]);
+    let path = dir.join("page 1.txt");
+    std::fs::write(&path, b"scanned").unwrap();
+    let line = watching.wait_uploaded(&path, 1, Duration::from_secs(30)).remove(0);
+    let (status, _, _) = watching.terminate();
+    assert!(status.success());
+    let key = line["key"].as_str().unwrap();
+    assert!(key.starts_with("uploads/scans/2026/front desk/"), "the key is in the folder, cleaned: {key}");
+    assert!(key.ends_with("/page 1.txt"), "{key}");
+    assert_landed_from_watch(s3, &workspace, &line, b"scanned");
+    let records = backend.records();
+    assert_eq!(records.iter().filter(|r| r["key"] == key).count(), 1, "the backend recorded it: {records:?}");
+}

@@ -1,4 +1,6 @@
-//! The object-key scheme: `<prefix>/<server uuid v7>/<sanitised file name>`. The UUID starts with
+//! The object-key scheme: `<prefix>/[<folder>/]<server uuid v7>/<sanitised file name>`, where
+//! the optional folder (at most four levels, each sanitised like a file name) is one a client
+//! asked for, e.g. a watched folder's `scans/2026`. The UUID starts with
 //! the time it was made, so the keys of one presign request sit next to each other in a
 //! listing: a batch of reports is checked with one ListObjectsV2 instead of a HEAD per object.
 //! The server chooses every key, so a client's file name can never pick the path, climb out of
@@ -12,6 +14,10 @@ pub const MAX_FILE_NAME_BYTES: usize = 200;
 
 /// An extension longer than this is treated as part of the name when shortening.
 const MAX_KEPT_EXTENSION_BYTES: usize = 20;
+
+/// Folder levels a client may ask for under the prefix, and bytes per level.
+pub const MAX_FOLDER_LEVELS: usize = 4;
+pub const MAX_FOLDER_LEVEL_BYTES: usize = 64;
 
 /// Used when nothing usable is left of the client's name.
 const FALLBACK_FILE_NAME: &str = "file";
@@ -39,6 +45,29 @@ pub fn sanitise_file_name(raw: &str) -> String {
     } else {
         shortened.to_owned()
     }
+}
+
+/// A folder a client asked for (`scans/2026`), made safe: levels split on `/` or `\`, empty,
+/// `.` and `..` levels dropped, each level cleaned like a file name and capped. Errs (with a
+/// sentence for the client) when more than [`MAX_FOLDER_LEVELS`] levels remain.
+pub fn sanitise_folder(raw: &str) -> Result<String, String> {
+    let levels: Vec<String> = raw
+        .split(['/', '\\'])
+        .map(str::trim)
+        .filter(|level| !level.is_empty() && *level != "." && *level != "..")
+        .map(|level| cut_on_char_boundary(&sanitise_file_name(level), MAX_FOLDER_LEVEL_BYTES).trim().to_owned())
+        .collect();
+    if levels.len() > MAX_FOLDER_LEVELS {
+        return Err(format!(
+            "`key_prefix` has {} levels; at most {MAX_FOLDER_LEVELS} are allowed (e.g. \"scans/2026\").",
+            levels.len()
+        ));
+    }
+    Ok(levels.join("/"))
+}
+
+fn is_sanitised_level(level: &str) -> bool {
+    sanitise_folder(level).is_ok_and(|clean| clean == level)
 }
 
 fn shorten_keeping_extension(name: &str, max_bytes: usize) -> String {
@@ -83,6 +112,11 @@ impl KeyScheme {
 
     /// A fresh key for a client's file name.
     pub fn new_key(&self, client_file_name: &str) -> String {
+        self.new_key_in("", client_file_name)
+    }
+
+    /// A fresh key in `folder` (already sanitised by [`sanitise_folder`]; empty for none).
+    pub fn new_key_in(&self, folder: &str, client_file_name: &str) -> String {
         let millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
@@ -90,16 +124,13 @@ impl KeyScheme {
         let random = Uuid::new_v4().into_bytes();
         let mut tail = [0u8; 10];
         tail.copy_from_slice(&random[6..]);
-        self.key_for(uuid::Builder::from_unix_timestamp_millis(millis, &tail).into_uuid(), client_file_name)
+        self.key_for(folder, uuid::Builder::from_unix_timestamp_millis(millis, &tail).into_uuid(), client_file_name)
     }
 
-    fn key_for(&self, id: Uuid, client_file_name: &str) -> String {
+    fn key_for(&self, folder: &str, id: Uuid, client_file_name: &str) -> String {
         let name = sanitise_file_name(client_file_name);
-        if self.prefix.is_empty() {
-            format!("{id}/{name}")
-        } else {
-            format!("{}/{id}/{name}", self.prefix)
-        }
+        let leaf = format!("{id}/{name}");
+        [self.prefix.as_str(), folder, &leaf].into_iter().filter(|part| !part.is_empty()).collect::<Vec<_>>().join("/")
     }
 
     /// Whether `key` has exactly the shape this backend hands out, so a report can only ever
@@ -113,12 +144,14 @@ impl KeyScheme {
                 None => return false,
             }
         };
-        let Some((id, name)) = rest.split_once('/') else {
+        let mut segments: Vec<&str> = rest.split('/').collect();
+        let (Some(name), Some(id)) = (segments.pop(), segments.pop()) else {
             return false;
         };
+        let folder_ok = segments.len() <= MAX_FOLDER_LEVELS && segments.iter().all(|level| is_sanitised_level(level));
         // Hyphenated lowercase, as `new_key` writes it; `Uuid::parse_str` alone accepts more forms.
         let id_ok = Uuid::parse_str(id).is_ok_and(|u| u.hyphenated().to_string() == id);
-        id_ok && !name.contains('/') && sanitise_file_name(name) == name
+        folder_ok && id_ok && sanitise_file_name(name) == name
     }
 }
 
@@ -193,6 +226,28 @@ mod tests {
         let name = sanitise_file_name(&long);
         assert_eq!(name.len(), MAX_FILE_NAME_BYTES);
         assert!(name.starts_with("name."), "the name is cut from the end instead");
+    }
+
+    #[test]
+    fn a_requested_folder_is_cleaned_level_by_level_and_capped_in_depth() {
+        assert_eq!(sanitise_folder(" scans / 2026/ ").unwrap(), "scans/2026");
+        assert_eq!(sanitise_folder("../../etc/./passwd").unwrap(), "etc/passwd", "no climbing out");
+        assert_eq!(sanitise_folder("a\\b").unwrap(), "a/b");
+        assert_eq!(sanitise_folder("").unwrap(), "");
+        assert!(sanitise_folder("a/b/c/d/e").is_err(), "five levels are too many");
+    }
+
+    #[test]
+    fn keys_in_a_folder_are_issued_shapes_and_tampered_folders_are_not() {
+        let scheme = KeyScheme::new("uploads");
+        let key = scheme.new_key_in("scans/2026", "a.pdf");
+        assert!(key.starts_with("uploads/scans/2026/"), "{key}");
+        assert!(scheme.is_issued_shape(&key));
+        assert!(scheme.is_issued_shape(&scheme.new_key("a.pdf")), "no folder is still fine");
+        let climbing = key.replace("scans/2026", "scans/..");
+        assert!(!scheme.is_issued_shape(&climbing), "{climbing}");
+        let deep = key.replace("scans/2026", "a/b/c/d/e");
+        assert!(!scheme.is_issued_shape(&deep), "{deep}");
     }
 
     #[test]

@@ -15,6 +15,10 @@ use crate::{setup_error, BackendArgs};
 pub struct UploadArgs {
     #[command(flatten)]
     run: RunArgs,
+    /// Put the keys in this folder under the backend's own prefix, e.g. `scans/2026` (native
+    /// API only).
+    #[arg(long, env = "DROPSHIP_KEY_PREFIX", value_name = "FOLDER")]
+    key_prefix: Option<String>,
     /// Files and folders to upload.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
@@ -53,8 +57,8 @@ pub async fn run(args: UploadArgs) -> ExitCode {
         Ok(engine) => engine,
         Err(code) => return code,
     };
-    let paths = args.paths;
-    drive(&engine, args.run.json, async { Ok(vec![engine.upload(paths, Source::Cli).await]) }).await
+    let (paths, key_prefix) = (args.paths, args.key_prefix);
+    drive(&engine, args.run.json, async { Ok(vec![engine.upload_into(paths, Source::Cli, key_prefix).await]) }).await
 }
 
 /// `dropship resume`: carries on with every upload an earlier run left unfinished (killed,

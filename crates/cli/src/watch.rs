@@ -29,6 +29,10 @@ pub struct WatchArgs {
     /// (.DS_Store, Thumbs.db, *.tmp, *.part, *.crdownload, ~$*, ...) always apply.
     #[arg(long = "ignore", value_name = "PATTERN")]
     ignore: Vec<String>,
+    /// Put the keys of these folders' files in this folder under the backend's own prefix,
+    /// e.g. `scans/2026` (native API only).
+    #[arg(long, value_name = "FOLDER")]
+    key_prefix: Option<String>,
     /// Upload names starting with a dot too.
     #[arg(long)]
     include_hidden: bool,
@@ -99,6 +103,7 @@ fn watch_settings(args: &WatchArgs) -> Result<WatchSettings, Error> {
         let mut folder = WatchedFolder::new(path);
         folder.ignore.extend(args.ignore.iter().cloned());
         folder.include_hidden = args.include_hidden;
+        folder.key_prefix = args.key_prefix.clone().unwrap_or_default();
         folder.polling = args.poll;
         folder.after_upload = match (&args.move_uploaded_to, args.delete_after_upload) {
             (Some(subfolder), _) => AfterUpload::MoveTo { subfolder: subfolder.clone() },

@@ -3,8 +3,9 @@ import type { AfterUpload } from "./AfterUpload";
 
 export type WatchedFolder = { path: string, 
 /**
- * Where in the bucket this folder's files should go. The backend chooses every key; this
- * is passed on only where the backend API accepts a prefix.
+ * A folder in the bucket for this folder's files (`scans/2026`): the native backend puts
+ * their keys under it, below its own prefix. The rails and companion APIs have no such
+ * field, so there it is not used.
  */
 key_prefix: string, 
 /**

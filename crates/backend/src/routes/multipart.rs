@@ -34,6 +34,9 @@ pub struct CreateRequest {
     content_type: Option<String>,
     #[serde(default)]
     checksum_algorithm: Option<String>,
+    /// A folder under the backend's prefix (e.g. a watched folder's `scans/2026`).
+    #[serde(default)]
+    key_prefix: Option<String>,
 }
 
 /// What a valid create request asks for.
@@ -58,7 +61,9 @@ pub async fn create_upload(
     ApiJson(request): ApiJson<CreateRequest>,
 ) -> Result<(StatusCode, Json<CreatedUpload>), ApiError> {
     let checked = check_create(&request)?;
-    let key = app.keys.new_key(&request.file_name);
+    let folder = crate::keys::sanitise_folder(request.key_prefix.as_deref().unwrap_or_default())
+        .map_err(|message| ApiError::unprocessable("invalid_key_prefix", message))?;
+    let key = app.keys.new_key_in(&folder, &request.file_name);
     // Before S3 is asked, so a failure here cannot leave an upload nobody knows about.
     let object_url = app.signer.object_url(&key).await?;
     let upload_id = app.signer.create_multipart(&key, &checked.content_type, checked.part_checksum).await?;
@@ -412,6 +417,7 @@ mod tests {
             size,
             content_type: None,
             checksum_algorithm: checksum_algorithm.map(str::to_owned),
+            key_prefix: None,
         }
     }
 

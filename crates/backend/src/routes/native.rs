@@ -46,6 +46,9 @@ struct PresignFile {
     #[serde(default)]
     content_type: Option<String>,
     checksum_sha256: String,
+    /// A folder under the backend's prefix (e.g. a watched folder's `scans/2026`).
+    #[serde(default)]
+    key_prefix: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,7 +87,9 @@ pub async fn presign_batch(
 
     let mut uploads = Vec::with_capacity(checked.len());
     for (file, (client_upload_id, content_type)) in request.files.iter().zip(checked) {
-        let key = app.keys.new_key(&file.file_name);
+        let folder = crate::keys::sanitise_folder(file.key_prefix.as_deref().unwrap_or_default())
+            .map_err(|message| ApiError::unprocessable("invalid_key_prefix", message))?;
+        let key = app.keys.new_key_in(&folder, &file.file_name);
         let put = app
             .signer
             .presign_put(

@@ -354,6 +354,7 @@ mod tests {
             size: 3,
             content_type: "application/pdf".into(),
             checksum_sha256: String::new(),
+            key_prefix: None,
         }
     }
 

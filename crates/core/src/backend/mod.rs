@@ -29,6 +29,8 @@ pub struct FileToSign {
     pub size: u64,
     pub content_type: String,
     pub checksum_sha256: String,
+    /// A folder under the backend's key prefix (a watched folder's), where the API has one.
+    pub key_prefix: Option<String>,
 }
 
 /// Where and how to send one file's bytes.

@@ -40,6 +40,8 @@ struct PresignFile<'a> {
     size: u64,
     content_type: &'a str,
     checksum_sha256: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_prefix: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +161,7 @@ impl SigningBackend for NativeBackend {
                     size: f.size,
                     content_type: &f.content_type,
                     checksum_sha256: &f.checksum_sha256,
+                    key_prefix: f.key_prefix.as_deref(),
                 })
                 .collect(),
         };
@@ -234,6 +237,7 @@ impl SigningBackend for NativeBackend {
             // CRC32C rather than SHA-256 per part: S3 verifies either, and CRC32C costs the
             // client about a tenth of the CPU on large files.
             "checksum_algorithm": "CRC32C",
+            "key_prefix": file.key_prefix,
         });
         let created: CreatedMultipart = self.http.post("api/v1/multipart", &body).await?;
         Ok(MultipartUpload { key: created.key, upload_id: created.upload_id, object_url: created.object_url })

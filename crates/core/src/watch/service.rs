@@ -62,6 +62,10 @@ impl Folder {
         &self.config.path
     }
 
+    fn key_prefix(&self) -> Option<String> {
+        Some(self.config.key_prefix.trim().to_owned()).filter(|p| !p.is_empty())
+    }
+
     /// Taking files: watched, polled, or still in its first scan (whose source is busy
     /// adding watches while events already arrive).
     fn is_active(&self) -> bool {
@@ -467,8 +471,17 @@ impl Service {
     /// Hands ready files to the engine, a batch at a time.
     fn dispatch(&mut self) {
         while !self.stopping && self.halted.is_none() && self.batches < BATCHES_IN_FLIGHT && !self.ready.is_empty() {
-            let take = self.ready.len().min(BATCH_FILES);
-            let files: Vec<ReadyFile> = self.ready.drain(..take).collect();
+            // One folder per batch: each folder's files go under its own key prefix.
+            let folder = self.ready[0].folder;
+            let (mut files, rest): (Vec<ReadyFile>, Vec<ReadyFile>) =
+                self.ready.drain(..).partition(|file| file.folder == folder);
+            self.ready.extend(rest);
+            if files.len() > BATCH_FILES {
+                for file in files.drain(BATCH_FILES..).rev() {
+                    self.ready.push_front(file);
+                }
+            }
+            let key_prefix = self.folders.iter().find(|f| f.id == folder).and_then(|f| f.key_prefix());
             let versions: Vec<FileVersion<'_>> = files.iter().map(version_of).collect();
             if let Err(e) = self.store.watch_index_mark_sending(&versions) {
                 tracing::error!("could not record watched files as sending: {e}");
@@ -481,7 +494,7 @@ impl Service {
             let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
             tracing::info!(files = files.len(), "uploading from watched folders");
             self.work.spawn(async move {
-                let summary = engine.upload(paths, Source::Watch).await;
+                let summary = engine.upload_into(paths, Source::Watch, key_prefix).await;
                 Work::Batch(files, summary)
             });
         }

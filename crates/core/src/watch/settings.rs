@@ -57,8 +57,9 @@ impl Default for WatchSettings {
 pub struct WatchedFolder {
     #[ts(type = "string")]
     pub path: PathBuf,
-    /// Where in the bucket this folder's files should go. The backend chooses every key; this
-    /// is passed on only where the backend API accepts a prefix.
+    /// A folder in the bucket for this folder's files (`scans/2026`): the native backend puts
+    /// their keys under it, below its own prefix. The rails and companion APIs have no such
+    /// field, so there it is not used.
     #[serde(default)]
     pub key_prefix: String,
     /// Gitignore-style patterns: `*.tmp` matches a name anywhere, `raw/` a folder anywhere,
