@@ -10,6 +10,8 @@
 //!     cargo build -p dropship-desktop -p dropship-backend
 //!     cargo test -p dropship-system-tests --test gui_drag_drop
 
+mod gui;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -21,8 +23,9 @@ use dropship_testkit::{target_bin, Backend, S3Server};
 use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use gui::{poll, UI_TIMEOUT};
+
 /// Upper bound for anything the window has to show after an action.
-const UI_TIMEOUT: Duration = Duration::from_secs(60);
 const FILE_NAME: &str = "dragged report.bin";
 
 #[test]
@@ -241,22 +244,6 @@ async fn text_of(client: &Client, css: &str) -> anyhow::Result<String> {
     Ok(element.prop("textContent").await?.unwrap_or_default().trim().to_owned())
 }
 
-async fn poll<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// On failure, what the window showed: the quickest way to see why.
 async fn dump_page(client: &Client) {

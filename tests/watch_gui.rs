@@ -6,7 +6,8 @@
 //!     cargo build -p dropship-desktop -p dropship-backend
 //!     cargo test -p dropship-system-tests --test watch_gui
 
-use std::time::{Duration, Instant};
+mod gui;
+
 
 use anyhow::{bail, Context};
 use dropship_system_tests::desktop::{TauriDriver, Xvfb};
@@ -14,7 +15,8 @@ use dropship_testkit::{target_bin, Backend, S3Server};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 
-const UI_TIMEOUT: Duration = Duration::from_secs(60);
+use gui::{poll, UI_TIMEOUT};
+
 
 #[test]
 fn the_settings_view_shows_a_watched_folder_live_uploads_what_lands_in_it_and_pauses_it() {
@@ -45,7 +47,7 @@ fn the_settings_view_shows_a_watched_folder_live_uploads_what_lands_in_it_and_pa
             }
 
             std::fs::write(watched.join("scan 001.pdf"), b"%PDF-1.4 from the scanner")?;
-            poll("the app to upload the dropped file", || async { (backend.records().len() == 1).then_some(()) })
+            poll(UI_TIMEOUT, "the app to upload the dropped file", || async { (backend.records().len() == 1).then_some(()) })
                 .await?;
 
             let pause =
@@ -83,7 +85,7 @@ async fn open_session(url: &str) -> anyhow::Result<Client> {
 }
 
 async fn click(client: &Client, css: &str) -> anyhow::Result<()> {
-    let element = poll(css, || async { client.find(Locator::Css(css)).await.ok() }).await?;
+    let element = poll(UI_TIMEOUT, css, || async { client.find(Locator::Css(css)).await.ok() }).await?;
     element.click().await?;
     Ok(())
 }
@@ -94,25 +96,9 @@ async fn text_of(client: &Client, css: &str) -> anyhow::Result<String> {
 }
 
 async fn wait_for_text(client: &Client, css: &str, starts_with: &str) -> anyhow::Result<()> {
-    poll(&format!("{css} to say {starts_with:?}"), || async {
+    poll(UI_TIMEOUT, &format!("{css} to say {starts_with:?}"), || async {
         text_of(client, css).await.ok().filter(|t| t.starts_with(starts_with)).map(drop)
     })
     .await
 }
 
-async fn poll<T, F, Fut>(what: &str, mut probe: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + UI_TIMEOUT;
-    loop {
-        if let Some(value) = probe().await {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
