@@ -411,6 +411,60 @@ fn after_a_verified_upload_the_file_can_be_moved_aside_and_is_not_sent_again_fro
 
 /// Runs `dropship watch` in a private user namespace whose inotify watch limit is `limit`, so
 /// the limit runs out without touching the machine's own setting.
+/// `dropship watch` as an unprivileged user (`nobody`, in a user namespace of its own), so
+/// permission bits hold as they would for a person; the workspace is opened up for it.
+fn watch_as_nobody(workspace: &Workspace, backend: &Backend, dir: &Path) -> Watching {
+    use std::os::unix::fs::PermissionsExt;
+    let open = |path: &Path, mode| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    open(workspace.dir.path(), 0o755);
+    std::fs::create_dir_all(workspace.data_dir()).unwrap();
+    open(&workspace.data_dir(), 0o777);
+    let base = workspace.dropship(backend, "native");
+    let mut command = Command::new("unshare");
+    command.env_clear();
+    for (key, value) in base.get_envs() {
+        if let Some(value) = value {
+            command.env(key, value);
+        }
+    }
+    command.arg("--user").arg(base.get_program());
+    command.args(["watch", "--json", "--stable-ms", STABLE_MS]).arg(dir);
+    Watching::spawn(command)
+}
+
+fn user_namespaces_allowed() -> bool {
+    Command::new("unshare").args(["--user", "--map-root-user", "true"]).status().is_ok_and(|s| s.success())
+}
+
+#[test]
+fn an_unreadable_sub_folder_is_skipped_with_a_warning_and_the_rest_still_uploads() {
+    if !user_namespaces_allowed() {
+        eprintln!("SKIPPED: this machine does not allow unprivileged user namespaces (unshare --user)");
+        return;
+    }
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let dir = watched_dir(&workspace);
+    let locked = dir.join("locked");
+    std::fs::create_dir_all(&locked).unwrap();
+    std::fs::write(locked.join("secret.txt"), b"not for us").unwrap();
+    let readable = dir.join("open.txt");
+    std::fs::write(&readable, b"for everyone").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+
+    let watching = watch_as_nobody(&workspace, &backend, &dir);
+    watching.wait_for_stderr("skipped", Duration::from_secs(10));
+    let line = watching.wait_uploaded(&readable, 1, Duration::from_secs(30)).remove(0);
+    let (status, lines, stderr) = watching.terminate();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("locked") && stderr.contains("ermission denied"), "the warning names the folder and why: {stderr}");
+    assert_eq!(lines.len(), 1, "only the readable file: {lines:#?}");
+    assert_landed_from_watch(s3, &workspace, &line, b"for everyone");
+}
+
 fn watch_with_inotify_limit(workspace: &Workspace, backend: &Backend, dir: &Path, limit: u32) -> Watching {
     let base = workspace.dropship(backend, "native");
     let mut command = Command::new("unshare");
