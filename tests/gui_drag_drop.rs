@@ -244,7 +244,6 @@ async fn text_of(client: &Client, css: &str) -> anyhow::Result<String> {
     Ok(element.prop("textContent").await?.unwrap_or_default().trim().to_owned())
 }
 
-
 /// On failure, what the window showed: the quickest way to see why.
 async fn dump_page(client: &Client) {
     match client.find(Locator::Css("body")).await {

@@ -155,7 +155,8 @@ fn a_killed_batch_of_small_files_is_finished_by_resume_with_no_duplicates() {
     command.args(["upload", "--json", "--concurrency", "2", "--bandwidth-limit", &(256 * 1024).to_string()]);
     let mut child = command.arg(workspace.dir.path().join("files/batch")).stdout(Stdio::null()).spawn().unwrap();
     wait_for("some files to land", Duration::from_secs(60), || {
-        (count(&workspace, "SELECT COUNT(*) FROM uploads WHERE status IN ('reporting', 'uploaded')") >= 20).then_some(())
+        (count(&workspace, "SELECT COUNT(*) FROM uploads WHERE status IN ('reporting', 'uploaded')") >= 20)
+            .then_some(())
     })
     .unwrap();
     kill_hard(&mut child);
@@ -295,7 +296,10 @@ fn a_report_the_backend_rejects_is_kept_with_its_reason_and_goes_through_when_re
     let queued = json_lines(&run(dropship(&["reports", "--json"])));
     assert_eq!(queued.len(), 1, "the rejected report is kept");
     assert_eq!(queued[0]["state"], "rejected");
-    assert!(json_lines(&run(dropship(&["resume", "--json"]))).is_empty(), "a rejected report is not retried on its own");
+    assert!(
+        json_lines(&run(dropship(&["resume", "--json"]))).is_empty(),
+        "a rejected report is not retried on its own"
+    );
 
     // Put right what the backend objected to, then retry by hand.
     s3.put_object(&key, &bytes);

@@ -460,7 +460,10 @@ fn an_unreadable_sub_folder_is_skipped_with_a_warning_and_the_rest_still_uploads
     let (status, lines, stderr) = watching.terminate();
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert!(status.success(), "{stderr}");
-    assert!(stderr.contains("locked") && stderr.contains("ermission denied"), "the warning names the folder and why: {stderr}");
+    assert!(
+        stderr.contains("locked") && stderr.contains("ermission denied"),
+        "the warning names the folder and why: {stderr}"
+    );
     assert_eq!(lines.len(), 1, "only the readable file: {lines:#?}");
     assert_landed_from_watch(s3, &workspace, &line, b"for everyone");
 }

@@ -8,7 +8,6 @@
 
 mod gui;
 
-
 use anyhow::{bail, Context};
 use dropship_system_tests::desktop::{TauriDriver, Xvfb};
 use dropship_testkit::{target_bin, Backend, S3Server};
@@ -16,7 +15,6 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use gui::{poll, UI_TIMEOUT};
-
 
 #[test]
 fn the_settings_view_shows_a_watched_folder_live_uploads_what_lands_in_it_and_pauses_it() {
@@ -47,8 +45,10 @@ fn the_settings_view_shows_a_watched_folder_live_uploads_what_lands_in_it_and_pa
             }
 
             std::fs::write(watched.join("scan 001.pdf"), b"%PDF-1.4 from the scanner")?;
-            poll(UI_TIMEOUT, "the app to upload the dropped file", || async { (backend.records().len() == 1).then_some(()) })
-                .await?;
+            poll(UI_TIMEOUT, "the app to upload the dropped file", || async {
+                (backend.records().len() == 1).then_some(())
+            })
+            .await?;
 
             let pause =
                 client.find(Locator::XPath("//li[@data-testid='watched-folder']//button[text()='Pause']")).await?;
@@ -101,4 +101,3 @@ async fn wait_for_text(client: &Client, css: &str, starts_with: &str) -> anyhow:
     })
     .await
 }
-

@@ -4,10 +4,10 @@
 
 mod commands;
 mod events;
-mod tray;
-mod watch_commands;
 mod notify;
 mod prefs;
+mod tray;
+mod watch_commands;
 
 use dropship_core::{default_data_dir, Engine, Source, WatchSettings, Watcher};
 use tauri::{DragDropEvent, Emitter, Manager, RunEvent, Window, WindowEvent};

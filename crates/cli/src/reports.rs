@@ -10,8 +10,8 @@ use dropship_core::store::Store;
 use dropship_core::{HistoryEntry, QueuedReport};
 use serde::Serialize;
 
-use crate::upload::{open_engine, RunArgs};
 use crate::setup_error;
+use crate::upload::{open_engine, RunArgs};
 
 #[derive(clap::Args)]
 pub struct ReportsArgs {

@@ -96,7 +96,8 @@ impl RunArgs {
 }
 
 pub fn open_engine(args: &RunArgs) -> Result<Engine, ExitCode> {
-    let engine = Engine::open(&args.backend.data.dir(), tokio::runtime::Handle::current()).map_err(|e| setup_error(&e))?;
+    let engine =
+        Engine::open(&args.backend.data.dir(), tokio::runtime::Handle::current()).map_err(|e| setup_error(&e))?;
     engine.apply_settings(resolve_run_settings(&engine, args)).map_err(|e| setup_error(&e))?;
     engine.set_backend_wait(std::time::Duration::from_secs(args.backend_wait));
     Ok(engine)
@@ -243,7 +244,9 @@ fn show_progress(engine: &Engine) -> tokio::task::JoinHandle<()> {
                 Event::BatchFinished { .. } | Event::BatchFailed { .. } => break,
                 Event::BackendRetrying { retry_in_ms, .. } => {
                     let wait = retry_in_ms.div_ceil(1000);
-                    bar.set_message(format!("{finished}/{files} files — backend unavailable; asking again in {wait} s"));
+                    bar.set_message(format!(
+                        "{finished}/{files} files — backend unavailable; asking again in {wait} s"
+                    ));
                     continue;
                 }
                 Event::ReportsQueued { count, retry_in_ms, .. } => {

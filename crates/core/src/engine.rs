@@ -16,7 +16,9 @@ use tokio_util::task::TaskTracker;
 
 use tokio::sync::Semaphore;
 
-use crate::backend::{self, PatientBackend, CompletedPart, CompletionReport, FileToSign, MultipartUpload, PresignedUpload, SigningBackend};
+use crate::backend::{
+    self, CompletedPart, CompletionReport, FileToSign, MultipartUpload, PatientBackend, PresignedUpload, SigningBackend,
+};
 use crate::config::{TransferSettings, HISTORY_FILE};
 use crate::control::{Controls, Gate};
 use crate::instance::InstanceLock;
@@ -847,7 +849,10 @@ impl Engine {
             // signed, say): start it over once, cleanly.
             Err(Error::Backend(e)) if was_resumed && !e.is_batch_level() => {
                 tracing::info!(upload_id = %job.upload_id, "the interrupted upload could not go on, starting over: {e}");
-                let _ = self.inner.store.note(&job.upload_id, &format!("Started over: the interrupted upload could not go on ({e})."));
+                let _ = self
+                    .inner
+                    .store
+                    .note(&job.upload_id, &format!("Started over: the interrupted upload could not go on ({e})."));
                 self.run_multipart(job, transfer, backend, None).await
             }
             result => result,
@@ -859,8 +864,11 @@ impl Engine {
     /// it starts over.
     async fn resume_multipart(&self, job: &Job, backend: &dyn SigningBackend) -> Result<Option<Resumed>, Error> {
         let Some((state, recorded)) = self.inner.store.multipart(&job.upload_id)? else { return Ok(None) };
-        let upload =
-            MultipartUpload { key: state.key.clone(), upload_id: state.s3_upload_id.clone(), object_url: state.object_url.clone() };
+        let upload = MultipartUpload {
+            key: state.key.clone(),
+            upload_id: state.s3_upload_id.clone(),
+            object_url: state.object_url.clone(),
+        };
         let identity = FileIdentity::read(&job.path).map_err(|e| scan::io_error(&job.path, e))?;
         let plan = PartPlan::new(job.size, state.part_size).filter(|plan| plan.part_size == state.part_size);
         let why_not = match plan {
@@ -1040,11 +1048,7 @@ impl Engine {
     /// How the report of `upload_id` ended: the deliverer's answer, or what the history says
     /// once it no longer waits, for a report delivered before anyone listened (or by another
     /// Dropship on the same data folder). `None` when the engine stops first.
-    async fn settled(
-        &self,
-        upload_id: &str,
-        mut answer: tokio::sync::oneshot::Receiver<Delivery>,
-    ) -> Option<Delivery> {
+    async fn settled(&self, upload_id: &str, mut answer: tokio::sync::oneshot::Receiver<Delivery>) -> Option<Delivery> {
         let mut check = tokio::time::interval(REPORT_RECHECK);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -1076,7 +1080,11 @@ impl Engine {
         let error = Error::ReportPending { detail };
         self.inner.controls.forget(&done.job.upload_id);
         let info = error.info();
-        self.emit(Event::FileFailed { upload_id: done.job.upload_id.clone(), path: done.job.path.clone(), error: info.clone() });
+        self.emit(Event::FileFailed {
+            upload_id: done.job.upload_id.clone(),
+            path: done.job.path.clone(),
+            error: info.clone(),
+        });
         FileOutcome {
             path: done.job.path,
             status: FileStatus::Failed,
@@ -1099,7 +1107,10 @@ impl Engine {
     }
 
     fn report_is_queued(&self, upload_id: &str) -> bool {
-        self.inner.store.queued_reports().is_ok_and(|queued| queued.iter().any(|r| r.upload_id == upload_id && !r.rejected))
+        self.inner
+            .store
+            .queued_reports()
+            .is_ok_and(|queued| queued.iter().any(|r| r.upload_id == upload_id && !r.rejected))
     }
 
     /// An adopted upload whose bytes are in S3 already: only its report is outstanding.

@@ -114,7 +114,9 @@ impl Deliverer {
 
     fn time_until_due(&self) -> Duration {
         match self.store.next_report_due() {
-            Ok(Some(at)) => Duration::from_millis((at - unix_millis()).clamp(10, IDLE_RECHECK.as_millis() as i64) as u64),
+            Ok(Some(at)) => {
+                Duration::from_millis((at - unix_millis()).clamp(10, IDLE_RECHECK.as_millis() as i64) as u64)
+            }
             _ => IDLE_RECHECK,
         }
     }
@@ -215,7 +217,11 @@ impl Deliverer {
         if let Err(e) = self.store.report_postponed(&ids, &error.to_string(), due) {
             tracing::error!("could not postpone reports: {e}");
         }
-        (self.emit)(Event::ReportsQueued { count: ids.len(), retry_in_ms: wait.as_millis() as u64, reason: error.info() });
+        (self.emit)(Event::ReportsQueued {
+            count: ids.len(),
+            retry_in_ms: wait.as_millis() as u64,
+            reason: error.info(),
+        });
     }
 }
 

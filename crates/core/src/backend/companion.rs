@@ -13,8 +13,8 @@ use serde_json::json;
 
 use super::http::BackendHttp;
 use super::{
-    BackendError, CompletedPart, CompletionReport, FileToSign, ListedPart, MultipartUpload, PartToSign, PresignedUpload,
-    Signed, SignedPart, SigningBackend, UploadMethod,
+    BackendError, CompletedPart, CompletionReport, FileToSign, ListedPart, MultipartUpload, PartToSign,
+    PresignedUpload, Signed, SignedPart, SigningBackend, UploadMethod,
 };
 use crate::transfer::MAX_OBJECT_SIZE;
 

@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::http::BackendHttp;
 use super::{
-    BackendError, CompletedPart, CompletionReport, FileToSign, ListedPart, Signed, MultipartUpload, PartToSign,
-    PresignedUpload, SignedPart, SigningBackend,
+    BackendError, CompletedPart, CompletionReport, FileToSign, ListedPart, MultipartUpload, PartToSign,
+    PresignedUpload, Signed, SignedPart, SigningBackend,
 };
 use crate::transfer::MAX_OBJECT_SIZE;
 

@@ -117,7 +117,11 @@ impl SigningBackend for PatientBackend {
         self.patiently(|| self.inner.create_multipart(file)).await
     }
 
-    async fn sign_parts(&self, upload: &MultipartUpload, parts: &[PartToSign]) -> Result<Vec<SignedPart>, BackendError> {
+    async fn sign_parts(
+        &self,
+        upload: &MultipartUpload,
+        parts: &[PartToSign],
+    ) -> Result<Vec<SignedPart>, BackendError> {
         self.patiently(|| self.inner.sign_parts(upload, parts)).await
     }
 
@@ -200,7 +204,10 @@ mod tests {
     #[tokio::test]
     async fn a_backend_never_reached_fails_at_once_but_one_that_answered_before_is_waited_for() {
         let (flaky, backend, _) = patient(3, down(), Duration::from_secs(60));
-        assert!(matches!(backend.presign(&[]).await, Err(BackendError::Unreachable { .. })), "a wrong URL is said at once");
+        assert!(
+            matches!(backend.presign(&[]).await, Err(BackendError::Unreachable { .. })),
+            "a wrong URL is said at once"
+        );
         assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
         backend.answered.store(true, Ordering::SeqCst);
         backend.presign(&[]).await.expect("after it answered once, an outage is waited out");
@@ -213,7 +220,10 @@ mod tests {
         let error = backend.presign(&[]).await.expect_err("the backend never came back");
         assert!(matches!(error, BackendError::ServerError { .. }));
         let waited = started.elapsed();
-        assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(2), "gave up after its patience: {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
+            "gave up after its patience: {waited:?}"
+        );
     }
 
     #[tokio::test]

@@ -131,7 +131,10 @@ impl Store {
 
     /// Says in history why an upload started over (the file changed, S3 forgot the upload…).
     pub fn note(&self, upload_id: &str, note: &str) -> Result<(), StoreError> {
-        self.write("UPDATE uploads SET note = ?2, updated_at = ?3 WHERE upload_id = ?1", params![upload_id, note, now()])
+        self.write(
+            "UPDATE uploads SET note = ?2, updated_at = ?3 WHERE upload_id = ?1",
+            params![upload_id, note, now()],
+        )
     }
 
     /// Remembers a multipart upload that was just created; forgets any earlier one of this upload.

@@ -139,7 +139,8 @@ async fn send_parts(
             continue;
         }
         let etag = send_part(run, book, checksums, number, sent).await?;
-        let part = CompletedPart { part_number: number, etag, checksum_sha256: None, checksum_crc32c: checksums.get(number) };
+        let part =
+            CompletedPart { part_number: number, etag, checksum_sha256: None, checksum_crc32c: checksums.get(number) };
         (run.on_part_done)(&part);
         done.lock().unwrap_or_else(|p| p.into_inner()).push(part);
     }
