@@ -19,11 +19,10 @@ use anyhow::{bail, Context};
 use dropship_system_tests::desktop::{
     press_and_drag, release_mouse, window_geometry, DesktopSession, DragSource, TauriDriver, Xvfb,
 };
-use dropship_testkit::{target_bin, Backend, S3Server};
-use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
+use dropship_testkit::{Backend, S3Server};
+use fantoccini::{elements::Element, Client, Locator};
 
-use gui::{poll, UI_TIMEOUT};
+use gui::{open_session, poll, text_of, UI_TIMEOUT};
 
 /// Upper bound for anything the window has to show after an action.
 const FILE_NAME: &str = "dragged report.bin";
@@ -169,18 +168,6 @@ fn with_app_on_bus<T>(
     outcome
 }
 
-async fn open_session(url: &str) -> anyhow::Result<Client> {
-    let app = target_bin("dropship-desktop");
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert("tauri:options".into(), serde_json::json!({ "application": app }));
-    capabilities.insert("browserName".into(), "wry".into());
-    ClientBuilder::new(HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(url)
-        .await
-        .with_context(|| format!("tauri-driver at {url} could not start {}", app.display()))
-}
-
 /// Drags the file onto the drop zone and waits until the window lists it as uploaded, both in
 /// the current uploads and in the history. Returns the object key the window shows.
 async fn drag_file_and_watch_the_window(client: &Client, display: &str, file: &Path) -> anyhow::Result<String> {
@@ -239,10 +226,6 @@ async fn wait_for_element(client: &Client, css: &str) -> anyhow::Result<Element>
 
 /// The element's `textContent`: WebDriver's visible-text algorithm leaves out text that
 /// `text-overflow: ellipsis` clips, which is exactly how long keys and URLs are shown.
-async fn text_of(client: &Client, css: &str) -> anyhow::Result<String> {
-    let element = client.find(Locator::Css(css)).await.with_context(|| format!("no {css}"))?;
-    Ok(element.prop("textContent").await?.unwrap_or_default().trim().to_owned())
-}
 
 /// On failure, what the window showed: the quickest way to see why.
 async fn dump_page(client: &Client) {

@@ -8,13 +8,12 @@
 
 mod gui;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use dropship_system_tests::desktop::{TauriDriver, Xvfb};
-use dropship_testkit::{target_bin, Backend, S3Server};
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
+use dropship_testkit::{Backend, S3Server};
+use fantoccini::{Client, Locator};
 
-use gui::{poll, UI_TIMEOUT};
+use gui::{open_session, poll, text_of, UI_TIMEOUT};
 
 #[test]
 fn the_settings_view_shows_a_watched_folder_live_uploads_what_lands_in_it_and_pauses_it() {
@@ -72,27 +71,10 @@ fn the_settings_view_shows_a_watched_folder_live_uploads_what_lands_in_it_and_pa
     assert_eq!(saved["folders"][0]["paused"], true, "pausing from the window is saved");
 }
 
-async fn open_session(url: &str) -> anyhow::Result<Client> {
-    let app = target_bin("dropship-desktop");
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert("tauri:options".into(), serde_json::json!({ "application": app }));
-    capabilities.insert("browserName".into(), "wry".into());
-    ClientBuilder::new(HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(url)
-        .await
-        .with_context(|| format!("tauri-driver at {url} could not start {}", app.display()))
-}
-
 async fn click(client: &Client, css: &str) -> anyhow::Result<()> {
     let element = poll(UI_TIMEOUT, css, || async { client.find(Locator::Css(css)).await.ok() }).await?;
     element.click().await?;
     Ok(())
-}
-
-async fn text_of(client: &Client, css: &str) -> anyhow::Result<String> {
-    let element = client.find(Locator::Css(css)).await.with_context(|| format!("no {css}"))?;
-    Ok(element.prop("textContent").await?.unwrap_or_default().trim().to_owned())
 }
 
 async fn wait_for_text(client: &Client, css: &str, starts_with: &str) -> anyhow::Result<()> {
