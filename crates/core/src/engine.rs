@@ -294,7 +294,7 @@ impl Engine {
 
     /// Uploads that an earlier run left unfinished (it crashed, was killed, or lost power).
     pub fn interrupted(&self) -> Result<Vec<Unfinished>, Error> {
-        let unfinished = self.inner.store.unfinished()?;
+        let unfinished = self.inner.store.unfinished_elsewhere()?;
         Ok(unfinished
             .into_iter()
             .filter(|u| !u.owner.as_deref().is_some_and(|owner| self.inner.instance.is_running(owner)))
@@ -1072,9 +1072,9 @@ impl Engine {
         let detail = self
             .inner
             .store
-            .queued_reports()
+            .queued_report(&done.job.upload_id)
             .ok()
-            .and_then(|queued| queued.into_iter().find(|r| r.upload_id == done.job.upload_id))
+            .flatten()
             .and_then(|r| r.last_error)
             .unwrap_or_else(|| "no answer yet".to_owned());
         let error = Error::ReportPending { detail };
@@ -1107,10 +1107,7 @@ impl Engine {
     }
 
     fn report_is_queued(&self, upload_id: &str) -> bool {
-        self.inner
-            .store
-            .queued_reports()
-            .is_ok_and(|queued| queued.iter().any(|r| r.upload_id == upload_id && !r.rejected))
+        self.inner.store.queued_report(upload_id).is_ok_and(|queued| queued.is_some_and(|r| !r.rejected))
     }
 
     /// An adopted upload whose bytes are in S3 already: only its report is outstanding.

@@ -2,7 +2,7 @@
 //! the upload as in S3, and leaves only in the transaction that records the backend's answer,
 //! so no crash between the two loses it or records it twice.
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use super::{now, Store, StoreError};
 
@@ -74,6 +74,18 @@ impl Store {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row("SELECT MIN(next_attempt_at) FROM outbox WHERE rejected = 0", [], |r| r.get(0))
             .map_err(|e| StoreError::new(&self.path, "could not be read", e))
+    }
+
+    /// The report of `upload_id`, while it is in the outbox.
+    pub fn queued_report(&self, upload_id: &str) -> Result<Option<QueuedReport>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.query_row(
+            "SELECT upload_id, report, attempts, rejected, last_error FROM outbox WHERE upload_id = ?1",
+            [upload_id],
+            queued_report,
+        )
+        .optional()
+        .map_err(|e| StoreError::new(&self.path, "could not be read", e))
     }
 
     /// Every report not yet acknowledged, rejected ones included, oldest first.

@@ -78,16 +78,27 @@ impl Store {
 
     /// Every upload not finished (queued, uploading or waiting for its report), oldest first.
     pub fn unfinished(&self) -> Result<Vec<Unfinished>, StoreError> {
+        self.unfinished_owned_by_others(None)
+    }
+
+    /// Unfinished uploads other than this store's owner's own: the candidates for a resume,
+    /// without reading every upload the running engine has queued itself.
+    pub fn unfinished_elsewhere(&self) -> Result<Vec<Unfinished>, StoreError> {
+        self.unfinished_owned_by_others(self.owner.as_deref())
+    }
+
+    fn unfinished_owned_by_others(&self, me: Option<&str>) -> Result<Vec<Unfinished>, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let read = |e| StoreError::new(&self.path, "could not be read", e);
         let mut statement = conn
             .prepare_cached(
                 "SELECT upload_id, path, status, owner, source FROM uploads
-                 WHERE status IN ('queued', 'uploading', 'reporting') ORDER BY created_at, rowid",
+                 WHERE status IN ('queued', 'uploading', 'reporting') AND (?1 IS NULL OR owner IS NOT ?1)
+                 ORDER BY created_at, rowid",
             )
             .map_err(read)?;
         let rows = statement
-            .query_map([], |row| {
+            .query_map([me], |row| {
                 Ok(Unfinished {
                     upload_id: row.get(0)?,
                     path: row.get(1)?,
