@@ -81,6 +81,15 @@ impl TauriDriver {
             TcpStream::connect(("127.0.0.1", port)).ok()
         })
         .expect("tauri-driver did not start");
+        // tauri-driver listens before the WebKitWebDriver it spawned does, and drops a new-session
+        // request that it cannot forward: on a loaded machine the first session failed that way.
+        wait_for("WebKitWebDriver to listen", Duration::from_secs(30), || {
+            if process.has_exited() {
+                panic!("tauri-driver ({}) exited at start; see its output above", binary.display());
+            }
+            TcpStream::connect(("127.0.0.1", native_port)).ok()
+        })
+        .expect("WebKitWebDriver did not start");
         TauriDriver { url: format!("http://127.0.0.1:{port}"), process }
     }
 
