@@ -65,8 +65,9 @@ struct Inner {
     events: broadcast::Sender<Event>,
     http: reqwest::Client,
     runtime: Handle,
-    /// One permit per request in flight, shared by every file and part of every batch, so the
-    /// concurrency setting bounds the whole engine.
+    /// [`transfer::PERMITS_PER_SLOT`] permits per unit of concurrency, shared by every file and
+    /// part of every batch, so the concurrency setting bounds the whole engine: a large body
+    /// takes a whole slot, a small one a share of it (see [`transfer::permits_for`]).
     permits: Semaphore,
     /// The permits `permits` was last sized to (settings can change it while running).
     permit_count: Mutex<usize>,
@@ -192,7 +193,7 @@ impl Engine {
             .map_err(|e| Error::InvalidSettings(format!("could not set up HTTP: {e}")))?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let transfer = settings.as_ref().map(|s| s.transfer).unwrap_or_default();
-        let concurrency = transfer.concurrency as usize;
+        let permits = transfer.concurrency as usize * transfer::PERMITS_PER_SLOT as usize;
         let throttle = Arc::new(Throttle::default());
         throttle.set_rate(transfer.bandwidth_limit);
         let engine = Engine {
@@ -206,8 +207,8 @@ impl Engine {
                 events,
                 http,
                 runtime,
-                permits: Semaphore::new(concurrency),
-                permit_count: Mutex::new(concurrency),
+                permits: Semaphore::new(permits),
+                permit_count: Mutex::new(permits),
                 retry: RetryPolicy::default(),
                 throttle,
                 controls: Controls::default(),
@@ -458,7 +459,8 @@ impl Engine {
     }
 
     /// Applies a new concurrency at once: extra permits now, or fewer as running requests end.
-    fn resize_permits(&self, wanted: usize) {
+    fn resize_permits(&self, concurrency: usize) {
+        let wanted = concurrency * transfer::PERMITS_PER_SLOT as usize;
         let mut current = self.inner.permit_count.lock().unwrap_or_else(|p| p.into_inner());
         if wanted > *current {
             self.inner.permits.add_permits(wanted - *current);
@@ -677,7 +679,8 @@ impl Engine {
         let all = singles.into_iter().chain(multipart.into_iter().map(|job| (job, None)));
         let results: Vec<Result<Sent, FileOutcome>> = stream::iter(all)
             .map(|(job, url)| self.send(job, url, transfer, backend))
-            .buffer_unordered(transfer.concurrency as usize)
+            // The permits decide how many actually send; see `transfer::permits_for`.
+            .buffer_unordered(transfer.concurrency as usize * transfer::PERMITS_PER_SLOT as usize)
             .collect()
             .await;
         let mut sent = Vec::with_capacity(results.len());
@@ -801,7 +804,8 @@ impl Engine {
         let on_retry = self.retry_reporter(job);
         loop {
             gate.wait_open().await.map_err(|_| Error::Cancelled)?;
-            let _permit = self.inner.permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
+            let _permit =
+                self.inner.permits.acquire_many(transfer::permits_for(job.size)).await.map_err(|_| Error::ShuttingDown)?;
             let progress = self.progress_reporter(job);
             let sending =
                 transfer::send_file(&self.inner.http, &upload, &job.path, job.size, progress, &self.inner.throttle);

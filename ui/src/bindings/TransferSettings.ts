@@ -5,7 +5,8 @@
  */
 export type TransferSettings = { 
 /**
- * Requests in flight at once, across all files and parts.
+ * Uploads in flight at once, across all files and parts; files of 1 MiB or less count as a
+ * quarter each (they wait on round trips, not bandwidth).
  */
 concurrency: number, 
 /**

@@ -11,7 +11,7 @@ mod throttle;
 
 pub use multipart::{upload_parts, MultipartRun, OnRetry};
 pub use plan::{PartPlan, MAX_OBJECT_SIZE, MIN_PART_SIZE};
-pub use put::{check_destination, put_range, send_file, Progress, Range};
+pub use put::{check_destination, permits_for, put_range, send_file, Progress, Range, PERMITS_PER_SLOT};
 pub use retry::{classify, Next, RetryPolicy};
 pub use throttle::Throttle;
 

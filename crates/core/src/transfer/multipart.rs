@@ -159,7 +159,7 @@ async fn send_part(
     let mut gate = run.gate.clone();
     loop {
         gate.wait_open().await.map_err(|_| Error::Cancelled)?;
-        let _permit = run.permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
+        let _permit = run.permits.acquire_many(super::permits_for(len)).await.map_err(|_| Error::ShuttingDown)?;
         let signed = book.url_for(run, checksums, number, force_sign).await?;
         let this_attempt = Arc::new(AtomicU64::new(0));
         let progress = {

@@ -20,6 +20,22 @@ const STREAM_CHUNK: usize = 256 * 1024;
 /// CPU per small file. At most this much per request in flight.
 const SMALL_BODY: u64 = 1024 * 1024;
 
+/// Permits of the engine's shared semaphore per unit of the concurrency setting. A request
+/// streaming a large body takes all of them; a small body (up to [`SMALL_BODY`], sent from
+/// memory) takes one. Small uploads are bound by round trips rather than by bandwidth or CPU,
+/// so a concurrency of 8 keeps 32 of them in flight while never streaming more than 8 large
+/// bodies at once (2,000 × 64 KiB went 15% faster against SeaweedFS with 32 in flight).
+pub const PERMITS_PER_SLOT: u32 = 4;
+
+/// The permits a request sending `len` bytes takes; see [`PERMITS_PER_SLOT`].
+pub fn permits_for(len: u64) -> u32 {
+    if len <= SMALL_BODY {
+        1
+    } else {
+        PERMITS_PER_SLOT
+    }
+}
+
 /// Called with the number of bytes of this request handed to the connection so far.
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
@@ -241,6 +257,14 @@ pub(super) fn parse_s3_error(body: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_small_body_takes_a_share_of_a_slot_and_a_streamed_one_a_whole_slot() {
+        assert_eq!(permits_for(0), 1);
+        assert_eq!(permits_for(SMALL_BODY), 1, "sent from memory");
+        assert_eq!(permits_for(SMALL_BODY + 1), PERMITS_PER_SLOT, "streamed");
+        assert_eq!(permits_for(5 * 1024 * 1024), PERMITS_PER_SLOT, "the smallest part");
+    }
 
     #[test]
     fn s3_error_xml_gives_code_and_message() {
