@@ -33,8 +33,8 @@ pub struct RunArgs {
     /// One JSON object per file on stdout, instead of a progress bar.
     #[arg(long)]
     json: bool,
-    /// Uploads in flight at once, across files and parts; files of 1 MiB or less count as a quarter
-    /// each [default: 8, or the saved setting].
+    /// Uploads in flight at once, across files and parts; files of 256 KiB or less count as
+    /// a quarter each [default: 8, or the saved setting].
     #[arg(long, env = "DROPSHIP_CONCURRENCY", value_name = "N")]
     concurrency: Option<u32>,
     /// Files at least this many bytes go up in parts [default: 64 MiB].

@@ -77,8 +77,8 @@ pub struct Settings {
 #[serde(default)]
 #[ts(export)]
 pub struct TransferSettings {
-    /// Uploads in flight at once, across all files and parts; files of 1 MiB or less count as a
-    /// quarter each (they wait on round trips, not bandwidth).
+    /// Uploads in flight at once, across all files and parts; files of 256 KiB or less count as
+    /// a quarter each (they wait on round trips, not bandwidth).
     pub concurrency: u32,
     /// Files at least this large go up in parts, in parallel.
     #[ts(type = "number")]

@@ -5,8 +5,8 @@
  */
 export type TransferSettings = { 
 /**
- * Uploads in flight at once, across all files and parts; files of 1 MiB or less count as a
- * quarter each (they wait on round trips, not bandwidth).
+ * Uploads in flight at once, across all files and parts; files of 256 KiB or less count as
+ * a quarter each (they wait on round trips, not bandwidth).
  */
 concurrency: number, 
 /**
