@@ -188,6 +188,11 @@ fn window_figures() {
         println!("rows in the page while listed: {rows_in_page} (the list is virtualised)");
         println!("scrolling the whole list in 20 steps: {scroll}");
         println!("frames while queueing and uploading: {frames}");
+        println!(
+            "slowest event list applied in the page: {:.0} ms ({} events; the JSON is parsed before)",
+            stats["slowestApplyMs"].as_f64().unwrap_or(0.0),
+            stats["slowestApplyEvents"]
+        );
         let lists = stats["lists"].as_f64().unwrap_or(0.0);
         println!(
             "event lists received: {lists} in {:.1} s = {:.1} a second ({} events)",
@@ -419,13 +424,19 @@ async fn set_value(client: &Client, css: &str, value: &str) -> anyhow::Result<()
 const FRAME_MONITOR: &str = r#"
   const gaps = [];
   let last = performance.now();
-  const tick = (t) => { gaps.push(t - last); last = t; requestAnimationFrame(tick); };
+  const start = performance.now();
+  const long = [];
+  const tick = (t) => {
+    if (t - last > 150) long.push(`${(t - last).toFixed(0)} ms at ${((last - start) / 1000).toFixed(1)} s`);
+    gaps.push(t - last); last = t; requestAnimationFrame(tick);
+  };
   requestAnimationFrame(tick);
   window.__frameStats = () => {
     const sorted = [...gaps].sort((a, b) => a - b);
     const pick = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))].toFixed(1);
     return `${gaps.length} frames, median ${pick(0.5)} ms, p95 ${pick(0.95)} ms, p99 ${pick(0.99)} ms, ` +
-      `max ${sorted[sorted.length - 1].toFixed(1)} ms, ${gaps.filter((g) => g > 50).length} over 50 ms`;
+      `max ${sorted[sorted.length - 1].toFixed(1)} ms, ${gaps.filter((g) => g > 50).length} over 50 ms; ` +
+      `over 150 ms: ${long.join(', ') || 'none'}`;
   };
 "#;
 
