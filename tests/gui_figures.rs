@@ -193,6 +193,9 @@ fn window_figures() {
             stats["slowestApplyMs"].as_f64().unwrap_or(0.0),
             stats["slowestApplyEvents"]
         );
+        let start = client.execute("return window.__frameStart", vec![]).await?.as_f64().unwrap_or(0.0);
+        let first = stats["firstFilesAt"].as_f64().unwrap_or(0.0);
+        println!("the first files reached the page at {:.1} s (on the frames' clock)", (first - start) / 1000.0);
         let lists = stats["lists"].as_f64().unwrap_or(0.0);
         println!(
             "event lists received: {lists} in {:.1} s = {:.1} a second ({} events)",
@@ -425,6 +428,7 @@ const FRAME_MONITOR: &str = r#"
   const gaps = [];
   let last = performance.now();
   const start = performance.now();
+  window.__frameStart = start;
   const long = [];
   const tick = (t) => {
     if (t - last > 150) long.push(`${(t - last).toFixed(0)} ms at ${((last - start) / 1000).toFixed(1)} s`);
