@@ -270,26 +270,25 @@ fn history_search_and_filters_find_uploads_by_name_status_source_and_date() {
 
     desktop
         .run(&data_dir, async |client, display| {
-            let all = "[data-testid=history-item]";
-            wait_for_count(client, all, 24).await.context("the seeded history should be listed")?;
+            wait_for_history(client, 24).await.context("the seeded history should be listed")?;
             screenshot(display, "history").await?;
 
             type_into(client, "[data-testid=history-search]", "invoice").await?;
-            wait_for_count(client, all, 8).await.context("searching by name")?;
+            wait_for_history(client, 8).await.context("searching by name")?;
             // One contract failed before it had a key.
             type_into(client, "[data-testid=history-search]", "uploads/2026/contract").await?;
-            wait_for_count(client, all, 7).await.context("searching by key")?;
+            wait_for_history(client, 7).await.context("searching by key")?;
             set_value(client, "[data-testid=history-search]", "").await?;
-            wait_for_count(client, all, 24).await?;
+            wait_for_history(client, 24).await?;
 
             select(client, "[data-testid=history-status]", "failed").await?;
             wait_for_count(client, "[data-testid=history-item][data-status=failed]", 4).await?;
-            wait_for_count(client, all, 4).await.context("filtering by status")?;
+            wait_for_history(client, 4).await.context("filtering by status")?;
             select(client, "[data-testid=history-status]", "").await?;
             select(client, "[data-testid=history-source]", "watch").await?;
-            wait_for_count(client, all, 8).await.context("filtering by source")?;
+            wait_for_history(client, 8).await.context("filtering by source")?;
             select(client, "[data-testid=history-source]", "").await?;
-            wait_for_count(client, all, 24).await?;
+            wait_for_history(client, 24).await?;
 
             // Everything was uploaded today: from tomorrow on there is nothing, from today all.
             let tomorrow = client.execute(
@@ -301,7 +300,7 @@ fn history_search_and_filters_find_uploads_by_name_status_source_and_date() {
             wait_for_element(client, "[data-testid=history-empty]").await.context("filtering by date")?;
             let today = client.execute("return new Date().toLocaleDateString('sv');", vec![]).await?;
             set_value(client, "[data-testid=history-since]", today.as_str().unwrap_or_default()).await?;
-            wait_for_count(client, all, 24).await?;
+            wait_for_history(client, 24).await?;
 
             // The smallest size the window allows: everything still fits without sideways scrolling.
             set_window_size(client, 800, 600).await?;
@@ -324,6 +323,78 @@ fn history_search_and_filters_find_uploads_by_name_status_source_and_date() {
 
 /// 24 uploads: 8 invoices from the window, 8 contracts from the CLI, 8 photos from a watched
 /// folder; one in six failed.
+#[test]
+fn a_long_history_keeps_only_the_rows_in_view_in_the_page_reaches_the_oldest_by_scrolling_and_finds_one_file() {
+    const ROWS: usize = 2_000;
+    let backend = Backend::start(S3Server::shared());
+    let desktop = Desktop::without_keyring();
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("data");
+    write_settings(
+        &data_dir,
+        serde_json::json!({ "backend_url": backend.url, "token": backend.token, "token_storage": "file" }),
+    );
+    let store = Store::open(&data_dir.join("history.sqlite")).unwrap();
+    let names: Vec<(String, String, String)> = (0..ROWS)
+        .map(|i| (format!("long-{i:05}"), format!("scan-{i:05}.pdf"), format!("/home/staff/scans/scan-{i:05}.pdf")))
+        .collect();
+    let uploads: Vec<NewUpload<'_>> = names
+        .iter()
+        .map(|(id, name, path)| NewUpload {
+            upload_id: id,
+            batch_id: "seed",
+            path: Path::new(path),
+            file_name: name,
+            size: 1_000,
+            content_type: "application/pdf",
+            source: Source::Cli,
+        })
+        .collect();
+    // One batch, as one big drop is: every row shares its start time. All uploaded (queued
+    // rows would be resumed at launch as interrupted uploads).
+    store.insert_all(&uploads).unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(data_dir.join("history.sqlite")).unwrap();
+    conn.execute("UPDATE uploads SET status = 'uploaded', key = 'scans/' || file_name, reported_at = updated_at", [])
+        .unwrap();
+    drop(conn);
+    let shown = |name: &str| format!("[data-testid=history-item][data-file-name=\"{name}\"]");
+
+    desktop
+        .run(&data_dir, async |client, _| {
+            wait_for_element(client, &shown("scan-01999.pdf")).await.context("the newest upload comes first")?;
+            let in_page = count(client, "[data-testid=history-item]").await;
+            if in_page > 30 {
+                bail!("only a screenful of rows should be in the page, not {in_page}");
+            }
+            // At the end of what is loaded, the next page comes: scroll down until the oldest.
+            poll(Duration::from_secs(120), "the oldest upload after scrolling down", || async {
+                client
+                    .execute(
+                        "const s = document.querySelector('[data-testid=history-scroller]');
+                         s.scrollTop = s.scrollHeight;
+                         s.dispatchEvent(new Event('scroll'));",
+                        vec![],
+                    )
+                    .await
+                    .ok()?;
+                client.find(fantoccini::Locator::Css(&shown("scan-00000.pdf"))).await.ok()
+            })
+            .await?;
+            wait_for_history(client, ROWS).await.context("every upload loaded by the end")?;
+            let in_page = count(client, "[data-testid=history-item]").await;
+            if in_page > 30 {
+                bail!("scrolled to the end, still only a screenful should be in the page, not {in_page}");
+            }
+
+            type_into(client, "[data-testid=history-search]", "scan-01234").await?;
+            wait_for_history(client, 1).await.context("searching for one file among thousands")?;
+            wait_for_element(client, &shown("scan-01234.pdf")).await?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("the long history did not scroll and search as it should: {e:#}"));
+}
+
 fn seed_history(data_dir: &Path) {
     let store = Store::open(&data_dir.join("history.sqlite")).unwrap();
     let kinds =

@@ -3,7 +3,7 @@
 //! mode and prints Markdown lines starting with `| `.
 //!
 //! - latency: a small file's last write (the close after it) to its upload starting (the
-//!   engine's `file_queued` event), with the default 1 s stability window;
+//!   engine's `files_queued` event), with the default 1 s stability window;
 //! - catch-up: from starting the watcher to the folder being watched with every file compared
 //!   against the index (100,000 files in 1,000 folders), first with an empty index, then with
 //!   every file already indexed as uploaded;
@@ -72,8 +72,11 @@ fn latency_from_last_write_to_upload_start() {
     let seen = started.clone();
     runtime().spawn(async move {
         while let Ok(event) = events.recv().await {
-            if let Event::FileQueued { path, .. } = event {
-                seen.lock().unwrap().entry(path).or_insert_with(Instant::now);
+            if let Event::FilesQueued { files, .. } = event {
+                let mut seen = seen.lock().unwrap();
+                for file in files {
+                    seen.entry(file.path).or_insert_with(Instant::now);
+                }
             }
         }
     });

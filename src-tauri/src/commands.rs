@@ -68,6 +68,8 @@ pub struct HistoryFilter {
     since: Option<String>,
     until: Option<String>,
     limit: Option<usize>,
+    /// Where the page starts among the matches (the list fetches pages as it scrolls).
+    offset: Option<usize>,
 }
 
 impl HistoryFilter {
@@ -78,7 +80,8 @@ impl HistoryFilter {
         };
         let (since, until) = (self.since, self.until);
         let limit = self.limit.unwrap_or(0);
-        Ok(HistoryQuery { search: self.search, status, limit, source: self.source, since, until })
+        let offset = self.offset.unwrap_or(0);
+        Ok(HistoryQuery { search: self.search, status, limit, source: self.source, since, until, offset })
     }
 }
 

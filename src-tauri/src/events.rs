@@ -23,6 +23,8 @@ pub const DRAG_EVENT: &str = "dropship://drag";
 pub const RESYNC_EVENT: &str = "dropship://resync";
 /// How often gathered events go to the window: at most ten updates a second.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// At most this many queued files in one list (see [`Pending::take`]).
+const QUEUED_PER_LIST: usize = 1000;
 
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -51,9 +53,32 @@ impl Pending {
         self.events.push(event);
     }
 
+    /// The events for one list to the window. A big drop's queued files are split across
+    /// lists of at most [`QUEUED_PER_LIST`]: 10,000 files in one list took the page ~450 ms to
+    /// parse and apply (one frozen frame); a thousand at a time cost a frame each. What follows
+    /// a split waits for the next list, so the window never hears of a file before it is listed.
     fn take(&mut self) -> Vec<Event> {
         self.progress_at.clear();
-        std::mem::take(&mut self.events)
+        let mut events = std::mem::take(&mut self.events).into_iter();
+        let mut list = Vec::new();
+        let mut budget = QUEUED_PER_LIST;
+        while let Some(event) = events.next() {
+            match event {
+                Event::FilesQueued { batch_id, mut files } if files.len() > budget => {
+                    let rest = files.split_off(budget);
+                    list.push(Event::FilesQueued { batch_id: batch_id.clone(), files });
+                    self.push(Event::FilesQueued { batch_id, files: rest });
+                    events.for_each(|later| self.push(later));
+                    break;
+                }
+                Event::FilesQueued { batch_id, files } => {
+                    budget -= files.len();
+                    list.push(Event::FilesQueued { batch_id, files });
+                }
+                other => list.push(other),
+            }
+        }
+        list
     }
 }
 
@@ -120,6 +145,41 @@ mod tests {
         assert_eq!(sent.len(), 3, "one progress per file, plus the pause: {sent:?}");
         assert!(matches!(&sent[0], Event::FileProgress { upload_id, bytes_done: 2, .. } if upload_id == "a"));
         assert!(matches!(&sent[2], Event::FilePaused { .. }), "order is kept");
+        assert!(pending.take().is_empty());
+    }
+
+    fn queued(ids: std::ops::Range<usize>) -> Event {
+        let files = ids
+            .map(|i| dropship_core::QueuedFile {
+                upload_id: i.to_string(),
+                path: format!("/f/{i}").into(),
+                file_name: i.to_string(),
+                size: 1,
+            })
+            .collect();
+        Event::FilesQueued { batch_id: "b".into(), files }
+    }
+
+    fn listed(list: &[Event]) -> usize {
+        list.iter().map(|e| if let Event::FilesQueued { files, .. } = e { files.len() } else { 0 }).sum()
+    }
+
+    #[test]
+    fn a_big_drop_is_listed_a_thousand_files_at_a_time_and_what_follows_waits_its_turn() {
+        let mut pending = Pending::default();
+        pending.push(queued(0..2_500));
+        pending.push(progress("7", 1));
+        pending.push(progress("2400", 1));
+        let first = pending.take();
+        assert_eq!((first.len(), listed(&first)), (1, QUEUED_PER_LIST), "only files, and no more than the limit");
+        pending.push(progress("2400", 2));
+        let second = pending.take();
+        assert_eq!((second.len(), listed(&second)), (1, QUEUED_PER_LIST));
+        let third = pending.take();
+        assert_eq!(listed(&third), 500, "the rest of the files");
+        let progress: Vec<_> = third[1..].iter().map(|e| format!("{e:?}")).collect();
+        assert_eq!(progress.len(), 2, "then the progress, still one per file: {progress:?}");
+        assert!(progress[1].contains("bytes_done: 2"), "at its latest: {progress:?}");
         assert!(pending.take().is_empty());
     }
 }

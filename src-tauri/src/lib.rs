@@ -13,6 +13,28 @@ use dropship_core::{default_data_dir, Engine, Source, WatchSettings, Watcher};
 use tauri::{DragDropEvent, Emitter, Manager, RunEvent, Window, WindowEvent};
 use tracing_subscriber::EnvFilter;
 
+/// The engine's own threads, a notch below the window's in the scheduler (Linux: nice 10, set
+/// per thread). Uploads are background work: when the CPU is short (hashing, TLS and SQLite
+/// while thousands of files go up), drawing the window and answering the person come first.
+/// With CPU to spare, niceness changes nothing, so uploads are no slower on an idle machine.
+fn engine_runtime() -> std::io::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("dropship-engine")
+        .enable_all()
+        .on_thread_start(|| {
+            #[cfg(target_os = "linux")]
+            // SAFETY: changes only this thread's scheduling priority; no memory is touched.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+            }
+        })
+        .build()?;
+    let handle = runtime.handle().clone();
+    // It lives as long as the app (dropping a runtime from inside another one panics).
+    std::mem::forget(runtime);
+    Ok(handle)
+}
+
 pub fn run() {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("DROPSHIP_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
@@ -31,8 +53,7 @@ pub fn run() {
         .plugin(tauri_plugin_opener::init())
         .setup(|app| {
             let data_dir = default_data_dir();
-            let runtime = tauri::async_runtime::handle().inner().clone();
-            let engine = Engine::open(&data_dir, runtime)?;
+            let engine = Engine::open(&data_dir, engine_runtime()?)?;
             tracing::info!(data_dir = %data_dir.display(), "engine opened");
             // A second connection to the same history, for the window's queries and exports.
             app.manage(dropship_core::store::Store::open(&data_dir.join(dropship_core::config::HISTORY_FILE))?);

@@ -130,6 +130,18 @@ pub async fn wait_for_count(client: &Client, css: &str, n: usize) -> anyhow::Res
     poll(UI_TIMEOUT, &format!("{n} × {css}"), || async { (count(client, css).await == n).then_some(()) }).await
 }
 
+/// Waits until the history list has loaded exactly `n` matches, all of them (the list is
+/// virtualised: only the rows in view are in the page, so counting elements would not do).
+pub async fn wait_for_history(client: &Client, n: usize) -> anyhow::Result<()> {
+    poll(UI_TIMEOUT, &format!("{n} uploads in the history"), || async {
+        let list = client.find(Locator::Css("[data-testid=history-list]")).await.ok()?;
+        let loaded = list.attr("data-count").await.ok()??;
+        let complete = list.attr("data-complete").await.ok()??;
+        (loaded == n.to_string() && complete == "true").then_some(())
+    })
+    .await
+}
+
 pub async fn poll<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,

@@ -232,10 +232,12 @@ fn show_progress(engine: &Engine) -> tokio::task::JoinHandle<()> {
                 Err(_) => break,
             };
             match event {
-                Event::FileQueued { upload_id, size, .. } => {
-                    files += 1;
-                    bar.inc_length(size);
-                    done_per_file.insert(upload_id, 0);
+                Event::FilesQueued { files: queued, .. } => {
+                    for file in queued {
+                        files += 1;
+                        bar.inc_length(file.size);
+                        done_per_file.insert(file.upload_id, 0);
+                    }
                 }
                 Event::FileProgress { upload_id, bytes_done, .. } => {
                     let before = done_per_file.insert(upload_id, bytes_done).unwrap_or(0);

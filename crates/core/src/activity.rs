@@ -66,12 +66,14 @@ impl ActivityTracker {
 
     pub fn apply(&mut self, event: &Event) {
         match event {
-            Event::FileQueued { upload_id, .. } => {
-                if self.running.is_empty() {
+            Event::FilesQueued { files, .. } => {
+                if self.running.is_empty() && !files.is_empty() {
                     (self.total, self.done, self.failed, self.last_error) = (0, 0, 0, None);
                 }
-                self.running.insert(upload_id.clone());
-                self.total += 1;
+                for file in files {
+                    self.running.insert(file.upload_id.clone());
+                    self.total += 1;
+                }
             }
             Event::FileProgress { upload_id, .. } | Event::FileResumed { upload_id } => {
                 self.offline.remove(upload_id);
@@ -169,12 +171,9 @@ mod tests {
     use crate::ErrorInfo;
 
     fn queued(id: &str) -> Event {
-        Event::FileQueued {
-            upload_id: id.into(),
+        Event::FilesQueued {
             batch_id: "b".into(),
-            path: "/a".into(),
-            file_name: "a".into(),
-            size: 1,
+            files: vec![crate::QueuedFile { upload_id: id.into(), path: "/a".into(), file_name: "a".into(), size: 1 }],
         }
     }
 

@@ -27,7 +27,7 @@ use crate::store::{
     FileIdentity, FinishedPart, MultipartState, NewUpload, QueuedReport, Store, Unfinished, UploadStatus,
 };
 use crate::transfer::{self, MultipartRun, Next, PartPlan, RetryPolicy, Throttle, TransferError};
-use crate::{checksum, scan, Error, ErrorInfo, Event, HistoryEntry, HistoryQuery, Settings, Source};
+use crate::{checksum, scan, Error, ErrorInfo, Event, HistoryEntry, HistoryQuery, QueuedFile, Settings, Source};
 
 /// Fresh URLs asked for one file before giving up on it: a URL refused again right after
 /// re-signing is not an expiry problem.
@@ -600,14 +600,19 @@ impl Engine {
             return self.fail_batch(summary, e.into());
         }
         drop(queued);
-        for job in jobs.iter().chain(&awaiting_report) {
-            self.emit(Event::FileQueued {
+        // One event for the whole batch: per-file events overflowed the channel on big drops.
+        let files: Vec<QueuedFile> = jobs
+            .iter()
+            .chain(&awaiting_report)
+            .map(|job| QueuedFile {
                 upload_id: job.upload_id.clone(),
-                batch_id: batch_id.clone(),
                 path: job.path.clone(),
                 file_name: job.file_name.clone(),
                 size: job.size,
-            });
+            })
+            .collect();
+        if !files.is_empty() {
+            self.emit(Event::FilesQueued { batch_id: batch_id.clone(), files });
         }
 
         // Chunks overlap: one chunk's hashing, presigning and report round trips hide behind

@@ -11,14 +11,11 @@ use crate::ErrorInfo;
 #[serde(tag = "type", rename_all = "snake_case")]
 #[ts(export, rename = "EngineEvent")]
 pub enum Event {
-    FileQueued {
-        upload_id: String,
+    /// The files of one batch, queued: one event for the whole batch (a drop of 10,000 files is
+    /// one event, not 10,000, so it cannot overflow the shells' event channel).
+    FilesQueued {
         batch_id: String,
-        #[ts(type = "string")]
-        path: PathBuf,
-        file_name: String,
-        #[ts(type = "number")]
-        size: u64,
+        files: Vec<QueuedFile>,
     },
     FileProgress {
         upload_id: String,
@@ -91,4 +88,16 @@ pub enum Event {
         batch_id: String,
         error: ErrorInfo,
     },
+}
+
+/// One file of a [`Event::FilesQueued`].
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct QueuedFile {
+    pub upload_id: String,
+    #[ts(type = "string")]
+    pub path: PathBuf,
+    pub file_name: String,
+    #[ts(type = "number")]
+    pub size: u64,
 }

@@ -21,7 +21,7 @@ pub mod watch;
 pub use config::{default_data_dir, token_storage, ApiFlavour, Settings, TokenStorage, TransferSettings};
 pub use engine::{BatchSummary, Engine, FileOutcome, FileStatus};
 pub use error::{Error, ErrorInfo};
-pub use events::Event;
+pub use events::{Event, QueuedFile};
 pub use prefs::WindowPrefs;
 pub use report::Delivery;
 pub use store::{HistoryEntry, HistoryQuery, QueuedReport, Source, Unfinished, UploadStatus};

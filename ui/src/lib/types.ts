@@ -23,4 +23,6 @@ export interface HistoryFilter {
   since: string | null;
   until: string | null;
   limit: number;
+  /** Skips this many of the newest matches (the history list fetches page by page). */
+  offset?: number;
 }

@@ -37,26 +37,17 @@ export class Uploads {
   // Points at the reactive proxies in `items`, so progress updates are O(1).
   #byId = new Map<string, Upload>();
 
-  /** Counts and bytes over every item, in one pass per update (updates come ≤10 a second). */
-  totals = $derived.by(() => {
-    let active = 0;
-    let failed = 0;
-    let bytes = 0;
-    let done = 0;
-    for (const u of this.items) {
-      if (u.state === "queued" || u.state === "uploading" || u.state === "paused") {
-        active += 1;
-        bytes += u.size;
-        done += u.bytes_done;
-      } else if (u.state === "failed") {
-        failed += 1;
-      }
-    }
-    return { active, failed, bytes, done };
-  });
-  active = $derived(this.totals.active);
-  failed = $derived(this.totals.failed);
-  finished = $derived(this.items.length - this.active);
+  // Counts and bytes over every item, kept up to date as each item changes (see #change), so
+  // an update costs O(the items it touches), not O(the queue): 10,000 items, ten updates a
+  // second, and no loop over all of them.
+  #active = $state(0);
+  #failed = $state(0);
+  #bytes = $state(0);
+  #done = $state(0);
+  totals = $derived({ active: this.#active, failed: this.#failed, bytes: this.#bytes, done: this.#done });
+  active = $derived(this.#active);
+  failed = $derived(this.#failed);
+  finished = $derived(this.items.length - this.#active);
   /** Something to clear: finished uploads or a batch error. */
   clearable = $derived(this.finished > 0 || this.batchError !== null);
 
@@ -88,7 +79,9 @@ export class Uploads {
               : "uploading";
       const known = this.#byId.get(entry.upload_id);
       if (known) {
-        if (known.state !== "paused" && (state === "uploaded" || state === "failed")) known.state = state;
+        if (known.state !== "paused" && (state === "uploaded" || state === "failed")) {
+          this.#change(known, (u) => (u.state = state));
+        }
         continue;
       }
       this.#add({
@@ -112,35 +105,41 @@ export class Uploads {
     const gone = new Set(uploadIds);
     this.items = this.items.filter((u) => !gone.has(u.upload_id));
     this.#byId = new Map(this.items.map((u) => [u.upload_id, u]));
+    this.#recount();
   }
 
   apply(event: EngineEvent): void {
     switch (event.type) {
-      case "file_queued": {
+      case "files_queued": {
         this.batchError = null;
-        this.#add({
-          upload_id: event.upload_id,
-          path: event.path,
-          file_name: event.file_name,
-          size: event.size,
-          bytes_done: 0,
-          state: "queued",
-          key: null,
-          object_url: null,
-          error: null,
-          bytes_per_second: 0,
-          retry: null,
-        });
+        for (const file of event.files) {
+          if (this.#byId.has(file.upload_id)) continue;
+          this.#add({
+            upload_id: file.upload_id,
+            path: file.path,
+            file_name: file.file_name,
+            size: file.size,
+            bytes_done: 0,
+            state: "queued",
+            key: null,
+            object_url: null,
+            error: null,
+            bytes_per_second: 0,
+            retry: null,
+          });
+        }
         break;
       }
       case "file_progress": {
         const upload = this.#byId.get(event.upload_id);
         if (upload && (upload.state === "queued" || upload.state === "uploading")) {
-          upload.bytes_done = event.bytes_done;
-          upload.size = event.total;
+          this.#change(upload, (u) => {
+            u.bytes_done = event.bytes_done;
+            u.size = event.total;
+            u.state = "uploading";
+          });
           upload.bytes_per_second = event.bytes_per_second;
-          upload.retry = null;
-          upload.state = "uploading";
+          if (upload.retry) upload.retry = null;
         }
         break;
       }
@@ -153,7 +152,7 @@ export class Uploads {
       }
       case "file_paused": {
         const upload = this.#byId.get(event.upload_id);
-        if (upload && (upload.state === "queued" || upload.state === "uploading")) upload.state = "paused";
+        if (upload && (upload.state === "queued" || upload.state === "uploading")) upload.state = "paused"; // still counted as moving
         break;
       }
       case "file_resumed": {
@@ -168,9 +167,11 @@ export class Uploads {
         this.backendNotice = null;
         const upload = this.#byId.get(event.upload_id);
         if (upload) {
-          upload.state = "uploaded";
-          upload.bytes_done = event.size;
-          upload.size = event.size;
+          this.#change(upload, (u) => {
+            u.state = "uploaded";
+            u.bytes_done = event.size;
+            u.size = event.size;
+          });
           upload.key = event.key;
           upload.object_url = event.object_url;
         }
@@ -192,7 +193,7 @@ export class Uploads {
             bytes_per_second: 0,
             retry: null,
           });
-        upload.state = "failed";
+        this.#change(upload, (u) => (u.state = "failed"));
         upload.retry = null;
         upload.error = event.error;
         break;
@@ -219,9 +220,34 @@ export class Uploads {
     this.batchError = null;
     this.items = this.items.filter((u) => u.state === "queued" || u.state === "uploading" || u.state === "paused");
     this.#byId = new Map(this.items.map((u) => [u.upload_id, u]));
+    this.#recount();
+  }
+
+  /** Applies `edit` to one item, keeping the totals in step: its old share out, its new share in. */
+  #change(upload: Upload, edit: (u: Upload) => void): void {
+    this.#count(upload, -1);
+    edit(upload);
+    this.#count(upload, 1);
+  }
+
+  #count(u: Upload, sign: 1 | -1): void {
+    if (u.state === "queued" || u.state === "uploading" || u.state === "paused") {
+      this.#active += sign;
+      this.#bytes += sign * u.size;
+      this.#done += sign * u.bytes_done;
+    } else if (u.state === "failed") {
+      this.#failed += sign;
+    }
+  }
+
+  /** After items are removed (a user's action, not per update): the totals from scratch. */
+  #recount(): void {
+    this.#active = this.#failed = this.#bytes = this.#done = 0;
+    for (const u of this.items) this.#count(u, 1);
   }
 
   #add(upload: Upload): Upload {
+    this.#count(upload, 1);
     this.items.push(upload);
     const proxied = this.items[this.items.length - 1];
     this.#byId.set(upload.upload_id, proxied);

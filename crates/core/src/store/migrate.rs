@@ -8,6 +8,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/0001_history.sql")),
     (2, include_str!("migrations/0002_resume_and_outbox.sql")),
     (3, include_str!("migrations/0003_watch_index.sql")),
+    (4, include_str!("migrations/0004_history_search.sql")),
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<u32> {

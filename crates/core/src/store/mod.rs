@@ -150,6 +150,10 @@ pub struct HistoryQuery {
     /// Only uploads started before this instant (RFC 3339, UTC).
     #[serde(default)]
     pub until: Option<String>,
+    /// Skips this many of the newest matches: the window fetches its list page by page as
+    /// the person scrolls.
+    #[serde(default)]
+    pub offset: usize,
 }
 
 /// A new row, before anything is sent.
@@ -287,7 +291,7 @@ impl Store {
     pub fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
         let limit = if query.limit == 0 { 200 } else { query.limit.min(100_000) };
         let mut entries = Vec::new();
-        self.each_matching(query, limit, |entry| entries.push(entry))?;
+        self.each_matching(query, limit, query.offset, |entry| entries.push(entry))?;
         Ok(entries)
     }
 
@@ -304,7 +308,7 @@ impl Store {
         writeln!(out, "{HEADER}").map_err(failed)?;
         let mut written = 0;
         let mut io_error = None;
-        self.each_matching(query, i64::MAX as usize, |e| {
+        self.each_matching(query, i64::MAX as usize, 0, |e| {
             if io_error.is_some() {
                 return;
             }
@@ -342,27 +346,19 @@ impl Store {
         &self,
         query: &HistoryQuery,
         limit: usize,
+        offset: usize,
         mut each: impl FnMut(HistoryEntry),
     ) -> Result<(), StoreError> {
-        let pattern = query
-            .search
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| format!("%{}%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+        let term = query.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        let pattern = term.map(|s| format!("%{}%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let read = |e| StoreError::new(&self.path, "could not be read", e);
-        let mut statement = conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM uploads
-                 WHERE (?1 IS NULL OR file_name LIKE ?1 ESCAPE '\\' OR path LIKE ?1 ESCAPE '\\' OR key LIKE ?1 ESCAPE '\\')
-                   AND (?2 IS NULL OR status = ?2)
-                   AND (?4 IS NULL OR source = ?4)
-                   AND (?5 IS NULL OR created_at >= ?5)
-                   AND (?6 IS NULL OR created_at < ?6)
-                 ORDER BY created_at DESC, rowid DESC LIMIT ?3"
-            ))
-            .map_err(read)?;
+        // A term that few uploads hold is looked up in the trigram index (reading newest first
+        // would scan every row to find them); a common one is found by reading newest first,
+        // which stops after a page. The LIKE stays in both, so both answer exactly the same.
+        let phrase = term.filter(|t| t.chars().count() >= 3).map(|t| format!("\"{}\"", t.replace('"', "\"\"")));
+        let phrase = phrase.filter(|phrase| few_match(&conn, phrase));
+        let mut statement = conn.prepare_cached(&history_sql(phrase.is_some())).map_err(read)?;
         let nonempty = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
         let rows = statement
             .query_map(
@@ -373,6 +369,8 @@ impl Store {
                     query.source.map(Source::as_str),
                     nonempty(&query.since),
                     nonempty(&query.until),
+                    offset.min(i64::MAX as usize) as i64,
+                    phrase,
                 ],
                 row_to_entry,
             )
@@ -415,6 +413,38 @@ fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
             other => return other,
         }
     }
+}
+
+/// Above this many matches a search term counts as common (see `each_matching`).
+const FEW_MATCHES: i64 = 1000;
+
+/// Whether at most [`FEW_MATCHES`] uploads hold this phrase, by the trigram index (which stops
+/// counting there). An index that cannot answer sends the search the plain way.
+fn few_match(conn: &Connection, phrase: &str) -> bool {
+    conn.prepare_cached("SELECT count(*) FROM (SELECT 1 FROM uploads_search WHERE uploads_search MATCH ?1 LIMIT ?2)")
+        .and_then(|mut probe| probe.query_row(params![phrase, FEW_MATCHES + 1], |r| r.get::<_, i64>(0)))
+        .is_ok_and(|n| n <= FEW_MATCHES)
+}
+
+/// The history's one query. Newest first by reading the time index backwards (see migration
+/// 0004): no sort, so the first page costs the same with 100 rows or 100,000. With
+/// `by_index`, the candidates are the rows the trigram index finds for the phrase ?8.
+fn history_sql(by_index: bool) -> String {
+    let candidates = if by_index {
+        "rowid IN (SELECT rowid FROM uploads_search WHERE uploads_search MATCH ?8)"
+    } else {
+        "?8 IS NULL"
+    };
+    format!(
+        "SELECT {COLUMNS} FROM uploads
+         WHERE {candidates}
+           AND (?1 IS NULL OR file_name LIKE ?1 ESCAPE '\\' OR path LIKE ?1 ESCAPE '\\' OR key LIKE ?1 ESCAPE '\\')
+           AND (?2 IS NULL OR status = ?2)
+           AND (?4 IS NULL OR source = ?4)
+           AND (?5 IS NULL OR created_at >= ?5)
+           AND (?6 IS NULL OR created_at < ?6)
+         ORDER BY created_at DESC, rowid DESC LIMIT ?3 OFFSET ?7"
+    )
 }
 
 const COLUMNS: &str = "upload_id, batch_id, path, file_name, size, content_type, checksum_sha256, key, object_url, source, status, error_code, error, created_at, updated_at, reported_at, note";
@@ -576,6 +606,80 @@ mod tests {
         assert_eq!(by(HistoryQuery { since: Some(created.clone()), ..Default::default() }), 1, "since is inclusive");
         assert_eq!(by(HistoryQuery { until: Some(created), ..Default::default() }), 0, "until is exclusive");
         assert_eq!(by(HistoryQuery { since: Some("2999-01-01T00:00:00Z".into()), ..Default::default() }), 0);
+    }
+
+    #[test]
+    fn history_pages_follow_on_from_each_other_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
+        for i in 0..5 {
+            add(&store, &format!("u{i}"), &format!("file-{i}.txt"));
+        }
+        let page = |offset, limit| -> Vec<String> {
+            let q = HistoryQuery { offset, limit, ..Default::default() };
+            store.history(&q).unwrap().into_iter().map(|e| e.upload_id).collect()
+        };
+        assert_eq!(page(0, 2), ["u4", "u3"]);
+        assert_eq!(page(2, 2), ["u2", "u1"]);
+        assert_eq!(page(4, 2), ["u0"], "the last page is short");
+        assert!(page(5, 2).is_empty());
+    }
+
+    #[test]
+    fn the_newest_page_reads_the_time_index_without_sorting_the_newest_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
+        let conn = store.conn.lock().unwrap();
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", history_sql(false))).unwrap();
+        let none = None::<String>;
+        let plan: Vec<String> = explain
+            .query_map(params![none, none, 40, none, none, none, 0, none], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(plan.iter().any(|step| step.contains("uploads_by_created")), "reads the time index: {plan:?}");
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "sorts nothing: {plan:?}");
+    }
+
+    #[test]
+    fn a_search_finds_the_same_uploads_through_the_trigram_index_as_by_reading_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
+        // More than FEW_MATCHES hold "report", so it is read newest first; one holds "report-0042".
+        let ids: Vec<String> = (0..1_100).map(|i| format!("u{i}")).collect();
+        let names: Vec<String> = (0..1_100).map(|i| format!("Report-{i:04}.pdf")).collect();
+        let uploads: Vec<NewUpload<'_>> = ids
+            .iter()
+            .zip(&names)
+            .map(|(id, name)| NewUpload {
+                upload_id: id,
+                batch_id: "b",
+                path: Path::new(name),
+                file_name: name,
+                size: 1,
+                content_type: "application/pdf",
+                source: Source::Cli,
+            })
+            .collect();
+        store.insert_all(&uploads).unwrap();
+        store.mark_uploading("u7", None, Some("scans/2026/quarterly_\"summary\".pdf"), "http://s3/b/k").unwrap();
+        let conn = store.conn.lock().unwrap();
+        assert!(few_match(&conn, "\"report-0042\""), "one file is a few");
+        assert!(!few_match(&conn, "\"report\""), "1,100 are many");
+        drop(conn);
+        let found = |search: &str| -> Vec<String> {
+            let q = HistoryQuery { search: Some(search.into()), limit: 2_000, ..Default::default() };
+            store.history(&q).unwrap().into_iter().map(|e| e.upload_id).collect()
+        };
+        assert_eq!(found("REPORT-0042"), ["u42"], "case-insensitive, by name");
+        assert_eq!(found("report").len(), 1_100);
+        assert_eq!(found("quarterly_\"summary"), ["u7"], "by key, quotes and _ taken literally");
+        assert!(found("quarterly%").is_empty(), "% is not a wildcard");
+        let hundreds: Vec<String> = (100..200).rev().map(|i| format!("u{i}")).collect();
+        assert_eq!(found("t-01"), hundreds, "newest first");
+        store.mark_uploading("u7", None, Some("scans/renamed.pdf"), "http://s3/b/k").unwrap();
+        assert!(found("quarterly").is_empty(), "the index follows a changed key");
+        assert_eq!(found("renamed"), ["u7"]);
     }
 
     #[test]
