@@ -24,7 +24,7 @@ use crate::control::{Controls, Gate};
 use crate::instance::InstanceLock;
 use crate::report::{Deliverer, Delivery, Outbox};
 use crate::store::{
-    FileIdentity, FinishedPart, MultipartState, NewUpload, QueuedReport, Store, Unfinished, UploadStatus,
+    FileIdentity, FinishedPart, MultipartState, NewUpload, QueuedReport, Store, Unfinished, UploadStatus, Uploading,
 };
 use crate::transfer::{self, MultipartRun, Next, PartPlan, RetryPolicy, Throttle, TransferError};
 use crate::{checksum, scan, Error, ErrorInfo, Event, HistoryEntry, HistoryQuery, QueuedFile, Settings, Source};
@@ -681,6 +681,26 @@ impl Engine {
                 Err(error) => files.push(self.fail(&job, &error.into())),
             }
         }
+        // Where each file goes, recorded for the whole chunk in one transaction: a commit per
+        // file was the history's main cost per small file (each one also updates the search index).
+        let destinations: Vec<Uploading<'_>> = singles
+            .iter()
+            .filter_map(|(job, url)| {
+                let url = url.as_ref()?;
+                Some(Uploading {
+                    upload_id: &job.upload_id,
+                    checksum: job.checksum.as_deref(),
+                    key: url.key.as_deref(),
+                    object_url: &url.object_url,
+                })
+            })
+            .collect();
+        if let Err(error) = self.inner.store.mark_all_uploading(&destinations) {
+            drop(destinations);
+            let error = Error::from(error);
+            files.extend(singles.iter().map(|(job, _)| self.fail(job, &error)));
+            singles.clear();
+        }
         let all = singles.into_iter().chain(multipart.into_iter().map(|job| (job, None)));
         let results: Vec<Result<Sent, FileOutcome>> = stream::iter(all)
             .map(|(job, url)| self.send(job, url, transfer, backend))
@@ -797,20 +817,19 @@ impl Engine {
         mut upload: PresignedUpload,
         backend: &dyn SigningBackend,
     ) -> Result<(Option<String>, String), Error> {
-        self.inner.store.mark_uploading(
-            &job.upload_id,
-            job.checksum.as_deref(),
-            upload.key.as_deref(),
-            &upload.object_url,
-        )?;
+        // Marked as uploading with its chunk, in `run_chunk`.
         tracing::info!(upload_id = %job.upload_id, url = %backend::redact_url(&upload.url), size = job.size, "uploading");
         let (mut attempt, mut resigns) = (0u32, 0u32);
         let mut gate = job.gate.clone();
         let on_retry = self.retry_reporter(job);
         loop {
             gate.wait_open().await.map_err(|_| Error::Cancelled)?;
-            let _permit =
-                self.inner.permits.acquire_many(transfer::permits_for(job.size)).await.map_err(|_| Error::ShuttingDown)?;
+            let _permit = self
+                .inner
+                .permits
+                .acquire_many(transfer::permits_for(job.size))
+                .await
+                .map_err(|_| Error::ShuttingDown)?;
             let progress = self.progress_reporter(job);
             let sending =
                 transfer::send_file(&self.inner.http, &upload, &job.path, job.size, progress, &self.inner.throttle);

@@ -156,6 +156,16 @@ pub struct HistoryQuery {
     pub offset: usize,
 }
 
+const MARK_UPLOADING: &str = "UPDATE uploads SET status = 'uploading', checksum_sha256 = ?2, key = ?3, object_url = ?4, updated_at = ?5 WHERE upload_id = ?1";
+
+/// Where a file is about to be sent: see [`Store::mark_all_uploading`].
+pub struct Uploading<'a> {
+    pub upload_id: &'a str,
+    pub checksum: Option<&'a str>,
+    pub key: Option<&'a str>,
+    pub object_url: &'a str,
+}
+
 /// A new row, before anything is sent.
 pub struct NewUpload<'a> {
     pub upload_id: &'a str,
@@ -248,6 +258,21 @@ impl Store {
         self.insert_all(std::slice::from_ref(upload))
     }
 
+    /// [`Store::mark_uploading`] for many files, in one transaction.
+    pub fn mark_all_uploading(&self, files: &[Uploading<'_>]) -> Result<(), StoreError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let at = now();
+        self.in_transaction(|tx| {
+            let mut update = tx.prepare_cached(MARK_UPLOADING)?;
+            for file in files {
+                update.execute(params![file.upload_id, file.checksum, file.key, file.object_url, at])?;
+            }
+            Ok(())
+        })
+    }
+
     pub fn mark_uploading(
         &self,
         upload_id: &str,
@@ -255,10 +280,7 @@ impl Store {
         key: Option<&str>,
         object_url: &str,
     ) -> Result<(), StoreError> {
-        self.write(
-            "UPDATE uploads SET status = 'uploading', checksum_sha256 = ?2, key = ?3, object_url = ?4, updated_at = ?5 WHERE upload_id = ?1",
-            params![upload_id, checksum, key, object_url, now()],
-        )
+        self.write(MARK_UPLOADING, params![upload_id, checksum, key, object_url, now()])
     }
 
     pub fn mark_failed(&self, upload_id: &str, code: &str, message: &str) -> Result<(), StoreError> {
@@ -487,6 +509,30 @@ mod tests {
                 source: Source::Cli,
             })
             .unwrap();
+    }
+
+    #[test]
+    fn a_chunk_is_marked_uploading_at_once_and_found_by_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
+        add(&store, "u1", "a.txt");
+        add(&store, "u2", "b.txt");
+        let marks = [
+            Uploading {
+                upload_id: "u1",
+                checksum: Some("c2hh"),
+                key: Some("uploads/k1/a.txt"),
+                object_url: "http://s3/1",
+            },
+            Uploading { upload_id: "u2", checksum: None, key: Some("uploads/k2/b.txt"), object_url: "http://s3/2" },
+        ];
+        store.mark_all_uploading(&marks).unwrap();
+        for (id, key) in [("u1", "uploads/k1/a.txt"), ("u2", "uploads/k2/b.txt")] {
+            let entry = store.get(id).unwrap().unwrap();
+            assert_eq!((entry.status, entry.key.as_deref()), (UploadStatus::Uploading, Some(key)));
+        }
+        let found = store.history(&HistoryQuery { search: Some("k2/b".into()), ..Default::default() }).unwrap();
+        assert_eq!(found.iter().map(|e| e.upload_id.as_str()).collect::<Vec<_>>(), ["u2"], "the search index follows");
     }
 
     #[test]
