@@ -13,18 +13,14 @@
 mod gui;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
-use dropship_system_tests::desktop::{
-    press_and_drag, release_mouse, window_geometry, DesktopSession, DragSource, TauriDriver, Xvfb,
-};
 use dropship_testkit::{Backend, S3Server};
-use fantoccini::{elements::Element, Client, Locator};
+use fantoccini::{Client, Locator};
 
-use gui::{open_session, poll, text_of, UI_TIMEOUT};
+use gui::{drag_onto, poll, text_of, type_into, wait_for_element, Desktop, UI_TIMEOUT};
 
-/// Upper bound for anything the window has to show after an action.
 const FILE_NAME: &str = "dragged report.bin";
 
 #[test]
@@ -44,8 +40,8 @@ fn a_file_dragged_onto_the_window_is_uploaded_shown_and_kept_in_history() {
     std::fs::write(&file, &contents).unwrap();
 
     let started = Instant::now();
-    let outcome =
-        with_app(&data_dir, async |client, display| drag_file_and_watch_the_window(client, display, &file).await);
+    let outcome = Desktop::without_keyring()
+        .run(&data_dir, async |client, display| drag_file_and_watch_the_window(client, display, &file).await);
     let key = outcome.unwrap_or_else(|e| panic!("the drag-and-drop upload did not go through: {e:#}"));
     eprintln!("dragged, uploaded and listed in {:.1?}", started.elapsed());
 
@@ -69,11 +65,9 @@ fn on_first_run_the_window_asks_for_the_backend_checks_it_and_keeps_it() {
     let work = tempfile::tempdir().unwrap();
     let data_dir = work.path().join("data");
 
-    let home = tempfile::tempdir().unwrap();
-    let session = DesktopSession::start(home.path()).unwrap_or_else(|e| panic!("no desktop session: {e:#}"));
-    let outcome = with_app_on_bus(&data_dir, Some(&session.bus_address), async |client, _| {
-        fill_in_the_first_run_form(client, &backend.url, &backend.token).await
-    });
+    let desktop = Desktop::with_keyring();
+    let outcome = desktop
+        .run(&data_dir, async |client, _| fill_in_the_first_run_form(client, &backend.url, &backend.token).await);
     outcome.unwrap_or_else(|e| panic!("the first-run screen did not lead to the upload view: {e:#}"));
 
     let saved: serde_json::Value = serde_json::from_slice(
@@ -83,7 +77,7 @@ fn on_first_run_the_window_asks_for_the_backend_checks_it_and_keeps_it() {
     assert_eq!(saved["backend_url"], backend.url.as_str(), "the backend URL typed in should be saved");
     assert!(saved.get("token").is_none_or(|t| t == ""), "the token must not be in settings.json: {saved}");
     assert_eq!(
-        session.stored_token(&data_dir).as_deref(),
+        desktop.session().stored_token(&data_dir).as_deref(),
         Some(backend.token.as_str()),
         "the token typed in should be in the keyring"
     );
@@ -125,74 +119,14 @@ async fn test_connection(client: &Client) -> anyhow::Result<String> {
     Ok(format!("{kind}:{code}"))
 }
 
-async fn type_into(client: &Client, css: &str, text: &str) -> anyhow::Result<()> {
-    let field = client.find(Locator::Css(css)).await.with_context(|| format!("no {css}"))?;
-    field.clear().await?;
-    field.send_keys(text).await?;
-    Ok(())
-}
-
-/// Runs `scenario` against the app on a display of its own, with `DROPSHIP_DATA_DIR=data_dir`.
-/// On failure it prints what the window showed. The session, the app, tauri-driver and Xvfb
-/// are stopped either way.
-fn with_app<T>(data_dir: &Path, scenario: impl AsyncFnOnce(&Client, &str) -> anyhow::Result<T>) -> anyhow::Result<T> {
-    with_app_on_bus(data_dir, None, scenario)
-}
-
-/// [`with_app`] with the app on a session bus (`None`: no bus, so no keyring).
-fn with_app_on_bus<T>(
-    data_dir: &Path,
-    bus: Option<&str>,
-    scenario: impl AsyncFnOnce(&Client, &str) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    let xvfb = Xvfb::start();
-    // The app logs warnings and errors to stderr, which tauri-driver passes through to ours.
-    let app_env = [
-        ("DROPSHIP_DATA_DIR", data_dir.as_os_str()),
-        ("DROPSHIP_LOG", "warn".as_ref()),
-        ("DBUS_SESSION_BUS_ADDRESS", bus.unwrap_or("").as_ref()),
-    ];
-    let mut driver = TauriDriver::start(&xvfb.display, &app_env);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let outcome = runtime.block_on(async {
-        let client = open_session(&driver.url).await?;
-        let outcome = scenario(&client, &xvfb.display).await;
-        if outcome.is_err() {
-            dump_page(&client).await;
-        }
-        // Closing the session quits the app.
-        let _ = client.close().await;
-        outcome
-    });
-    driver.stop();
-    outcome
-}
-
 /// Drags the file onto the drop zone and waits until the window lists it as uploaded, both in
 /// the current uploads and in the history. Returns the object key the window shows.
 async fn drag_file_and_watch_the_window(client: &Client, display: &str, file: &Path) -> anyhow::Result<String> {
-    let zone = wait_for_element(client, "[data-testid=drop-zone]").await.context("the upload view never appeared")?;
+    wait_for_element(client, "[data-testid=drop-zone]").await.context("the upload view never appeared")?;
     // The history has loaded (empty here), so a later entry is a refresh, not the first load.
     wait_for_element(client, "[data-testid=history-empty]").await.context("the history should start empty")?;
-
-    // Where the drop zone is on screen: the window's origin plus the zone's place in the page.
-    let (win_x, win_y, _, _) =
-        poll(UI_TIMEOUT, "the Dropship window on screen", || async { window_geometry(display, "^Dropship$").ok() })
-            .await?;
-    let (zx, zy, zw, zh) = zone.rectangle().await?;
-    let target = (win_x + (zx + zw / 2.0) as i32, win_y + (zy + zh / 2.0) as i32);
-
-    let source = DragSource::start(display, file, (Xvfb::WIDTH as i32 - 260, 80))?;
-    let (owned_display, from) = (display.to_owned(), source.grab_point);
-    tokio::task::spawn_blocking(move || press_and_drag(&owned_display, from, target)).await??;
     // While the file hovers, the shell tells the window, which highlights the drop zone.
-    let highlighted = poll(Duration::from_secs(10), "the drop zone to highlight while the file hovers", || async {
-        client.find(Locator::Css("[data-testid=drop-zone][data-hover=true]")).await.ok()
-    })
-    .await;
-    let owned_display = display.to_owned();
-    tokio::task::spawn_blocking(move || release_mouse(&owned_display)).await??;
-    highlighted?;
+    drag_onto(client, display, &[file], "[data-testid=drop-zone]").await?;
 
     let item = format!("[data-testid=upload-item][data-file-name=\"{FILE_NAME}\"]");
     let status = poll(UI_TIMEOUT, "the dropped file to finish uploading", || async {
@@ -216,24 +150,5 @@ async fn drag_file_and_watch_the_window(client: &Client, display: &str, file: &P
     let listed = format!("[data-testid=history-item][data-file-name=\"{FILE_NAME}\"][data-status=uploaded]");
     poll(UI_TIMEOUT, "the history to list the upload", || async { client.find(Locator::Css(&listed)).await.ok() })
         .await?;
-    drop(source); // the drag source window is no longer needed
     Ok(key)
-}
-
-async fn wait_for_element(client: &Client, css: &str) -> anyhow::Result<Element> {
-    poll(UI_TIMEOUT, css, || async { client.find(Locator::Css(css)).await.ok() }).await
-}
-
-/// The element's `textContent`: WebDriver's visible-text algorithm leaves out text that
-/// `text-overflow: ellipsis` clips, which is exactly how long keys and URLs are shown.
-
-/// On failure, what the window showed: the quickest way to see why.
-async fn dump_page(client: &Client) {
-    match client.find(Locator::Css("body")).await {
-        Ok(body) => {
-            let text = body.prop("innerText").await.ok().flatten().unwrap_or_default();
-            eprintln!("--- window text at failure ---\n{text}");
-        }
-        Err(e) => eprintln!("--- could not read the window at failure: {e}"),
-    }
 }
