@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use dropship_core::store::Store;
 use dropship_core::{
-    token_storage, Engine, ErrorInfo, HistoryEntry, HistoryQuery, Settings, Source, TokenStorage, UploadStatus,
-    WindowPrefs,
+    token_storage, Engine, ErrorInfo, HistoryEntry, HistoryQuery, Settings, SignInState, Source, TokenStorage,
+    UploadStatus, WindowPrefs,
 };
 use serde::Deserialize;
 use tauri::{AppHandle, State, Window};
@@ -36,6 +36,28 @@ pub fn save_settings_token_in_file(engine: State<'_, Engine>, settings: Settings
     settings.validate().map_err(|e| e.info())?;
     settings.save_with_token_in_file(engine.data_dir()).map_err(|e| e.info())?;
     engine.set_settings(settings).map_err(|e| e.info())
+}
+
+/// Who is signed in, and whether the backend offers signing in with the organisation.
+#[tauri::command]
+pub async fn sign_in_state(engine: State<'_, Engine>) -> CommandResult<SignInState> {
+    Ok(engine.sign_in_state().await)
+}
+
+/// Signs in in the system browser; the tokens stay in Rust and the keyring, the page learns
+/// only who signed in.
+#[tauri::command]
+pub async fn sign_in(engine: State<'_, Engine>, window: tauri::WebviewWindow) -> CommandResult<String> {
+    let user = engine.sign_in_with_browser().await.map_err(|e| e.info())?;
+    crate::show_user_in_title(&window, Some(&user));
+    Ok(user)
+}
+
+#[tauri::command]
+pub async fn sign_out(engine: State<'_, Engine>, window: tauri::WebviewWindow) -> CommandResult<()> {
+    engine.sign_out().await.map_err(|e| e.info())?;
+    crate::show_user_in_title(&window, None);
+    Ok(())
 }
 
 #[tauri::command]

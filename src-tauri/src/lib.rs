@@ -35,6 +35,18 @@ fn engine_runtime() -> std::io::Result<tokio::runtime::Handle> {
     Ok(handle)
 }
 
+/// "Dropship — alice@example.com" while someone is signed in, so whose uploads these are is
+/// always in sight.
+pub(crate) fn show_user_in_title(window: &tauri::WebviewWindow, user: Option<&str>) {
+    let title = match user {
+        Some(user) => format!("Dropship — {user}"),
+        None => "Dropship".to_owned(),
+    };
+    if let Err(e) = window.set_title(&title) {
+        tracing::warn!("could not set the window title: {e}");
+    }
+}
+
 pub fn run() {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("DROPSHIP_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
@@ -66,6 +78,9 @@ pub fn run() {
                 Err(e) => tracing::warn!("could not look for interrupted uploads: {e}"),
             }
             start_background_sync(app, &engine, &data_dir);
+            if let Some(window) = app.get_webview_window("main") {
+                show_user_in_title(&window, engine.signed_in_user().as_deref());
+            }
             app.manage(engine);
             if !std::env::args().any(|a| a == tray::HIDDEN_ARG) {
                 tray::show_main_window(app.handle());
@@ -94,6 +109,9 @@ pub fn run() {
             watch_commands::set_start_at_login,
             commands::save_settings_token_in_file,
             commands::get_token_storage,
+            commands::sign_in_state,
+            commands::sign_in,
+            commands::sign_out,
             commands::get_prefs,
             commands::save_prefs,
             commands::export_history_csv,

@@ -1,6 +1,7 @@
 //! `dropship`: the headless uploader over dropship-core, for servers, scripts and tests.
 
 mod history;
+mod login;
 mod reports;
 mod upload;
 mod watch;
@@ -38,6 +39,13 @@ enum Command {
     History(history::HistoryArgs),
     /// Show completion reports the backend has not acknowledged; retry rejected ones.
     Reports(reports::ReportsArgs),
+    /// Sign in with your organisation's identity provider (in the browser, or with --device on
+    /// another device); the desktop app shares the sign-in.
+    Login(login::LoginArgs),
+    /// Sign out: revoke the sign-in where the provider allows it and forget it on this machine.
+    Logout(DataArgs),
+    /// Show who the backend takes you for.
+    Whoami(login::WhoamiArgs),
 }
 
 /// Options shared by the commands that talk to a backend.
@@ -96,6 +104,9 @@ fn main() -> ExitCode {
         Command::History(args) => history::run(args),
         Command::Reports(args) => runtime.block_on(reports::run(args)),
         Command::Watch(args) => runtime.block_on(watch::run(args)),
+        Command::Login(args) => runtime.block_on(login::login(args)),
+        Command::Logout(args) => runtime.block_on(login::logout(args)),
+        Command::Whoami(args) => runtime.block_on(login::whoami(args)),
     }
 }
 

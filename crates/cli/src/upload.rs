@@ -184,6 +184,8 @@ pub fn resolve_settings(engine: &Engine, args: &BackendArgs) -> Settings {
             .backend_url
             .clone()
             .or_else(|| saved.as_ref().map(|s| s.backend_url.clone()))
+            // After `dropship login --backend URL` on a machine with no keyring for settings.
+            .or_else(|| engine.session().map(|s| s.backend_url().to_owned()))
             .unwrap_or_default(),
         api: args.api.or_else(|| saved.as_ref().map(|s| s.api)).unwrap_or(ApiFlavour::Native),
         token: args.token.clone().or_else(|| saved.as_ref().map(|s| s.token.clone())).unwrap_or_default(),

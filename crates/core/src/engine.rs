@@ -16,8 +16,10 @@ use tokio_util::task::TaskTracker;
 
 use tokio::sync::Semaphore;
 
+use crate::auth::{self, LiveSession, Session};
 use crate::backend::{
-    self, CompletedPart, CompletionReport, FileToSign, MultipartUpload, PatientBackend, PresignedUpload, SigningBackend,
+    self, CompletedPart, CompletionReport, Credential, FileToSign, MultipartUpload, PatientBackend, PresignedUpload,
+    SigningBackend,
 };
 use crate::config::{TransferSettings, HISTORY_FILE};
 use crate::control::{Controls, Gate};
@@ -62,6 +64,8 @@ struct Inner {
     /// take reports (then the batch ends with them still queued in the outbox).
     backend_wait: Mutex<Duration>,
     settings: RwLock<Option<Settings>>,
+    /// The signed-in session, used for the backend it was made for unless a token is given.
+    session: RwLock<Option<Arc<LiveSession>>>,
     events: broadcast::Sender<Event>,
     http: reqwest::Client,
     runtime: Handle,
@@ -191,6 +195,13 @@ impl Engine {
             .read_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| Error::InvalidSettings(format!("could not set up HTTP: {e}")))?;
+        let session = match auth::load_session(data_dir) {
+            Ok(session) => session.map(|s| LiveSession::new(data_dir, http.clone(), s)),
+            Err(e) => {
+                tracing::warn!("the kept sign-in could not be read: {e}");
+                None
+            }
+        };
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let transfer = settings.as_ref().map(|s| s.transfer).unwrap_or_default();
         let permits = transfer.concurrency as usize * transfer::PERMITS_PER_SLOT as usize;
@@ -204,6 +215,7 @@ impl Engine {
                 outbox: Arc::default(),
                 backend_wait: Mutex::new(DEFAULT_BACKEND_WAIT),
                 settings: RwLock::new(settings),
+                session: RwLock::new(session),
                 events,
                 http,
                 runtime,
@@ -488,7 +500,29 @@ impl Engine {
     }
 
     fn connect(&self, settings: &Settings) -> Result<Arc<dyn SigningBackend>, Error> {
-        backend::connect(settings, self.inner.http.clone())
+        backend::connect(settings, self.inner.http.clone(), self.credential_for(settings))
+    }
+
+    /// A pasted token wins; else the session, when it was made for this backend.
+    pub(crate) fn credential_for(&self, settings: &Settings) -> Credential {
+        let session = self.session().filter(|s| s.is_for(&settings.backend_url));
+        Credential::choose(&settings.token, session)
+    }
+
+    /// The signed-in session, if any (whichever backend it is for).
+    pub fn session(&self) -> Option<Arc<LiveSession>> {
+        self.inner.session.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Uses `session` from now on (`None` after signing out); running batches keep theirs.
+    pub fn set_session(&self, session: Option<Session>) {
+        let live = session.map(|s| LiveSession::new(&self.inner.data_dir, self.inner.http.clone(), s));
+        *self.inner.session.write().unwrap_or_else(|p| p.into_inner()) = live;
+    }
+
+    /// The HTTP client every request of this engine goes through.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
     }
 
     /// The backend a batch signs with: it waits out outages, telling the shells while it does.

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::auth::AuthError;
 use crate::backend::BackendError;
 use crate::store::StoreError;
 use crate::transfer::TransferError;
@@ -26,6 +27,8 @@ pub enum Error {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Transfer(#[from] TransferError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("Dropship is shutting down; the upload was not finished.")]
@@ -63,6 +66,7 @@ impl Error {
             Error::Unreadable { .. } => "file_unreadable",
             Error::Backend(e) => e.code(),
             Error::Transfer(e) => e.code(),
+            Error::Auth(e) => e.code(),
             Error::Store(_) => "history_store",
             Error::ShuttingDown => "shutting_down",
             Error::Cancelled => "cancelled",
@@ -79,7 +83,7 @@ impl Error {
     pub fn is_batch_level(&self) -> bool {
         match self {
             Error::NotConfigured | Error::InvalidSettings(_) | Error::Store(_) => true,
-            Error::KeyringUnavailable(_) | Error::KeyringFailed(_) => true,
+            Error::KeyringUnavailable(_) | Error::KeyringFailed(_) | Error::Auth(_) => true,
             Error::Backend(e) => e.is_batch_level(),
             _ => false,
         }

@@ -2,6 +2,7 @@
 //! headless CLI are thin layers over [`Engine`]; nothing here knows about Tauri.
 
 pub mod activity;
+pub mod auth;
 pub mod backend;
 mod checksum;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod prefs;
 mod report;
 mod scan;
 pub mod secrets;
+mod sign_in;
 pub mod store;
 pub mod transfer;
 pub mod watch;
@@ -24,5 +26,6 @@ pub use error::{Error, ErrorInfo};
 pub use events::{Event, QueuedFile};
 pub use prefs::WindowPrefs;
 pub use report::Delivery;
+pub use sign_in::{Me, SignInState};
 pub use store::{HistoryEntry, HistoryQuery, QueuedReport, Source, Unfinished, UploadStatus};
 pub use watch::{WatchSettings, WatchedFolder, Watcher};

@@ -19,9 +19,39 @@ pub enum SecretsError {
 
 /// The keyring entry holding the token for `data_dir`.
 fn entry(data_dir: &Path) -> Result<keyring::Entry, SecretsError> {
+    entry_in_slot(data_dir, None)
+}
+
+/// The keyring entry for `data_dir`; a named slot (`session`) sits beside the token's entry.
+fn entry_in_slot(data_dir: &Path, slot: Option<&str>) -> Result<keyring::Entry, SecretsError> {
     session_bus_present()?;
     let account = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
-    keyring::Entry::new(SERVICE, &account.to_string_lossy()).map_err(classify)
+    let mut account = account.to_string_lossy().into_owned();
+    if let Some(slot) = slot {
+        account = format!("{account}#{slot}");
+    }
+    keyring::Entry::new(SERVICE, &account).map_err(classify)
+}
+
+/// The secret kept in `slot` for `data_dir` (the signed-in session, say), if any.
+pub fn load_secret(data_dir: &Path, slot: &str) -> Result<Option<String>, SecretsError> {
+    match entry_in_slot(data_dir, Some(slot))?.get_password() {
+        Ok(secret) => Ok(Some(secret)),
+        Err(keyring::Error::NoEntry) => Ok(None),
+        Err(e) => Err(classify(e)),
+    }
+}
+
+/// Keeps `secret` in `slot` for `data_dir`; an empty one removes the entry.
+pub fn store_secret(data_dir: &Path, slot: &str, secret: &str) -> Result<(), SecretsError> {
+    let entry = entry_in_slot(data_dir, Some(slot))?;
+    if secret.is_empty() {
+        return match entry.delete_credential() {
+            Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
+            Err(e) => Err(classify(e)),
+        };
+    }
+    entry.set_password(secret).map_err(classify)
 }
 
 /// The token kept for `data_dir`, or `None` when the keyring holds none.

@@ -1,28 +1,86 @@
 //! The HTTP conversation with a signing backend, shared by every flavour: bearer auth, JSON in
 //! and out, and one mapping from what went wrong to a [`BackendError`] a person can act on.
 
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::BackendError;
+use crate::auth::{AuthError, LiveSession};
 
 /// Bodies larger than this are not a signing backend's answer; refuse to buffer them.
 const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// What proves who is asking: nothing (Companion may need none), a pasted token (service
+/// accounts, small teams), or a signed-in session whose access token is kept fresh.
+#[derive(Clone, Default)]
+pub enum Credential {
+    #[default]
+    None,
+    Token(String),
+    Session(Arc<LiveSession>),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::None => f.write_str("None"),
+            Credential::Token(_) => f.write_str("Token(<redacted>)"),
+            Credential::Session(session) => write!(f, "Session({})", session.user()),
+        }
+    }
+}
+
+impl Credential {
+    /// A pasted token when there is one (`--token` wins over a sign-in), else `session`.
+    pub fn choose(token: &str, session: Option<Arc<LiveSession>>) -> Credential {
+        let token = token.trim();
+        match session {
+            _ if !token.is_empty() => Credential::Token(token.to_owned()),
+            Some(session) => Credential::Session(session),
+            None => Credential::None,
+        }
+    }
+
+    async fn bearer(&self) -> Result<Option<String>, BackendError> {
+        match self {
+            Credential::None => Ok(None),
+            Credential::Token(token) => Ok(Some(token.clone())),
+            Credential::Session(session) => session.access_token().await.map(Some).map_err(BackendError::from),
+        }
+    }
+}
+
+impl From<AuthError> for BackendError {
+    fn from(error: AuthError) -> BackendError {
+        match error {
+            // The provider being down is an outage like the backend's: waited out, not fatal.
+            AuthError::Unreachable { url, detail, .. } => BackendError::Unreachable { url, detail },
+            other => BackendError::SignInExpired { detail: other.to_string() },
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct BackendHttp {
     client: reqwest::Client,
     base: url::Url,
-    token: String,
+    credential: Credential,
 }
 
 impl BackendHttp {
-    pub fn new(client: reqwest::Client, mut base: url::Url, token: String) -> Self {
+    pub fn new(client: reqwest::Client, base: url::Url, token: String) -> Self {
+        let credential = if token.is_empty() { Credential::None } else { Credential::Token(token) };
+        Self::with_credential(client, base, credential)
+    }
+
+    pub fn with_credential(client: reqwest::Client, mut base: url::Url, credential: Credential) -> Self {
         // Join relative routes onto the base as a directory, so /prefix stays in the path.
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        BackendHttp { client, base, token }
+        BackendHttp { client, base, credential }
     }
 
     pub fn url(&self, route: &str) -> url::Url {
@@ -52,10 +110,28 @@ impl BackendHttp {
         self.send(request).await
     }
 
+    /// Sends with the current access token; a signed-in session that the backend refuses gets
+    /// one refresh and one more try (the token may have been revoked early, or clocks differ).
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, BackendError> {
-        let mut request = request.header(reqwest::header::ACCEPT, "application/json");
-        if !self.token.is_empty() {
-            request = request.bearer_auth(&self.token);
+        let request = request.header(reqwest::header::ACCEPT, "application/json");
+        let again = request.try_clone();
+        let bearer = self.credential.bearer().await?;
+        match (self.send_once(request, bearer.as_deref()).await, &self.credential, again, bearer) {
+            (Err(BackendError::Unauthorized { .. }), Credential::Session(session), Some(again), Some(used)) => {
+                let fresh = session.refresh_after_rejection(&used).await?;
+                self.send_once(again, Some(&fresh)).await
+            }
+            (outcome, ..) => outcome,
+        }
+    }
+
+    async fn send_once<T: DeserializeOwned>(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        bearer: Option<&str>,
+    ) -> Result<T, BackendError> {
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
         }
         let url = self.base_shown();
         let response = request

@@ -3,7 +3,7 @@
 //! module is flavour-blind.
 
 mod companion;
-mod http;
+pub(crate) mod http;
 mod native;
 mod patient;
 mod rails;
@@ -17,6 +17,7 @@ use crate::{ApiFlavour, Error, Settings};
 
 pub use companion::CompanionBackend;
 pub(crate) use http::describe_reqwest_error as http_error_detail;
+pub use http::Credential;
 pub use native::NativeBackend;
 pub use patient::{is_outage, OnOutage, PatientBackend};
 pub use rails::{derive_key_from_url, RailsBackend};
@@ -205,9 +206,23 @@ pub trait SigningBackend: Send + Sync {
 /// S3's limit for a single PUT.
 pub const SINGLE_PUT_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
 
-pub fn connect(settings: &Settings, client: reqwest::Client) -> Result<Arc<dyn SigningBackend>, Error> {
+/// The bare HTTP conversation with the configured backend, for calls outside the flavours
+/// (`/api/v1/me`).
+pub(crate) fn http_for(
+    settings: &Settings,
+    client: reqwest::Client,
+    credential: Credential,
+) -> Result<http::BackendHttp, Error> {
+    Ok(http::BackendHttp::with_credential(client, settings.validate()?, credential))
+}
+
+pub fn connect(
+    settings: &Settings,
+    client: reqwest::Client,
+    credential: Credential,
+) -> Result<Arc<dyn SigningBackend>, Error> {
     let base = settings.validate()?;
-    let http = http::BackendHttp::new(client, base, settings.token.clone());
+    let http = http::BackendHttp::with_credential(client, base, credential);
     let backend: Arc<dyn SigningBackend> = match settings.api {
         ApiFlavour::Native => Arc::new(NativeBackend::new(http)),
         ApiFlavour::Rails => Arc::new(RailsBackend::new(http)),
@@ -324,6 +339,8 @@ pub enum BackendError {
     Unsupported { what: &'static str },
     #[error("The backend at {url} failed with HTTP {status}{}. Try again later, or tell whoever runs the backend.", detail_suffix(.message))]
     ServerError { url: String, status: u16, message: String },
+    #[error("{detail}")]
+    SignInExpired { detail: String },
     #[error("The backend sent an upload URL for {host}, which is not in the allowed upload hosts in Settings. Nothing was sent; add the host to the list if it is yours, or tell whoever runs the backend.")]
     HostNotAllowed { host: String },
 }
@@ -346,6 +363,7 @@ impl BackendError {
             BackendError::ServerError { .. } => "backend_error",
             BackendError::Unsupported { .. } => "unsupported",
             BackendError::HostNotAllowed { .. } => "upload_host_not_allowed",
+            BackendError::SignInExpired { .. } => "sign_in_expired",
         }
     }
 
