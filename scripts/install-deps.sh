@@ -51,3 +51,13 @@ if [ "$(node -p "require('$ROOT/.stack/companion/node_modules/@uppy/companion/pa
   npm install --prefix .stack/companion --no-audit --no-fund --loglevel=error --save-exact \
     "@uppy/companion@$COMPANION_VERSION"
 fi
+
+# oidc-provider (the OpenID provider the test kit starts, crates/testkit/src/oidc-provider.mjs),
+# pinned. It asks for Node 22 and warns on 20, which is fine for tests.
+OIDC_PROVIDER_VERSION=9.13.3
+if [ "$(node -p "require('$ROOT/.stack/oidc/node_modules/oidc-provider/package.json').version" 2>/dev/null)" != "$OIDC_PROVIDER_VERSION" ]; then
+  echo "==> installing oidc-provider@$OIDC_PROVIDER_VERSION into .stack/oidc"
+  mkdir -p .stack/oidc
+  npm install --prefix .stack/oidc --no-audit --no-fund --loglevel=error --save-exact \
+    "oidc-provider@$OIDC_PROVIDER_VERSION"
+fi
