@@ -8,6 +8,7 @@ import type {
   HistoryEntry,
   HistoryFilter,
   Settings,
+  SignInState,
   TokenStorage,
   WindowPrefs,
 } from "./types";
@@ -18,6 +19,11 @@ export const saveSettings = (settings: Settings) => invoke<void>("save_settings"
 export const saveSettingsTokenInFile = (settings: Settings) =>
   invoke<void>("save_settings_token_in_file", { settings });
 export const getTokenStorage = () => invoke<TokenStorage | null>("get_token_storage");
+/** Whether the backend offers signing in, and who is signed in; tokens never reach the page. */
+export const signInState = () => invoke<SignInState>("sign_in_state");
+/** Signs in in the system browser; resolves to who signed in. */
+export const signIn = () => invoke<string>("sign_in");
+export const signOut = () => invoke<void>("sign_out");
 export const getPrefs = () => invoke<WindowPrefs>("get_prefs");
 export const savePrefs = (next: WindowPrefs) => invoke<void>("save_prefs", { next });
 export const testConnection = () => invoke<void>("test_connection");

@@ -6,6 +6,8 @@ export type { ErrorInfo } from "../bindings/ErrorInfo";
 export type { HistoryEntry } from "../bindings/HistoryEntry";
 export type { HistoryStatus } from "../bindings/HistoryStatus";
 export type { Settings } from "../bindings/Settings";
+export type { SignInInfo } from "../bindings/SignInInfo";
+export type { SignInState } from "../bindings/SignInState";
 export type { Source } from "../bindings/Source";
 export type { TokenStorage } from "../bindings/TokenStorage";
 export type { TransferSettings } from "../bindings/TransferSettings";

@@ -187,7 +187,7 @@ mod tests {
         // The example of RFC 7636, appendix B.
         assert_eq!(
             pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
-            "E9Melhoa2OwvFD7gvZ4SOV8tO5SiH7-TUf8bI8wXAqw",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
             "S256 of the RFC's verifier"
         );
     }
