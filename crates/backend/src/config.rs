@@ -1,5 +1,6 @@
 //! Command-line flags and their environment twins, and the checks that turn them into a
-//! configuration the server can trust (a usable key prefix, at least one token, a sane expiry).
+//! configuration the server can trust (a usable key prefix and template, principals from
+//! tokens or an OpenID provider, a sane expiry).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +9,9 @@ use std::time::Duration;
 // Boolish: the env twins of the switches take 1/0, yes/no, on/off as well as true/false.
 use clap::builder::BoolishValueParser;
 use clap::Parser;
+
+use crate::auth::{OidcSettings, StaticToken};
+use crate::keys::{KeyTemplate, DEFAULT_KEY_TEMPLATE, MAX_KEY_BYTES};
 
 /// SigV4 refuses presigned URLs that live longer than seven days.
 const MAX_URL_EXPIRY_SECS: u64 = 7 * 24 * 3600;
@@ -56,13 +60,51 @@ pub struct Flags {
     #[arg(long, env = "DROPSHIP_URL_EXPIRY_SECS", default_value_t = 900)]
     pub url_expiry_secs: u64,
 
-    /// Comma-separated bearer tokens that clients may present.
+    /// Comma-separated bearer tokens that clients may present, each `NAME:TOKEN` (NAME is the
+    /// principal) or a bare `TOKEN` (principal `token-<first 8 hex digits of its SHA-256>`).
     #[arg(long, env = "DROPSHIP_BACKEND_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub tokens: Vec<String>,
+
+    /// Comma-separated names of static-token principals that are admins (may read everyone's
+    /// records and the audit log).
+    #[arg(long, env = "DROPSHIP_ADMIN_PRINCIPALS", value_delimiter = ',')]
+    pub admin_principals: Vec<String>,
+
+    /// OpenID Connect issuer whose JWT access tokens are accepted, e.g. https://id.example.com.
+    #[arg(long, env = "DROPSHIP_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+
+    /// The `aud` an access token must carry (required with --oidc-issuer).
+    #[arg(long, env = "DROPSHIP_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+
+    /// The public client id the apps sign in with (required with --oidc-issuer).
+    #[arg(long, env = "DROPSHIP_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+
+    /// The claim that names the user; `sub` when a token lacks it.
+    #[arg(long, env = "DROPSHIP_OIDC_USER_CLAIM", default_value = "email")]
+    pub oidc_user_claim: String,
+
+    /// The claim that lists the user's groups.
+    #[arg(long, env = "DROPSHIP_OIDC_GROUPS_CLAIM", default_value = "groups")]
+    pub oidc_groups_claim: String,
+
+    /// Members of this OpenID group are admins.
+    #[arg(long, env = "DROPSHIP_ADMIN_GROUP")]
+    pub admin_group: Option<String>,
+
+    /// Space-separated scopes the apps should request when they sign in.
+    #[arg(long, env = "DROPSHIP_OIDC_SCOPES", default_value = "openid profile email offline_access")]
+    pub oidc_scopes: String,
 
     /// First segment(s) of every key this backend hands out.
     #[arg(long, env = "DROPSHIP_KEY_PREFIX", default_value = "uploads")]
     pub key_prefix: String,
+
+    /// How keys are built from {prefix}, {user}, {date}, {uuid}, {name} and {folder}.
+    #[arg(long, env = "DROPSHIP_KEY_TEMPLATE", default_value = DEFAULT_KEY_TEMPLATE)]
+    pub key_template: String,
 
     /// SQLite file that holds the upload records.
     #[arg(long, env = "DROPSHIP_BACKEND_DB", default_value = "./dropship-backend.sqlite")]
@@ -82,21 +124,43 @@ pub struct S3Settings {
     pub url_expiry: Duration,
 }
 
+/// Who may call the backend, and who of them are admins.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub tokens: Vec<StaticToken>,
+    pub admin_principals: Vec<String>,
+    pub oidc: Option<OidcSettings>,
+}
+
 /// The validated configuration the server runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub s3: S3Settings,
-    pub tokens: Vec<String>,
+    pub auth: AuthSettings,
     /// Normalised: no leading or trailing `/`; may be empty (keys then start with the UUID).
     pub key_prefix: String,
+    pub key_template: KeyTemplate,
     pub db: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("no bearer token configured: pass --tokens a,b or set DROPSHIP_BACKEND_TOKENS")]
-    NoTokens,
+    #[error(
+        "nobody could sign in: pass --tokens NAME:TOKEN,… (DROPSHIP_BACKEND_TOKENS), or --oidc-issuer URL with \
+         --oidc-audience and --oidc-client-id, or both"
+    )]
+    NoPrincipals,
+    #[error("--tokens: {0}")]
+    Token(String),
+    #[error("--oidc-issuer needs {0} too: the audience access tokens are issued for, and the client id the apps sign in with")]
+    OidcIncomplete(&'static str),
+    #[error("{0} only means something with --oidc-issuer")]
+    OidcWithoutIssuer(&'static str),
+    #[error("--oidc-issuer {url:?}: {reason}")]
+    OidcIssuer { url: String, reason: String },
+    #[error("--key-template {template:?} is not usable: {reason}")]
+    KeyTemplate { template: String, reason: String },
     #[error(
         "--access-key-id and --secret-access-key go together: give both, or neither to use the AWS credential chain"
     )]
@@ -113,10 +177,31 @@ pub enum ConfigError {
 
 impl Flags {
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let tokens: Vec<String> =
-            self.tokens.into_iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
-        if tokens.is_empty() {
-            return Err(ConfigError::NoTokens);
+        let tokens = self
+            .tokens
+            .iter()
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .map(StaticToken::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::Token)?;
+        let oidc = self.oidc_settings()?;
+        if tokens.is_empty() && oidc.is_none() {
+            return Err(ConfigError::NoPrincipals);
+        }
+        let admin_principals =
+            self.admin_principals.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
+        let key_prefix = normalise_key_prefix(&self.key_prefix)?;
+        let key_template = KeyTemplate::parse(&self.key_template)
+            .map_err(|reason| ConfigError::KeyTemplate { template: self.key_template.clone(), reason })?;
+        let longest = key_template.max_key_bytes(&key_prefix);
+        if longest > MAX_KEY_BYTES {
+            return Err(ConfigError::KeyTemplate {
+                template: self.key_template.clone(),
+                reason: format!(
+                    "with the prefix {key_prefix:?} its keys can reach {longest} bytes; S3 allows {MAX_KEY_BYTES}"
+                ),
+            });
         }
         let static_credentials = match (self.access_key_id, self.secret_access_key) {
             (Some(id), Some(secret)) => Some((id, secret)),
@@ -143,11 +228,68 @@ impl Flags {
                 accelerate: self.accelerate,
                 url_expiry: Duration::from_secs(self.url_expiry_secs),
             },
-            tokens,
-            key_prefix: normalise_key_prefix(&self.key_prefix)?,
+            auth: AuthSettings { tokens, admin_principals, oidc },
+            key_prefix,
+            key_template,
             db: self.db,
         })
     }
+
+    /// The OpenID settings, when an issuer is given; the flags that need one refused without it.
+    fn oidc_settings(&self) -> Result<Option<OidcSettings>, ConfigError> {
+        let Some(issuer) = self.oidc_issuer.as_deref().map(str::trim).filter(|i| !i.is_empty()) else {
+            if self.oidc_audience.is_some() {
+                return Err(ConfigError::OidcWithoutIssuer("--oidc-audience"));
+            }
+            if self.oidc_client_id.is_some() {
+                return Err(ConfigError::OidcWithoutIssuer("--oidc-client-id"));
+            }
+            if self.admin_group.is_some() {
+                return Err(ConfigError::OidcWithoutIssuer("--admin-group"));
+            }
+            return Ok(None);
+        };
+        check_issuer_url(issuer).map_err(|reason| ConfigError::OidcIssuer { url: issuer.to_owned(), reason })?;
+        let required = |value: &Option<String>, flag| {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .ok_or(ConfigError::OidcIncomplete(flag))
+        };
+        Ok(Some(OidcSettings {
+            issuer: issuer.to_owned(),
+            audience: required(&self.oidc_audience, "--oidc-audience")?,
+            client_id: required(&self.oidc_client_id, "--oidc-client-id")?,
+            user_claim: self.oidc_user_claim.trim().to_owned(),
+            groups_claim: self.oidc_groups_claim.trim().to_owned(),
+            admin_group: self.admin_group.as_deref().map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned),
+            scopes: self.oidc_scopes.split_whitespace().map(str::to_owned).collect(),
+        }))
+    }
+}
+
+/// An issuer must be `https://`, or `http://` on a loopback host (a provider on this machine,
+/// as in development and tests): tokens are checked against keys fetched from it, and keys
+/// fetched over plain HTTP from elsewhere could be anyone's.
+pub fn check_issuer_url(raw: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(&url) => Ok(()),
+        "http" => {
+            Err("plain http:// is accepted only for a loopback host (127.0.0.0/8, ::1, localhost); use https://"
+                .to_owned())
+        }
+        other => Err(format!("the scheme {other}:// is not http(s)")),
+    }
+}
+
+pub fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else { return false };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Trims surrounding slashes and refuses segments that would make keys ambiguous or unsafe.
@@ -187,7 +329,14 @@ mod tests {
         assert_eq!(config.s3.region, "us-east-1", "default region");
         assert_eq!(config.s3.url_expiry, Duration::from_secs(900), "default URL expiry");
         assert_eq!(config.key_prefix, "uploads", "default key prefix");
-        assert_eq!(config.tokens, vec!["t1", "t2"], "tokens split on commas");
+        let names: Vec<&str> = config.auth.tokens.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![crate::auth::default_token_name("t1"), crate::auth::default_token_name("t2")],
+            "tokens split on commas"
+        );
+        assert!(config.auth.oidc.is_none(), "no OpenID provider unless an issuer is given");
+        assert_eq!(config.key_template.source(), DEFAULT_KEY_TEMPLATE, "today's keys by default");
         assert!(!config.s3.path_style && !config.s3.accelerate, "both switches default off");
         assert!(config.s3.static_credentials.is_none(), "no credentials means the AWS chain");
     }
@@ -206,7 +355,16 @@ mod tests {
             ("accelerate", "DROPSHIP_S3_ACCELERATE"),
             ("url-expiry-secs", "DROPSHIP_URL_EXPIRY_SECS"),
             ("tokens", "DROPSHIP_BACKEND_TOKENS"),
+            ("admin-principals", "DROPSHIP_ADMIN_PRINCIPALS"),
+            ("oidc-issuer", "DROPSHIP_OIDC_ISSUER"),
+            ("oidc-audience", "DROPSHIP_OIDC_AUDIENCE"),
+            ("oidc-client-id", "DROPSHIP_OIDC_CLIENT_ID"),
+            ("oidc-user-claim", "DROPSHIP_OIDC_USER_CLAIM"),
+            ("oidc-groups-claim", "DROPSHIP_OIDC_GROUPS_CLAIM"),
+            ("admin-group", "DROPSHIP_ADMIN_GROUP"),
+            ("oidc-scopes", "DROPSHIP_OIDC_SCOPES"),
             ("key-prefix", "DROPSHIP_KEY_PREFIX"),
+            ("key-template", "DROPSHIP_KEY_TEMPLATE"),
             ("db", "DROPSHIP_BACKEND_DB"),
         ];
         let command = Flags::command();
@@ -248,7 +406,90 @@ mod tests {
     fn blank_tokens_do_not_count() {
         let parsed =
             Flags::try_parse_from(["dropship-backend", "--bucket", "b", "--tokens", " , "]).expect("the flags parse");
-        assert!(matches!(parsed.validate(), Err(ConfigError::NoTokens)), "blank tokens are ignored");
+        assert!(matches!(parsed.validate(), Err(ConfigError::NoPrincipals)), "blank tokens are ignored");
+    }
+
+    fn bare(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["dropship-backend", "--bucket", "b"];
+        argv.extend_from_slice(args);
+        Flags::try_parse_from(argv).expect("the flags parse").validate()
+    }
+
+    const OIDC: [&str; 6] = [
+        "--oidc-issuer",
+        "https://id.example.com",
+        "--oidc-audience",
+        "urn:dropship:backend",
+        "--oidc-client-id",
+        "dropship-app",
+    ];
+
+    #[test]
+    fn an_openid_issuer_alone_is_enough_and_its_defaults_match_the_contract() {
+        let config = bare(&OIDC).expect("OIDC without static tokens is a valid setup");
+        assert!(config.auth.tokens.is_empty(), "no static tokens needed");
+        let oidc = config.auth.oidc.expect("OIDC is configured");
+        assert_eq!(oidc.user_claim, "email", "users are named by their email by default");
+        assert_eq!(oidc.groups_claim, "groups");
+        assert_eq!(oidc.scopes, ["openid", "profile", "email", "offline_access"], "scopes split on spaces");
+    }
+
+    #[test]
+    fn an_issuer_without_audience_or_client_id_is_refused() {
+        assert!(matches!(bare(&OIDC[..4]), Err(ConfigError::OidcIncomplete("--oidc-client-id"))), "client id required");
+        let no_audience = [OIDC[0], OIDC[1], OIDC[4], OIDC[5]];
+        assert!(matches!(bare(&no_audience), Err(ConfigError::OidcIncomplete("--oidc-audience"))), "audience required");
+        assert!(
+            matches!(bare(&["--tokens", "t", "--oidc-audience", "a"]), Err(ConfigError::OidcWithoutIssuer(_))),
+            "an audience without an issuer is a mistake worth naming"
+        );
+    }
+
+    #[test]
+    fn plain_http_issuers_are_accepted_only_on_loopback() {
+        for ok in [
+            "http://127.0.0.1:9000",
+            "http://127.8.0.1",
+            "http://[::1]:8080/realms/x",
+            "http://localhost:3000",
+            "https://id.example.com",
+        ] {
+            assert!(check_issuer_url(ok).is_ok(), "{ok} is accepted");
+        }
+        for bad in ["http://id.example.com", "http://10.0.0.1", "http://[::2]", "ftp://127.0.0.1", "not a url"] {
+            assert!(check_issuer_url(bad).is_err(), "{bad} is refused");
+        }
+        let err = bare(&["--oidc-issuer", "http://id.example.com", "--oidc-audience", "a", "--oidc-client-id", "c"]);
+        let message = err.unwrap_err().to_string();
+        assert!(message.contains("loopback"), "the error says why: {message}");
+    }
+
+    #[test]
+    fn named_tokens_and_admin_principals_are_read() {
+        let config = bare(&["--tokens", "alice:t1, bob:t2", "--admin-principals", "bob"]).unwrap();
+        let names: Vec<&str> = config.auth.tokens.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["alice", "bob"], "NAME:TOKEN names the principal");
+        assert_eq!(config.auth.admin_principals, ["bob"]);
+        assert!(matches!(bare(&["--tokens", ":t1"]), Err(ConfigError::Token(_))), "a nameless entry is refused");
+    }
+
+    #[test]
+    fn neither_tokens_nor_an_issuer_is_refused() {
+        assert!(matches!(bare(&[]), Err(ConfigError::NoPrincipals)), "somebody must be able to sign in");
+    }
+
+    #[test]
+    fn key_templates_are_checked_at_startup() {
+        assert!(bare(&["--tokens", "t", "--key-template", "{prefix}/{user}/{date}/{uuid}/{name}"]).is_ok());
+        assert!(bare(&["--tokens", "t", "--key-template", "{prefix}/{uuid}-{name}"]).is_ok(), "flat keys are fine");
+        let unknown = bare(&["--tokens", "t", "--key-template", "{prefix}/{team}/{uuid}/{name}"]);
+        assert!(matches!(unknown, Err(ConfigError::KeyTemplate { .. })), "unknown placeholders are refused");
+        let long_prefix = "p".repeat(900);
+        let too_long = bare(&["--tokens", "t", "--key-prefix", &long_prefix]);
+        assert!(
+            matches!(too_long, Err(ConfigError::KeyTemplate { .. })),
+            "keys that could pass 1,024 bytes are refused"
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::db::DbError;
 use crate::signer::{MultipartError, SignerError};
+use crate::store::DbError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

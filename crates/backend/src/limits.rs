@@ -35,3 +35,10 @@ pub const REPORT_CHECK_CONCURRENCY: usize = 16;
 
 /// Longest accepted `content_type`, in bytes.
 pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
+
+/// Default and maximum `limit` of `GET /api/v1/audit`.
+pub const MAX_AUDIT_PAGE: u32 = 10_000;
+
+/// ListObjectsV2 listings per batch report: one per group of keys issued together (same
+/// prefix, user, date and folder); the keys of further groups get a HEAD each.
+pub const MAX_LISTINGS_PER_BATCH: usize = 4;

@@ -1,14 +1,16 @@
 //! dropship-backend: the reference signing backend. Hands out presigned S3 PUT URLs (native
-//! batch API and the Rails guide's two routes) and records finished uploads after a HEAD.
+//! batch API and the Rails guide's two routes) and records finished uploads after a HEAD,
+//! each bound to the principal that asked for it.
 //! This file parses the configuration, opens the parts and serves until SIGTERM or Ctrl-C.
 
+mod auth;
 mod config;
-mod db;
 mod error;
 mod keys;
 mod limits;
 mod routes;
 mod signer;
+mod store;
 mod validate;
 
 use std::io::{IsTerminal, Write};
@@ -19,11 +21,12 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use crate::auth::Authenticator;
 use crate::config::{Config, Flags};
-use crate::db::Db;
 use crate::keys::KeyScheme;
 use crate::routes::App;
 use crate::signer::Signer;
+use crate::store::Db;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -56,8 +59,13 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         .await
         .context("the S3 settings cannot sign a URL")?;
 
-    let app =
-        Arc::new(App { signer, db, keys: KeyScheme::new(config.key_prefix.clone()), tokens: config.tokens.clone() });
+    let auth = Authenticator::new(config.auth.clone());
+    if let Some(oidc) = auth.oidc() {
+        // Only a warning when the provider is down: it may come up later, tokens are checked lazily.
+        oidc.warm_up().await;
+    }
+    let keys = KeyScheme::new(config.key_prefix.clone(), config.key_template.clone());
+    let app = Arc::new(App { signer, db, keys, auth });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -67,6 +75,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         bucket = %config.s3.bucket,
         endpoint = config.s3.endpoint.as_deref().unwrap_or("AWS"),
         prefix = %config.key_prefix,
+        key_template = %config.key_template.source(),
+        static_tokens = config.auth.tokens.len(),
+        oidc_issuer = config.auth.oidc.as_ref().map_or("none", |oidc| oidc.issuer.as_str()),
         "dropship-backend ready"
     );
     let mut stdout = std::io::stdout();

@@ -476,8 +476,20 @@ fn a_repeat_complete_answers_200_even_when_s3_no_longer_knows_the_upload() {
 
     // AWS forgets a completed upload, so a retried complete can meet NoSuchUpload there.
     // SeaweedFS 4.48 completes again instead (even after an abort), so an id it never issued
-    // stands in for the forgotten one.
+    // stands in for the forgotten one, bound to this principal in the backend's database as
+    // the create call would have bound it.
     let forgotten = Upload { upload_id: "forgotten-upload-id".to_owned(), ..upload };
+    let me = get_json(&backend, "/api/v1/me").body["user"].as_str().expect("a principal name").to_owned();
+    let bound = std::process::Command::new("sqlite3")
+        .arg(&backend.db_path)
+        .arg(format!(
+            "INSERT INTO multipart_uploads (upload_id, key, uploaded_by, created_at) \
+             VALUES ('{}', '{}', '{me}', '2026-01-01T00:00:00Z')",
+            forgotten.upload_id, forgotten.key
+        ))
+        .output()
+        .expect("sqlite3 runs");
+    assert!(bound.status.success(), "{}", String::from_utf8_lossy(&bound.stderr));
     assert_eq!(error_code(&list_parts(&backend, &forgotten.key, &forgotten.upload_id)), "upload_not_found");
     let again = complete(&backend, &forgotten, &completing);
     assert_eq!(again.status, StatusCode::OK, "the object at the issued key is this upload's: {}", again.text);
@@ -512,7 +524,7 @@ fn an_aborted_upload_is_gone_and_aborting_it_again_answers_204() {
 }
 
 #[test]
-fn an_upload_id_s3_never_issued_is_not_found_but_aborts_quietly() {
+fn an_upload_id_the_backend_never_issued_is_not_found_on_every_route_abort_included() {
     let backend = start_backend();
     let real = create(&backend, "real.bin", 10, false);
     let unknown = Upload { upload_id: "no-such-upload-id".to_owned(), ..real };
@@ -521,7 +533,13 @@ fn an_upload_id_s3_never_issued_is_not_found_but_aborts_quietly() {
     assert_eq!(error_code(&listed), "upload_not_found");
     let reply = complete(&backend, &unknown, &[json!({ "part_number": 1, "etag": "\"e\"" })]);
     assert_eq!(error_code(&reply), "upload_not_found", "{}", reply.text);
-    assert_eq!(abort(&backend, &unknown).status, StatusCode::NO_CONTENT, "a client's cancel never fails on it");
+    let aborted = abort(&backend, &unknown);
+    assert_eq!(
+        (aborted.status, error_code(&aborted)),
+        (StatusCode::NOT_FOUND, "upload_not_found"),
+        "an upload not bound to the caller is not found, as another principal's would be: {}",
+        aborted.text
+    );
 }
 
 #[test]

@@ -1,8 +1,10 @@
-//! The HTTP surface: the route table, bearer-token auth, request logging and the JSON 404/405.
-//! Handlers live in `native` (our API), `multipart` (its multipart routes) and `rails` (the
-//! guide's two routes).
+//! The HTTP surface: the route table, authentication, request logging and the JSON 404/405.
+//! Handlers live in `native` (our API), `multipart` (its multipart routes), `rails` (the
+//! guide's two routes) and `identity` (sign-in discovery, who am I, the audit log); each takes
+//! the [`Principal`] it acts for.
 
 mod body;
+mod identity;
 mod multipart;
 mod native;
 mod rails;
@@ -18,11 +20,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
 use axum::Router;
 
-use crate::db::Db;
+use crate::auth::{Authenticator, Principal};
 use crate::error::ApiError;
 use crate::keys::KeyScheme;
 use crate::limits::MAX_BODY_BYTES;
 use crate::signer::Signer;
+use crate::store::{AuditAction, AuditEntry, Db, Ownership};
 
 /// The OpenAPI 3.1 description of every route, served as-is at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
@@ -33,7 +36,7 @@ pub struct App {
     pub signer: Signer,
     pub db: Db,
     pub keys: KeyScheme,
-    pub tokens: Vec<String>,
+    pub auth: Authenticator,
 }
 
 pub type AppState = Arc<App>;
@@ -88,13 +91,16 @@ impl RouteTable {
 
 /// Routes anyone may call.
 fn public_routes() -> RouteTable {
-    RouteTable::new().add(Verb::Get, "/openapi.json", openapi)
+    RouteTable::new().add(Verb::Get, "/openapi.json", openapi).add(Verb::Get, "/api/v1/auth", identity::sign_in)
 }
 
-/// Routes that need a bearer token.
+/// Routes that need a principal: the middleware refuses a request without one, and each
+/// handler takes the [`Principal`] extractor to scope by.
 fn protected_routes() -> RouteTable {
     RouteTable::new()
         .add(Verb::Get, "/api/v1/ping", native::ping)
+        .add(Verb::Get, "/api/v1/me", identity::me)
+        .add(Verb::Get, "/api/v1/audit", identity::audit_log)
         .add(Verb::Post, "/api/v1/uploads/presign", native::presign_batch)
         .add(Verb::Post, "/api/v1/uploads/{client_upload_id}/report", native::report_upload)
         .add(Verb::Post, "/api/v1/reports", native::report_batch)
@@ -120,7 +126,7 @@ pub fn served_routes() -> Vec<(Verb, &'static str)> {
 /// The whole application, ready to serve.
 pub fn router(state: AppState) -> Router {
     let protected =
-        protected_routes().router.route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_token));
+        protected_routes().router.route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_principal));
     Router::new()
         .merge(public_routes().router)
         .merge(protected)
@@ -147,39 +153,48 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Lets a request through only with `Authorization: Bearer <a configured token>`.
-async fn require_token(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let presented =
-        request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(bearer_token);
-    match presented {
-        None => {
-            ApiError::unauthorized("Send the header `Authorization: Bearer <token>` with a token this backend accepts.")
-                .into_response()
+/// Lets a request through only with a bearer token that names a principal, which it hands
+/// on to the handler's [`Principal`] extractor.
+async fn require_principal(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+    match app.auth.authenticate(request.headers()).await {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
         }
-        Some(token) if app.tokens.iter().any(|known| constant_time_eq(known, token)) => next.run(request).await,
-        Some(_) => {
-            ApiError::unauthorized("The backend does not accept this token; check the token in Dropship's settings.")
-                .into_response()
-        }
+        Err(error) => error.into_response(),
     }
 }
 
-/// The token of an `Authorization: Bearer …` value (the scheme is case-insensitive).
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+/// Writes a denial to the audit log; the caller answers 404 or 403 as if nothing were there.
+pub(crate) async fn audit_denial(
+    app: &App,
+    principal: &Principal,
+    route: &str,
+    key: Option<&str>,
+    client_upload_id: Option<&str>,
+    why: &str,
+) -> Result<(), ApiError> {
+    tracing::info!(principal = %principal.name, %route, key = key.unwrap_or(""), %why, "denied");
+    let mut entry = AuditEntry::new(&principal.name, AuditAction::Denied, format!("{route}: {why}"));
+    entry.key = key.map(str::to_owned);
+    entry.client_upload_id = client_upload_id.map(str::to_owned);
+    Ok(app.db.audit(vec![entry]).await?)
 }
 
-/// Compares without an early exit, so response timing does not reveal how much of a guessed
-/// token was right.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut difference = a.len() ^ b.len();
-    for (index, byte) in a.iter().enumerate() {
-        difference |= usize::from(byte ^ b.get(index).copied().unwrap_or(0));
+/// [`audit_denial`] for what a key or upload lookup found, unless it is the principal's own.
+pub(crate) async fn deny_unless_mine(
+    app: &App,
+    principal: &Principal,
+    ownership: Ownership,
+    route: &str,
+    key: &str,
+    client_upload_id: Option<&str>,
+) -> Result<bool, ApiError> {
+    if ownership == Ownership::Mine {
+        return Ok(true);
     }
-    difference == 0
+    audit_denial(app, principal, route, Some(key), client_upload_id, ownership.denial()).await?;
+    Ok(false)
 }
 
 /// One line per request. Only the path is logged: query strings and headers (tokens) never are.
@@ -233,23 +248,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn bearer_tokens_are_read_case_insensitively_and_blank_ones_refused() {
-        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
-        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
-        assert_eq!(bearer_token("Basic abc"), None);
-        assert_eq!(bearer_token("Bearer "), None);
-        assert_eq!(bearer_token("abc"), None);
-    }
-
-    #[test]
-    fn token_comparison_needs_every_byte_and_the_length_to_match() {
-        assert!(constant_time_eq("secret", "secret"));
-        assert!(!constant_time_eq("secret", "secreT"));
-        assert!(!constant_time_eq("secret", "secret2"));
-        assert!(!constant_time_eq("secret", "secre"));
-        assert!(!constant_time_eq("", "x"));
     }
 }

@@ -1,6 +1,7 @@
 //! The native multipart routes: create an upload, sign its parts in batches, list what S3
-//! holds (to resume), complete and abort. The backend keeps no state of its own: the issued
-//! key and S3's upload id are the whole handle. See docs/backend-api.md for the shapes.
+//! holds (to resume), complete and abort. The issued key and S3's upload id are the handle;
+//! the backend remembers which principal created each upload and answers every later call
+//! for it only to that principal. See docs/backend-api.md for the shapes.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -13,12 +14,14 @@ use time::format_description::well_known::Rfc3339;
 
 use super::body::ApiJson;
 use super::native::{check_batch_size, check_issued_key};
-use super::AppState;
+use super::{deny_unless_mine, AppState};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::limits::{
     MAX_MULTIPART_OBJECT_BYTES, MAX_PARTS_PER_SIGN, MAX_PART_BYTES, MAX_PART_NUMBER, MAX_UPLOAD_TOKEN_BYTES,
 };
 use crate::signer::{CompletingPart, MultipartError, PartChecksum, PartToSign, UploadedPart};
+use crate::store::{AuditAction, AuditEntry, MultipartUpload};
 use crate::validate::{canonical_upload_id, content_type_or_default, is_crc32c_base64, is_sha256_base64};
 
 /// The values of `checksum_algorithm` the backend knows, spelled as S3 spells them.
@@ -58,15 +61,28 @@ pub struct CreatedUpload {
 /// `POST /api/v1/multipart`: a fresh key and an S3 multipart upload for it, 201.
 pub async fn create_upload(
     State(app): State<AppState>,
+    principal: Principal,
     ApiJson(request): ApiJson<CreateRequest>,
 ) -> Result<(StatusCode, Json<CreatedUpload>), ApiError> {
     let checked = check_create(&request)?;
     let folder = crate::keys::sanitise_folder(request.key_prefix.as_deref().unwrap_or_default())
         .map_err(|message| ApiError::unprocessable("invalid_key_prefix", message))?;
-    let key = app.keys.new_key_in(&folder, &request.file_name);
+    let key = app.keys.new_key_in(&folder, &request.file_name, &principal.name);
     // Before S3 is asked, so a failure here cannot leave an upload nobody knows about.
     let object_url = app.signer.object_url(&key).await?;
     let upload_id = app.signer.create_multipart(&key, &checked.content_type, checked.part_checksum).await?;
+    // Bound to its creator before anyone learns the upload id. Should this write fail, the S3
+    // upload is orphaned, not reachable: nobody can sign parts for it.
+    let upload = MultipartUpload {
+        upload_id: upload_id.clone(),
+        key: key.clone(),
+        uploaded_by: principal.name.clone(),
+        client_upload_id: Some(checked.client_upload_id.clone()),
+    };
+    let audit = AuditEntry::new(&principal.name, AuditAction::Create, "created")
+        .key(&key)
+        .client_upload_id(&checked.client_upload_id);
+    app.db.remember_multipart(upload, audit).await?;
     tracing::info!(
         %key,
         %upload_id,
@@ -155,13 +171,19 @@ pub struct SignedParts {
 /// Nothing is asked of S3; it checks the upload id when the part is PUT.
 pub async fn sign_parts(
     State(app): State<AppState>,
+    principal: Principal,
     ApiJson(request): ApiJson<SignRequest>,
 ) -> Result<Json<SignedParts>, ApiError> {
     check_issued_key(&app, &request.key)?;
     check_upload_id(&request.upload_id)?;
     let parts = check_parts_to_sign(&request.parts)?;
+    require_own_upload(&app, &principal, "POST /api/v1/multipart/sign", &request.key, &request.upload_id).await?;
     let signed = app.signer.presign_parts(&request.key, &request.upload_id, &parts).await?;
     tracing::debug!(key = %request.key, count = parts.len(), "presigned multipart parts");
+    let numbers: Vec<String> = parts.iter().map(|part| part.part_number.to_string()).collect();
+    let audit = AuditEntry::new(&principal.name, AuditAction::Sign, format!("signed parts {}", numbers.join(",")))
+        .key(&request.key);
+    app.db.audit(vec![audit]).await?;
     let parts = parts
         .iter()
         .zip(signed)
@@ -208,6 +230,7 @@ pub struct ListedParts {
 /// `GET /api/v1/multipart/parts?key=…&upload_id=…`: every part S3 holds, for resuming.
 pub async fn list_parts(
     State(app): State<AppState>,
+    principal: Principal,
     query: Result<Query<PartsQuery>, QueryRejection>,
 ) -> Result<Json<ListedParts>, ApiError> {
     let Query(query) = query.map_err(|_| {
@@ -215,6 +238,7 @@ pub async fn list_parts(
     })?;
     check_issued_key(&app, &query.key)?;
     check_upload_id(&query.upload_id)?;
+    require_own_upload(&app, &principal, "GET /api/v1/multipart/parts", &query.key, &query.upload_id).await?;
     let parts = app.signer.list_parts(&query.key, &query.upload_id).await?;
     Ok(Json(ListedParts { parts }))
 }
@@ -246,15 +270,30 @@ pub struct CompletedUpload {
 /// `POST /api/v1/multipart/complete`: S3 assembles the object; the answer carries its size.
 pub async fn complete_upload(
     State(app): State<AppState>,
+    principal: Principal,
     ApiJson(request): ApiJson<CompleteRequest>,
 ) -> Result<Json<CompletedUpload>, ApiError> {
     check_issued_key(&app, &request.key)?;
     check_upload_id(&request.upload_id)?;
     let parts = check_parts_to_complete(&request.parts)?;
+    require_own_upload(&app, &principal, "POST /api/v1/multipart/complete", &request.key, &request.upload_id).await?;
     let key = request.key;
+    let outcome = complete_at_s3(&app, &key, &request.upload_id, &parts).await;
+    let text = match &outcome {
+        Ok(size) => format!("completed: {size} bytes in {} parts", parts.len()),
+        Err(error) => format!("rejected: {}", error.code),
+    };
+    app.db.audit(vec![AuditEntry::new(&principal.name, AuditAction::Complete, text).key(&key)]).await?;
+    let size = outcome?;
+    let object_url = app.signer.object_url(&key).await?;
+    tracing::info!(%key, size, parts = parts.len(), "completed a multipart upload");
+    Ok(Json(CompletedUpload { key, object_url, size }))
+}
 
-    let head = match app.signer.complete_multipart(&key, &request.upload_id, &parts).await {
-        Ok(()) => app.signer.head(&key).await?,
+/// Asks S3 to assemble the object; its size once it is there.
+async fn complete_at_s3(app: &AppState, key: &str, upload_id: &str, parts: &[CompletingPart]) -> Result<u64, ApiError> {
+    let head = match app.signer.complete_multipart(key, upload_id, parts).await {
+        Ok(()) => app.signer.head(key).await?,
         Err(MultipartError::Refused { code, message, .. }) => {
             tracing::info!(%key, %code, %message, "S3 refused to complete a multipart upload");
             return Err(ApiError::unprocessable(
@@ -272,7 +311,7 @@ pub async fn complete_upload(
             // A repeat whose first answer was lost: S3 may have forgotten the upload already,
             // but the object is there, and only this upload can have written its key (each
             // key is issued once).
-            let head = app.signer.head(&key).await?;
+            let head = app.signer.head(key).await?;
             if head.is_none() {
                 return Err(error.into());
             }
@@ -288,9 +327,7 @@ pub async fn complete_upload(
             format!("S3 completed the upload but has no object at {key} yet; complete it again later."),
         )
     })?;
-    let object_url = app.signer.object_url(&key).await?;
-    tracing::info!(%key, size = head.size, parts = parts.len(), "completed a multipart upload");
-    Ok(Json(CompletedUpload { key, object_url, size: head.size }))
+    Ok(head.size)
 }
 
 /// Checks the parts and sorts them by part number, the order S3 insists on.
@@ -324,18 +361,43 @@ pub struct AbortRequest {
 /// client's cancel never fails on a repeat.
 pub async fn abort_upload(
     State(app): State<AppState>,
+    principal: Principal,
     ApiJson(request): ApiJson<AbortRequest>,
 ) -> Result<StatusCode, ApiError> {
     check_issued_key(&app, &request.key)?;
     check_upload_id(&request.upload_id)?;
-    match app.signer.abort_multipart(&request.key, &request.upload_id).await {
+    require_own_upload(&app, &principal, "POST /api/v1/multipart/abort", &request.key, &request.upload_id).await?;
+    let outcome = match app.signer.abort_multipart(&request.key, &request.upload_id).await {
         Ok(()) => {
             tracing::info!(key = %request.key, upload_id = %request.upload_id, "aborted a multipart upload");
-            Ok(StatusCode::NO_CONTENT)
+            Ok("aborted")
         }
-        Err(MultipartError::NoSuchUpload { .. }) => Ok(StatusCode::NO_CONTENT),
-        Err(error) => Err(error.into()),
+        Err(MultipartError::NoSuchUpload { .. }) => Ok("aborted before, or completed"),
+        Err(error) => Err(ApiError::from(error)),
+    };
+    let text = match &outcome {
+        Ok(text) => (*text).to_owned(),
+        Err(error) => format!("rejected: {}", error.code),
+    };
+    app.db.audit(vec![AuditEntry::new(&principal.name, AuditAction::Abort, text).key(&request.key)]).await?;
+    outcome.map(|_| StatusCode::NO_CONTENT)
+}
+
+/// Lets the call through only for an upload this principal created; for any other answers
+/// exactly what S3 answers for an upload it does not know (404 `upload_not_found`), so
+/// nobody learns of another's uploads, and audits the denial.
+async fn require_own_upload(
+    app: &AppState,
+    principal: &Principal,
+    route: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<(), ApiError> {
+    let ownership = app.db.multipart_owner(principal.name.clone(), upload_id.to_owned(), key.to_owned()).await?;
+    if deny_unless_mine(app, principal, ownership, route, key, None).await? {
+        return Ok(());
     }
+    Err(MultipartError::NoSuchUpload { key: key.to_owned(), upload_id: upload_id.to_owned() }.into())
 }
 
 /// `invalid_upload_id` unless the id could be one S3 issued: printable ASCII without spaces.

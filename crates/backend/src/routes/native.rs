@@ -1,7 +1,7 @@
 //! The native API: batch presigning, completion reports (single and batch) and the records.
 //! See docs/backend-api.md for the shapes; every failure is an [`ApiError`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
@@ -15,11 +15,17 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::body::ApiJson;
-use super::AppState;
-use crate::db::{Flavour, NewRecord, PresignedPut, Record, RecordOutcome};
+use super::identity::forbidden;
+use super::{audit_denial, deny_unless_mine, App, AppState};
+use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::limits::{MAX_BATCH, MAX_RECORDS_PAGE, MAX_SINGLE_PUT_BYTES, REPORT_CHECK_CONCURRENCY};
+use crate::limits::{
+    MAX_BATCH, MAX_LISTINGS_PER_BATCH, MAX_RECORDS_PAGE, MAX_SINGLE_PUT_BYTES, REPORT_CHECK_CONCURRENCY,
+};
 use crate::signer::{without_query, Listing, ObjectHead, PutConditions};
+use crate::store::{
+    AuditAction, AuditEntry, Flavour, NewRecord, Ownership, PresignedPut, Record, RecordOutcome, Scoped,
+};
 use crate::validate::{
     canonical_upload_id, content_type_or_default, is_object_checksum, is_object_crc32c, is_sha256_base64,
     same_checksum_kind,
@@ -66,6 +72,7 @@ struct PresignedUpload {
 /// request is refused when any file is invalid, so a client never holds half a batch.
 pub async fn presign_batch(
     State(app): State<AppState>,
+    principal: Principal,
     ApiJson(request): ApiJson<PresignRequest>,
 ) -> Result<Json<Value>, ApiError> {
     check_batch_size("files", request.files.len(), MAX_BATCH)?;
@@ -89,7 +96,7 @@ pub async fn presign_batch(
     for (file, (client_upload_id, content_type)) in request.files.iter().zip(checked) {
         let folder = crate::keys::sanitise_folder(file.key_prefix.as_deref().unwrap_or_default())
             .map_err(|message| ApiError::unprocessable("invalid_key_prefix", message))?;
-        let key = app.keys.new_key_in(&folder, &file.file_name);
+        let key = app.keys.new_key_in(&folder, &file.file_name, &principal.name);
         let put = app
             .signer
             .presign_put(
@@ -109,18 +116,29 @@ pub async fn presign_batch(
             object_url,
         });
     }
-    // What each URL makes S3 enforce, so that reports of these keys can be checked by a listing.
+    // What each URL makes S3 enforce, so that reports of these keys can be checked by a listing,
+    // and whom it was signed for, so that nobody else can report it.
     let signed = request
         .files
         .iter()
         .zip(&uploads)
         .map(|(file, upload)| PresignedPut {
             key: upload.key.clone(),
-            checksum_sha256: file.checksum_sha256.clone(),
+            checksum_sha256: Some(file.checksum_sha256.clone()),
             object_url: upload.object_url.clone(),
+            uploaded_by: principal.name.clone(),
         })
         .collect();
-    app.db.remember_presigned(signed).await?;
+    // A row per key, not per batch: "who was handed this key?" is then one lookup by key.
+    let audit = uploads
+        .iter()
+        .map(|upload| {
+            AuditEntry::new(&principal.name, AuditAction::Presign, "signed")
+                .key(&upload.key)
+                .client_upload_id(&upload.client_upload_id)
+        })
+        .collect();
+    app.db.remember_presigned(signed, audit).await?;
     tracing::info!(count = uploads.len(), "presigned uploads");
     Ok(Json(json!({ "uploads": uploads })))
 }
@@ -181,7 +199,8 @@ pub(super) fn check_issued_key(app: &AppState, key: &str) -> Result<(), ApiError
     Err(ApiError::unprocessable(
         "key_not_allowed",
         format!(
-            "The key {key:?} is not one this backend hands out (`{}/<uuid>/<file name>`); use the key from the presign or multipart response.",
+            "The key {key:?} is not one this backend hands out (`{}` with the prefix {:?}); use the key from the presign or multipart response.",
+            app.keys.template(),
             app.keys.prefix()
         ),
     ))
@@ -232,10 +251,16 @@ impl ReportBody {
 /// existing one on a repeat.
 pub async fn report_upload(
     State(app): State<AppState>,
+    principal: Principal,
     Path(client_upload_id): Path<String>,
     ApiJson(report): ApiJson<ReportBody>,
 ) -> Result<(StatusCode, Json<Record>), ApiError> {
-    let (outcome_status, record) = record_report(&app, &client_upload_id, report).await?;
+    let key = report.key.clone();
+    let outcome = record_report(&app, &principal, &client_upload_id, report).await;
+    if let Some(entry) = report_audit(&principal, &client_upload_id, &key, &outcome) {
+        app.db.audit(vec![entry]).await?;
+    }
+    let (outcome_status, record) = outcome?;
     let status = match outcome_status {
         ReportStatus::Recorded => StatusCode::CREATED,
         ReportStatus::AlreadyRecorded => StatusCode::OK,
@@ -274,31 +299,68 @@ fn check_report(app: &AppState, raw_client_upload_id: &str, report: ReportBody) 
     Ok(CheckedReport { client_upload_id, content_type, checksum, report })
 }
 
-/// A repeat needs no trip to S3: the first report already verified the object.
-async fn already_recorded(app: &AppState, checked: &CheckedReport) -> Result<Option<Record>, ApiError> {
-    match app.db.by_client_upload_id(checked.client_upload_id.clone()).await? {
-        Some(existing) if existing.key == checked.report.key => Ok(Some(existing)),
-        Some(existing) => Err(upload_id_conflict(&checked.client_upload_id, &existing)),
-        None => Ok(None),
-    }
+const REPORT_ROUTE: &str = "POST /api/v1/uploads/{client_upload_id}/report";
+const BATCH_REPORT_ROUTE: &str = "POST /api/v1/reports";
+
+/// The audit row of a report's outcome; `None` for a denial, which was audited as one.
+fn report_audit(
+    principal: &Principal,
+    client_upload_id: &str,
+    key: &str,
+    outcome: &Result<(ReportStatus, Record), ApiError>,
+) -> Option<AuditEntry> {
+    let text = match outcome {
+        Ok((ReportStatus::Recorded, _)) => "recorded".to_owned(),
+        Ok((ReportStatus::AlreadyRecorded, _)) => "already_recorded".to_owned(),
+        Err(error) if error.code == "not_found" => return None,
+        Err(error) => format!("rejected: {}", error.code),
+    };
+    let id = canonical_upload_id(client_upload_id).unwrap_or_else(|| client_upload_id.to_owned());
+    Some(AuditEntry::new(&principal.name, AuditAction::Report, text).key(key).client_upload_id(id))
+}
+
+/// What a report of an upload that is not the principal's answers: exactly what a report of
+/// one that was never issued answers, so it says nothing about anyone else's uploads.
+fn report_not_found(client_upload_id: &str, key: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "No upload {client_upload_id} of {key} was issued to you; report only uploads that you presigned or created."
+    ))
 }
 
 /// Verifies a report against the bucket and records it: the single report route.
 async fn record_report(
     app: &AppState,
+    principal: &Principal,
     raw_client_upload_id: &str,
     report: ReportBody,
 ) -> Result<(ReportStatus, Record), ApiError> {
     let checked = check_report(app, raw_client_upload_id, report)?;
-    if let Some(existing) = already_recorded(app, &checked).await? {
-        return Ok((ReportStatus::AlreadyRecorded, existing));
+    let (id, key) = (checked.client_upload_id.clone(), checked.report.key.clone());
+    // A repeat needs no trip to S3: the first report already verified the object.
+    match app.db.record_of(principal.name.clone(), id.clone()).await? {
+        Scoped::Mine(existing) if existing.key == key => return Ok((ReportStatus::AlreadyRecorded, existing)),
+        Scoped::Mine(existing) => return Err(upload_id_conflict(&id, &existing)),
+        Scoped::Others => {
+            let why = "not_found: the client_upload_id is recorded for another principal";
+            audit_denial(app, principal, REPORT_ROUTE, Some(&key), Some(&id), why).await?;
+            return Err(report_not_found(&id, &key));
+        }
+        Scoped::Missing => {}
     }
-    verify_by_head(app, checked).await
+    let ownership = app.db.key_owner(principal.name.clone(), key.clone()).await?;
+    if !deny_unless_mine(app, principal, ownership, REPORT_ROUTE, &key, Some(&id)).await? {
+        return Err(report_not_found(&id, &key));
+    }
+    verify_by_head(app, principal.name.clone(), checked).await
 }
 
 /// HEADs the object: it exists, has the reported size and, when S3 keeps a checksum of the
-/// reported kind, the reported checksum. Then records it.
-async fn verify_by_head(app: &AppState, checked: CheckedReport) -> Result<(ReportStatus, Record), ApiError> {
+/// reported kind, the reported checksum. Then records it for `uploaded_by`.
+async fn verify_by_head(
+    app: &App,
+    uploaded_by: String,
+    checked: CheckedReport,
+) -> Result<(ReportStatus, Record), ApiError> {
     let Some(ObjectHead { size, checksum_sha256, checksum_crc32c }) = app.signer.head(&checked.report.key).await?
     else {
         return Err(object_missing(&checked.report.key));
@@ -313,7 +375,7 @@ async fn verify_by_head(app: &AppState, checked: CheckedReport) -> Result<(Repor
         return Err(checksum_mismatch(&checked.report.key, name));
     }
     let object_url = app.signer.object_url(&checked.report.key).await?;
-    store_report(app, checked, object_url).await
+    store_report(app, uploaded_by, checked, object_url).await
 }
 
 fn object_missing(key: &str) -> ApiError {
@@ -345,16 +407,17 @@ fn checksum_mismatch(key: &str, name: &str) -> ApiError {
 }
 
 async fn store_report(
-    app: &AppState,
+    app: &App,
+    uploaded_by: String,
     checked: CheckedReport,
     object_url: String,
 ) -> Result<(ReportStatus, Record), ApiError> {
-    let client_upload_id = checked.client_upload_id.clone();
-    let outcome = app.db.record_native(new_record(checked, object_url)).await?;
-    recorded(&client_upload_id, outcome)
+    let (client_upload_id, key) = (checked.client_upload_id.clone(), checked.report.key.clone());
+    let outcome = app.db.record_native(new_record(checked, object_url, uploaded_by)).await?;
+    recorded(&client_upload_id, &key, outcome)
 }
 
-fn new_record(checked: CheckedReport, object_url: String) -> NewRecord {
+fn new_record(checked: CheckedReport, object_url: String, uploaded_by: String) -> NewRecord {
     let CheckedReport { client_upload_id, content_type, report, .. } = checked;
     NewRecord {
         client_upload_id: Some(client_upload_id),
@@ -366,10 +429,11 @@ fn new_record(checked: CheckedReport, object_url: String) -> NewRecord {
         checksum_crc32c: report.checksum_crc32c,
         object_url,
         flavour: Flavour::Native,
+        uploaded_by,
     }
 }
 
-fn recorded(client_upload_id: &str, outcome: RecordOutcome) -> Result<(ReportStatus, Record), ApiError> {
+fn recorded(client_upload_id: &str, key: &str, outcome: RecordOutcome) -> Result<(ReportStatus, Record), ApiError> {
     match outcome {
         RecordOutcome::Recorded(record) => {
             tracing::info!(key = %record.key, size = record.size, "recorded an upload");
@@ -385,6 +449,7 @@ fn recorded(client_upload_id: &str, outcome: RecordOutcome) -> Result<(ReportSta
                 existing.client_upload_id.as_deref().unwrap_or("(a rails attachment)")
             ),
         )),
+        RecordOutcome::OthersRecord => Err(report_not_found(client_upload_id, key)),
     }
 }
 
@@ -420,64 +485,115 @@ struct BatchReport {
 /// others (multipart objects, older presigns, other checksums) get a HEAD each.
 pub async fn report_batch(
     State(app): State<AppState>,
+    principal: Principal,
     ApiJson(request): ApiJson<BatchReportRequest>,
 ) -> Result<Json<Value>, ApiError> {
     check_batch_size("reports", request.reports.len(), MAX_BATCH)?;
-    let mut results: Vec<Option<Value>> = vec![None; request.reports.len()];
-    let mut checked_reports = Vec::with_capacity(request.reports.len());
+    let count = request.reports.len();
+    let mut results: Vec<Option<Value>> = vec![None; count];
+    let mut audit = Vec::with_capacity(count);
+    // Each settled report: its answer, and its audit row (or its denial's).
+    let mut settle = |index: usize, id: String, key: &str, outcome: Result<(ReportStatus, Record), ApiError>| {
+        audit.extend(report_audit(&principal, &id, key, &outcome));
+        batch_result(id, outcome).map(|value| results[index] = Some(value))
+    };
+    let mut checked_reports = Vec::with_capacity(count);
     for (index, item) in request.reports.into_iter().enumerate() {
+        let key = item.report.key.clone();
         match check_report(&app, &item.client_upload_id, item.report) {
             Ok(checked) => checked_reports.push((index, checked)),
-            Err(error) => results[index] = Some(batch_result(item.client_upload_id, Err(error))?),
+            Err(error) => settle(index, item.client_upload_id, &key, Err(error))?,
         }
     }
 
-    // A repeat needs no trip to S3: the first report already verified the object.
+    // A repeat needs no trip to S3: the first report already verified the object. Uploads that
+    // are not the principal's answer as if never issued, and their denials are audited.
+    let mut denials = Vec::new();
     let ids = checked_reports.iter().map(|(_, c)| c.client_upload_id.clone()).collect();
-    let existing = app.db.by_client_upload_ids(ids).await?;
-    let mut pending = Vec::with_capacity(checked_reports.len());
+    let existing = app.db.records_of(principal.name.clone(), ids).await?;
+    let mut unrecorded = Vec::with_capacity(checked_reports.len());
     for (index, checked) in checked_reports {
-        let outcome = match existing.get(&checked.client_upload_id) {
+        let (id, key) = (checked.client_upload_id.clone(), checked.report.key.clone());
+        let outcome = match existing.get(&id) {
             None => {
-                pending.push((index, checked));
+                unrecorded.push((index, checked));
                 continue;
             }
-            Some(record) if record.key == checked.report.key => Ok((ReportStatus::AlreadyRecorded, record.clone())),
-            Some(record) => Err(upload_id_conflict(&checked.client_upload_id, record)),
+            Some(Scoped::Mine(record)) if record.key == key => Ok((ReportStatus::AlreadyRecorded, record.clone())),
+            Some(Scoped::Mine(record)) => Err(upload_id_conflict(&id, record)),
+            Some(_) => {
+                denials.push((
+                    key.clone(),
+                    id.clone(),
+                    "not_found: the client_upload_id is recorded for another principal",
+                ));
+                Err(report_not_found(&id, &key))
+            }
         };
-        results[index] = Some(batch_result(checked.client_upload_id, outcome)?);
+        settle(index, id, &key, outcome)?;
+    }
+    let owners = app
+        .db
+        .key_owners(principal.name.clone(), unrecorded.iter().map(|(_, c)| c.report.key.clone()).collect())
+        .await?;
+    let mut pending = Vec::with_capacity(unrecorded.len());
+    for ((index, checked), owner) in unrecorded.into_iter().zip(owners) {
+        if owner == Ownership::Mine {
+            pending.push((index, checked));
+            continue;
+        }
+        let (id, key) = (checked.client_upload_id.clone(), checked.report.key.clone());
+        denials.push((key.clone(), id.clone(), owner.denial()));
+        settle(index, id.clone(), &key, Err(report_not_found(&id, &key)))?;
     }
 
-    // Which reports a listing can verify: the key was signed here with this very checksum.
-    let signed = app.db.presigned(pending.iter().map(|(_, c)| c.report.key.clone()).collect()).await?;
-    let signed: std::collections::HashMap<String, PresignedPut> =
-        signed.into_iter().map(|put| (put.key.clone(), put)).collect();
-    let listable: Vec<String> = pending
-        .iter()
-        .filter(|(_, c)| signed.get(&c.report.key).is_some_and(|put| signed_checksum_matches(put, c)))
-        .map(|(_, c)| c.report.key.clone())
-        .collect();
-    let listing = if listable.is_empty() {
-        Listing::default()
-    } else {
+    // Which reports a listing can verify: the key was signed here, for this principal, with
+    // this very checksum, and the key template lets keys issued together be listed together.
+    let keys = pending.iter().map(|(_, c)| c.report.key.clone()).collect();
+    let signed = app.db.presigned_for(principal.name.clone(), keys).await?;
+    let signed: HashMap<String, PresignedPut> = signed.into_iter().map(|put| (put.key.clone(), put)).collect();
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (_, checked) in &pending {
+        let key = &checked.report.key;
+        if !signed.get(key).is_some_and(|put| signed_checksum_matches(put, checked)) {
+            continue;
+        }
+        if let Some(prefix) = app.keys.listing_prefix(key) {
+            groups.entry(prefix.to_owned()).or_default().push(key.clone());
+        }
+    }
+    // One listing per group of keys issued together (usually one per batch), the largest
+    // groups first; keys of the groups beyond the limit get a HEAD each.
+    let mut groups: Vec<(String, Vec<String>)> = groups.into_iter().collect();
+    groups.sort_by_key(|(_, keys)| std::cmp::Reverse(keys.len()));
+    let mut listings: HashMap<String, Listing> = HashMap::new();
+    for (prefix, keys) in groups.into_iter().take(MAX_LISTINGS_PER_BATCH) {
         // A HEAD per report is always correct, only slower: e.g. without s3:ListBucket.
-        app.signer.list_sizes(&listable).await.unwrap_or_else(|error| {
+        let listing = app.signer.list_sizes(&keys).await.unwrap_or_else(|error| {
             tracing::warn!(%error, "could not list the batch's keys; checking each report with a HEAD");
             Listing::default()
-        })
+        });
+        listings.insert(prefix, listing);
+    }
+    let by_listing: usize = listings.values().map(|listing| listing.sizes.len()).sum();
+    tracing::info!(reports = count, by_listing, listings = listings.len(), "verifying a batch of reports");
+    let listed = |key: &str| {
+        let listing = listings.get(app.keys.listing_prefix(key)?)?;
+        listing.lookup(key)
     };
-    tracing::info!(reports = results.len(), by_listing = listing.sizes.len(), "verifying a batch of reports");
 
     // Settled by the listing (recorded together, in one transaction), or left for a HEAD.
     let mut to_record = Vec::new();
     let mut to_head = Vec::new();
     for (index, checked) in pending {
         let put = signed.get(&checked.report.key);
-        let key = &checked.report.key;
-        let verdict = match (put, put.and_then(|_| listing.lookup(key))) {
+        let key = checked.report.key.clone();
+        let verdict = match (put, put.and_then(|_| listed(&key))) {
             // S3 enforced the signed checksum, so the object cannot have the reported one.
-            (Some(put), _) if !signed_checksum_matches(put, &checked) => Err(checksum_mismatch(key, "SHA-256")),
-            (Some(_), Some(None)) => Err(object_missing(key)),
+            (Some(put), _) if put.checksum_sha256.is_some() && !signed_checksum_matches(put, &checked) => {
+                Err(checksum_mismatch(&key, "SHA-256"))
+            }
+            (Some(_), Some(None)) => Err(object_missing(&key)),
             (Some(put), Some(Some(size))) => check_size(&checked, size).map(|()| put.object_url.clone()),
             _ => {
                 to_head.push((index, checked));
@@ -485,20 +601,25 @@ pub async fn report_batch(
             }
         };
         match verdict {
-            Ok(object_url) => {
-                to_record.push((index, checked.client_upload_id.clone(), new_record(checked, object_url)))
-            }
-            Err(error) => results[index] = Some(batch_result(checked.client_upload_id, Err(error))?),
+            Ok(object_url) => to_record.push((
+                index,
+                checked.client_upload_id.clone(),
+                key,
+                new_record(checked, object_url, principal.name.clone()),
+            )),
+            Err(error) => settle(index, checked.client_upload_id, &key, Err(error))?,
         }
     }
     if !to_record.is_empty() {
-        let (slots, news): (Vec<_>, Vec<_>) = to_record.into_iter().map(|(i, id, new)| ((i, id), new)).unzip();
+        let (slots, news): (Vec<_>, Vec<_>) =
+            to_record.into_iter().map(|(i, id, key, new)| ((i, id, key), new)).unzip();
         let outcomes = app.db.record_native_all(news).await?;
-        for ((index, id), outcome) in slots.into_iter().zip(outcomes) {
+        for ((index, id, key), outcome) in slots.into_iter().zip(outcomes) {
             if let RecordOutcome::Recorded(record) = &outcome {
                 tracing::debug!(key = %record.key, size = record.size, "recorded an upload");
             }
-            results[index] = Some(batch_result(id.clone(), recorded(&id, outcome))?);
+            let outcome = recorded(&id, &key, outcome);
+            settle(index, id, &key, outcome)?;
         }
     }
 
@@ -506,16 +627,18 @@ pub async fn report_batch(
     let mut tasks = JoinSet::new();
     for (index, checked) in to_head {
         let raw_id = checked.client_upload_id.clone();
+        let key = checked.report.key.clone();
         let app = Arc::clone(&app);
         let permits = Arc::clone(&permits);
+        let uploaded_by = principal.name.clone();
         tasks.spawn(async move {
             // The semaphore is never closed, so acquiring only fails if that changes.
             let _permit = permits.acquire_owned().await.ok();
-            (index, raw_id, verify_by_head(&app, checked).await)
+            (index, raw_id, key, verify_by_head(&app, uploaded_by, checked).await)
         });
     }
     while let Some(joined) = tasks.join_next().await {
-        let (index, raw_id, outcome) = joined.map_err(|error| {
+        let (index, raw_id, key, outcome) = joined.map_err(|error| {
             tracing::error!(%error, "a report check task failed");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -523,14 +646,23 @@ pub async fn report_batch(
                 "A report could not be checked; send the batch again.",
             )
         })?;
-        results[index] = Some(batch_result(raw_id, outcome)?);
+        settle(index, raw_id, &key, outcome)?;
     }
+    for (key, id, why) in denials {
+        tracing::info!(principal = %principal.name, %key, %why, "denied");
+        audit.push(
+            AuditEntry::new(&principal.name, AuditAction::Denied, format!("{BATCH_REPORT_ROUTE}: {why}"))
+                .key(key)
+                .client_upload_id(id),
+        );
+    }
+    app.db.audit(audit).await?;
     Ok(Json(json!({ "results": results.into_iter().flatten().collect::<Vec<_>>() })))
 }
 
 /// Whether the report states the whole-file SHA-256 that was signed into the key's URL.
 fn signed_checksum_matches(put: &PresignedPut, checked: &CheckedReport) -> bool {
-    matches!(&checked.checksum, ReportedChecksum::Sha256(sha256) if *sha256 == put.checksum_sha256)
+    matches!(&checked.checksum, ReportedChecksum::Sha256(sha256) if put.checksum_sha256.as_ref() == Some(sha256))
 }
 
 /// One entry of the batch answer; a failure on the backend's side fails the whole request.
@@ -558,17 +690,22 @@ fn batch_result(
 #[derive(Debug, Deserialize)]
 pub struct RecordsQuery {
     limit: Option<u32>,
+    /// Everyone's records instead of one's own: admins only.
+    #[serde(default)]
+    all: bool,
 }
 
-/// `GET /api/v1/records?limit=N`: newest first.
+/// `GET /api/v1/records?limit=N[&all=true]`: the principal's records, newest first; an admin
+/// may ask for everyone's.
 pub async fn list_records(
     State(app): State<AppState>,
+    principal: Principal,
     query: Result<Query<RecordsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|_| {
         ApiError::bad_request(
             "invalid_request",
-            format!("`limit` must be a whole number from 1 to {MAX_RECORDS_PAGE}."),
+            format!("`limit` must be a whole number from 1 to {MAX_RECORDS_PAGE}, and `all` true or false."),
         )
     })?;
     let limit = query.limit.unwrap_or(MAX_RECORDS_PAGE);
@@ -578,16 +715,34 @@ pub async fn list_records(
             format!("`limit` must be from 1 to {MAX_RECORDS_PAGE}, got {limit}."),
         ));
     }
-    let records = app.db.latest(limit).await?;
+    let records = if query.all {
+        if !principal.admin {
+            audit_denial(&app, &principal, "GET /api/v1/records?all=true", None, None, "forbidden: not an admin")
+                .await?;
+            return Err(forbidden("Only admins may list everyone's records (all=true); leave it out to list yours."));
+        }
+        app.db.latest_of_everyone(limit).await?
+    } else {
+        app.db.latest_of(principal.name.clone(), limit).await?
+    };
     Ok(Json(json!({ "records": records })))
 }
 
-/// `GET /api/v1/records/{client_upload_id}`.
+/// `GET /api/v1/records/{client_upload_id}`: one of the principal's records.
 pub async fn get_record(
     State(app): State<AppState>,
+    principal: Principal,
     Path(client_upload_id): Path<String>,
 ) -> Result<Json<Record>, ApiError> {
-    let missing = || ApiError::not_found(format!("No upload {client_upload_id} is recorded."));
+    let missing = || ApiError::not_found(format!("No upload {client_upload_id} of yours is recorded."));
     let id = canonical_upload_id(&client_upload_id).ok_or_else(missing)?;
-    app.db.by_client_upload_id(id).await?.map(Json).ok_or_else(missing)
+    match app.db.record_of(principal.name.clone(), id.clone()).await? {
+        Scoped::Mine(record) => Ok(Json(record)),
+        Scoped::Others => {
+            let why = "not_found: recorded for another principal";
+            audit_denial(&app, &principal, "GET /api/v1/records/{client_upload_id}", None, Some(&id), why).await?;
+            Err(missing())
+        }
+        Scoped::Missing => Err(missing()),
+    }
 }

@@ -1,6 +1,8 @@
 //! The two routes of the Rails guide's contract, so clients written for such a backend work
 //! here unchanged: `generate_upload_url` hands out a bare presigned PUT URL, `attachments`
 //! records the upload. Failures use Rails' errors hash, `{"errors":{"field":["message"]}}`.
+//! Like every route they act for a principal: a key is handed out to it, and only it can
+//! record that key.
 
 use std::collections::BTreeMap;
 
@@ -12,9 +14,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::body::{read_json, BodyError};
-use super::AppState;
-use crate::db::{DbError, Flavour, NewRecord, Record, RecordOutcome};
-use crate::signer::{PutConditions, SignerError};
+use super::{deny_unless_mine, AppState};
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::signer::{without_query, PutConditions, SignerError};
+use crate::store::{
+    AuditAction, AuditEntry, DbError, Flavour, NewRecord, Ownership, PresignedPut, Record, RecordOutcome, Scoped,
+};
 use crate::validate::{content_type_or_default, is_sha256_base64};
 
 const BLANK: &str = "can't be blank";
@@ -81,6 +87,13 @@ impl From<DbError> for RailsErrors {
     }
 }
 
+impl From<ApiError> for RailsErrors {
+    /// Only failures on the backend's side (the database) reach here.
+    fn from(error: ApiError) -> Self {
+        Self::new(error.status).with("base", error.message)
+    }
+}
+
 impl From<SignerError> for RailsErrors {
     fn from(error: SignerError) -> Self {
         tracing::error!(%error, "S3 call failed");
@@ -102,16 +115,37 @@ struct GenerateUploadUrlRequest {
 /// `POST /api/attachments/generate_upload_url {"file_name"}` → `{"url"}`. Nothing but the host
 /// is signed, so the client PUTs with any content type and no extra headers; the key is in the
 /// URL's path (path-style: after the bucket segment).
-pub async fn generate_upload_url(State(app): State<AppState>, request: Request) -> Result<Json<Value>, RailsErrors> {
+pub async fn generate_upload_url(
+    State(app): State<AppState>,
+    principal: Principal,
+    request: Request,
+) -> Result<Json<Value>, RailsErrors> {
     let body: GenerateUploadUrlRequest = read_json(request, &()).await?;
     let file_name = body.file_name.filter(|name| !name.trim().is_empty());
     let Some(file_name) = file_name else {
         return Err(RailsErrors::unprocessable().with("file_name", BLANK));
     };
-    let key = app.keys.new_key(&file_name);
+    let key = app.keys.new_key_in("", &file_name, &principal.name);
     let put = app.signer.presign_put(&key, PutConditions::default()).await?;
     tracing::debug!(%key, "presigned a rails PUT");
+    // Remembered only to bind the key to the principal: nothing but the host is signed.
+    let signed = PresignedPut {
+        key: key.clone(),
+        checksum_sha256: None,
+        object_url: without_query(&put.url).to_owned(),
+        uploaded_by: principal.name.clone(),
+    };
+    let audit = AuditEntry::new(&principal.name, AuditAction::Presign, "signed (rails)").key(&key);
+    app.db.remember_presigned(vec![signed], vec![audit]).await?;
     Ok(Json(json!({ "url": put.url })))
+}
+
+const ATTACHMENTS_ROUTE: &str = "POST /api/attachments";
+
+/// What an attachment of a key that is not the principal's answers, the same as for one that
+/// was never handed out.
+fn attachment_not_found() -> RailsErrors {
+    RailsErrors::new(StatusCode::NOT_FOUND).with("key", "was not handed out to you")
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,7 +171,11 @@ struct Attachment {
 }
 
 /// `POST /api/attachments {"attachment":{…}}` → 200 `{"id", …record}`; idempotent on the key.
-pub async fn create_attachment(State(app): State<AppState>, request: Request) -> Result<Json<Value>, RailsErrors> {
+pub async fn create_attachment(
+    State(app): State<AppState>,
+    principal: Principal,
+    request: Request,
+) -> Result<Json<Value>, RailsErrors> {
     let body: CreateAttachmentRequest = read_json(request, &()).await?;
     let Some(attachment) = body.attachment else {
         return Err(RailsErrors::unprocessable().with("attachment", BLANK));
@@ -176,9 +214,37 @@ pub async fn create_attachment(State(app): State<AppState>, request: Request) ->
         return Err(RailsErrors::unprocessable().with("base", "the attachment is incomplete"));
     };
 
-    if let Some(existing) = app.db.by_key(key.clone()).await? {
-        return Ok(Json(attachment_json(&existing)));
+    match app.db.record_by_key_of(principal.name.clone(), key.clone()).await? {
+        Scoped::Mine(existing) => return Ok(Json(attachment_json(&existing))),
+        Scoped::Others => {
+            deny_unless_mine(&app, &principal, Ownership::Others, ATTACHMENTS_ROUTE, &key, None).await?;
+            return Err(attachment_not_found());
+        }
+        Scoped::Missing => {}
     }
+    let ownership = app.db.key_owner(principal.name.clone(), key.clone()).await?;
+    if !deny_unless_mine(&app, &principal, ownership, ATTACHMENTS_ROUTE, &key, None).await? {
+        return Err(attachment_not_found());
+    }
+    let outcome = record_attachment(&app, &principal, key.clone(), file_name, byte_size, content_type, checksum).await;
+    let text = match &outcome {
+        Ok(_) => "recorded (rails)".to_owned(),
+        Err(errors) => format!("rejected: {}", errors.errors.keys().cloned().collect::<Vec<_>>().join(",")),
+    };
+    app.db.audit(vec![AuditEntry::new(&principal.name, AuditAction::Report, text).key(&key)]).await?;
+    outcome
+}
+
+/// HEADs the object, checks it against the attachment and records it.
+async fn record_attachment(
+    app: &AppState,
+    principal: &Principal,
+    key: String,
+    file_name: String,
+    byte_size: u64,
+    content_type: String,
+    checksum: Option<String>,
+) -> Result<Json<Value>, RailsErrors> {
     let head = app.signer.head(&key).await?.ok_or_else(|| {
         RailsErrors::unprocessable().with("key", "has no object in the bucket; upload the file first")
     })?;
@@ -202,6 +268,7 @@ pub async fn create_attachment(State(app): State<AppState>, request: Request) ->
         checksum_sha256: checksum,
         checksum_crc32c: None,
         flavour: Flavour::Rails,
+        uploaded_by: principal.name.clone(),
     };
     match app.db.record_by_key(new).await? {
         RecordOutcome::Recorded(record) => {
@@ -211,6 +278,7 @@ pub async fn create_attachment(State(app): State<AppState>, request: Request) ->
         RecordOutcome::AlreadyRecorded(record)
         | RecordOutcome::UploadIdConflict(record)
         | RecordOutcome::KeyConflict(record) => Ok(Json(attachment_json(&record))),
+        RecordOutcome::OthersRecord => Err(attachment_not_found()),
     }
 }
 

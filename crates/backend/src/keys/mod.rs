@@ -1,12 +1,17 @@
-//! The object-key scheme: `<prefix>/[<folder>/]<server uuid v7>/<sanitised file name>`, where
-//! the optional folder (at most four levels, each sanitised like a file name) is one a client
-//! asked for, e.g. a watched folder's `scans/2026`. The UUID starts with
-//! the time it was made, so the keys of one presign request sit next to each other in a
-//! listing: a batch of reports is checked with one ListObjectsV2 instead of a HEAD per object.
-//! The server chooses every key, so a client's file name can never pick the path, climb out of
-//! the prefix or collide with another upload; the name is kept only to stay readable.
+//! The object-key scheme: by default `<prefix>/[<folder>/]<server uuid v7>/<sanitised file
+//! name>`, or whatever `--key-template` the organisation sets (`template`), where the optional
+//! folder (at most four levels, each sanitised like a file name) is one a client asked for,
+//! e.g. a watched folder's `scans/2026`. The UUID starts with the time it was made, so the keys
+//! of one presign request sit next to each other in a listing (when the template puts the UUID
+//! before the name): a batch of reports is checked with one ListObjectsV2 instead of a HEAD per
+//! object. The server chooses every key, so a client's file name can never pick the path, climb
+//! out of the prefix or collide with another upload; the name is kept only to stay readable.
+
+mod template;
 
 use uuid::Uuid;
+
+pub use template::{KeyTemplate, KeyValues, DEFAULT_KEY_TEMPLATE, MAX_KEY_BYTES};
 
 /// Upper bound on the file-name part of a key, in bytes. S3 allows 1,024 bytes for the whole
 /// key; this leaves room for the prefix and the UUID while keeping names readable.
@@ -94,64 +99,67 @@ fn cut_on_char_boundary(text: &str, max_bytes: usize) -> &str {
     &text[..end]
 }
 
-/// Builds keys for one configured prefix and recognises the keys it could have built.
+/// Builds keys for one configured prefix and template, and recognises the keys it could have built.
 #[derive(Debug, Clone)]
 pub struct KeyScheme {
     prefix: String,
+    template: KeyTemplate,
 }
 
 impl KeyScheme {
     /// `prefix` must already be normalised (see `config`): no surrounding slashes, may be empty.
-    pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+    pub fn new(prefix: impl Into<String>, template: KeyTemplate) -> Self {
+        Self { prefix: prefix.into(), template }
+    }
+
+    /// The scheme of releases before templates: [`DEFAULT_KEY_TEMPLATE`].
+    #[cfg(test)]
+    pub fn with_default_template(prefix: impl Into<String>) -> Self {
+        let template = KeyTemplate::parse(DEFAULT_KEY_TEMPLATE).expect("the default template parses");
+        Self::new(prefix, template)
     }
 
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    /// A fresh key for a client's file name.
-    pub fn new_key(&self, client_file_name: &str) -> String {
-        self.new_key_in("", client_file_name)
+    pub fn template(&self) -> &str {
+        self.template.source()
     }
 
-    /// A fresh key in `folder` (already sanitised by [`sanitise_folder`]; empty for none).
-    pub fn new_key_in(&self, folder: &str, client_file_name: &str) -> String {
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+    /// A fresh key for `user`'s file in `folder` (already sanitised by [`sanitise_folder`];
+    /// empty for none).
+    pub fn new_key_in(&self, folder: &str, client_file_name: &str, user: &str) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let millis = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         // 74 random bits after the millisecond timestamp (RFC 9562 v7): unguessable and unique.
         let random = Uuid::new_v4().into_bytes();
         let mut tail = [0u8; 10];
         tail.copy_from_slice(&random[6..]);
-        self.key_for(folder, uuid::Builder::from_unix_timestamp_millis(millis, &tail).into_uuid(), client_file_name)
-    }
-
-    fn key_for(&self, folder: &str, id: Uuid, client_file_name: &str) -> String {
-        let name = sanitise_file_name(client_file_name);
-        let leaf = format!("{id}/{name}");
-        [self.prefix.as_str(), folder, &leaf].into_iter().filter(|part| !part.is_empty()).collect::<Vec<_>>().join("/")
+        let date = format!("{:04}/{:02}/{:02}", now.year(), u8::from(now.month()), now.day());
+        self.template.render(&KeyValues {
+            prefix: &self.prefix,
+            folder,
+            user,
+            date: &date,
+            uuid: uuid::Builder::from_unix_timestamp_millis(millis, &tail).into_uuid(),
+            name: client_file_name,
+        })
     }
 
     /// Whether `key` has exactly the shape this backend hands out, so a report can only ever
     /// record objects inside the prefix that the backend itself named.
     pub fn is_issued_shape(&self, key: &str) -> bool {
-        let rest = if self.prefix.is_empty() {
-            key
-        } else {
-            match key.strip_prefix(self.prefix.as_str()).and_then(|r| r.strip_prefix('/')) {
-                Some(rest) => rest,
-                None => return false,
-            }
-        };
-        let mut segments: Vec<&str> = rest.split('/').collect();
-        let (Some(name), Some(id)) = (segments.pop(), segments.pop()) else {
-            return false;
-        };
-        let folder_ok = segments.len() <= MAX_FOLDER_LEVELS && segments.iter().all(|level| is_sanitised_level(level));
-        // Hyphenated lowercase, as `new_key` writes it; `Uuid::parse_str` alone accepts more forms.
-        let id_ok = Uuid::parse_str(id).is_ok_and(|u| u.hyphenated().to_string() == id);
-        folder_ok && id_ok && sanitise_file_name(name) == name
+        self.template.match_key(&self.prefix, key).is_some()
+    }
+
+    /// The part of `key` before its UUID, when keys issued together share it and sort by time
+    /// after it (the template puts `{uuid}` before `{name}`): the keys of one batch with the
+    /// same listing prefix are then checked with one listing. `None` when no such prefix holds,
+    /// and the batch falls back to a HEAD per object.
+    pub fn listing_prefix<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let found = self.template.match_key(&self.prefix, key)?;
+        found.uuid_before_name.then(|| &key[..found.uuid_start])
     }
 }
 
@@ -239,11 +247,11 @@ mod tests {
 
     #[test]
     fn keys_in_a_folder_are_issued_shapes_and_tampered_folders_are_not() {
-        let scheme = KeyScheme::new("uploads");
-        let key = scheme.new_key_in("scans/2026", "a.pdf");
+        let scheme = KeyScheme::with_default_template("uploads");
+        let key = scheme.new_key_in("scans/2026", "a.pdf", "alice");
         assert!(key.starts_with("uploads/scans/2026/"), "{key}");
         assert!(scheme.is_issued_shape(&key));
-        assert!(scheme.is_issued_shape(&scheme.new_key("a.pdf")), "no folder is still fine");
+        assert!(scheme.is_issued_shape(&scheme.new_key_in("", "a.pdf", "alice")), "no folder is still fine");
         let climbing = key.replace("scans/2026", "scans/..");
         assert!(!scheme.is_issued_shape(&climbing), "{climbing}");
         let deep = key.replace("scans/2026", "a/b/c/d/e");
@@ -252,8 +260,8 @@ mod tests {
 
     #[test]
     fn new_keys_are_prefix_uuid_and_name() {
-        let scheme = KeyScheme::new("uploads");
-        let key = scheme.new_key("../x/résumé.pdf");
+        let scheme = KeyScheme::with_default_template("uploads");
+        let key = scheme.new_key_in("", "../x/résumé.pdf", "alice");
         let parts: Vec<&str> = key.split('/').collect();
         assert_eq!(parts.len(), 3, "three segments: {key}");
         assert_eq!(parts[0], "uploads");
@@ -264,30 +272,34 @@ mod tests {
 
     #[test]
     fn a_later_key_sorts_after_an_earlier_one_so_a_batch_lists_together() {
-        let scheme = KeyScheme::new("uploads");
-        let earlier = scheme.new_key("z.txt");
+        let scheme = KeyScheme::with_default_template("uploads");
+        let earlier = scheme.new_key_in("", "z.txt", "alice");
         std::thread::sleep(std::time::Duration::from_millis(2));
-        let later = scheme.new_key("a.txt");
+        let later = scheme.new_key_in("", "a.txt", "alice");
         assert!(earlier < later, "{earlier} then {later}");
     }
 
     #[test]
     fn two_keys_for_the_same_name_differ() {
-        let scheme = KeyScheme::new("uploads");
-        assert_ne!(scheme.new_key("a.txt"), scheme.new_key("a.txt"), "the UUID keeps them apart");
+        let scheme = KeyScheme::with_default_template("uploads");
+        assert_ne!(
+            scheme.new_key_in("", "a.txt", "alice"),
+            scheme.new_key_in("", "a.txt", "alice"),
+            "the UUID keeps them apart"
+        );
     }
 
     #[test]
     fn an_empty_prefix_starts_keys_with_the_uuid() {
-        let scheme = KeyScheme::new("");
-        let key = scheme.new_key("a.txt");
+        let scheme = KeyScheme::with_default_template("");
+        let key = scheme.new_key_in("", "a.txt", "alice");
         assert!(!key.starts_with('/'), "no leading slash: {key}");
         assert!(scheme.is_issued_shape(&key));
     }
 
     #[test]
     fn keys_outside_the_issued_shape_are_recognised_as_foreign() {
-        let scheme = KeyScheme::new("uploads");
+        let scheme = KeyScheme::with_default_template("uploads");
         let id = "0b6b6b0e-5f2c-4c1e-9a55-2a8f3f5b9c11";
         assert!(scheme.is_issued_shape(&format!("uploads/{id}/a.txt")));
         for key in [

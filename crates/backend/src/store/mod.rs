@@ -1,6 +1,14 @@
-//! The backend's own SQLite file: numbered migrations and the upload records.
+//! The backend's own SQLite file: numbered migrations, the upload records, what was issued to
+//! whom (`ownership`) and the audit log (`audit`). Every query that reads a principal's rows
+//! takes the principal and filters by it in SQL, so no handler can leak another's row.
 //! One connection behind a mutex is the single writer; WAL lets readers of the file (tests,
 //! `sqlite3`) look in while the server runs.
+
+mod audit;
+mod ownership;
+
+pub use audit::{AuditAction, AuditEntry, AuditFilter};
+pub use ownership::{MultipartUpload, Ownership, Scoped};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,13 +22,16 @@ use time::OffsetDateTime;
 /// Migrations in order; the database's `user_version` is the number of the last one applied.
 /// Append only: a released migration never changes.
 const MIGRATIONS: &[(u32, &str)] = &[
-    (1, include_str!("../migrations/0001_records.sql")),
-    (2, include_str!("../migrations/0002_records_crc32c.sql")),
-    (3, include_str!("../migrations/0003_presigned_puts.sql")),
+    (1, include_str!("../../migrations/0001_records.sql")),
+    (2, include_str!("../../migrations/0002_records_crc32c.sql")),
+    (3, include_str!("../../migrations/0003_presigned_puts.sql")),
+    (4, include_str!("../../migrations/0004_principals.sql")),
 ];
 
-/// How long an unreported presigned PUT is remembered; far beyond any URL's expiry.
-const PRESIGNED_PUT_RETENTION: time::Duration = time::Duration::days(7);
+/// How long an unreported presigned PUT is remembered: far beyond any URL's expiry, and long
+/// enough for a client that was offline for weeks to report it. Past it, the key is no longer
+/// bound to anyone and its report is refused (404).
+const PRESIGNED_PUT_RETENTION: time::Duration = time::Duration::days(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -68,6 +79,8 @@ pub struct Record {
     pub object_url: String,
     pub flavour: Flavour,
     pub recorded_at: String,
+    /// The principal that reported it; `None` for records made before principals existed.
+    pub uploaded_by: Option<String>,
 }
 
 /// The fields of a record before it is stored.
@@ -82,14 +95,17 @@ pub struct NewRecord {
     pub checksum_crc32c: Option<String>,
     pub object_url: String,
     pub flavour: Flavour,
+    pub uploaded_by: String,
 }
 
-/// A single PUT as the backend signed it.
+/// A single PUT as the backend signed it, and for whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresignedPut {
     pub key: String,
-    pub checksum_sha256: String,
+    /// The SHA-256 signed into the URL; `None` for rails URLs, which sign only the host.
+    pub checksum_sha256: Option<String>,
     pub object_url: String,
+    pub uploaded_by: String,
 }
 
 /// What recording did.
@@ -102,6 +118,9 @@ pub enum RecordOutcome {
     UploadIdConflict(Record),
     /// The key is already recorded under another client id.
     KeyConflict(Record),
+    /// The client id or the key is recorded for another principal: the caller answers as if
+    /// nothing were recorded (404), and must not show the record.
+    OthersRecord,
 }
 
 /// Handle to the records database; cheap to clone.
@@ -156,35 +175,42 @@ impl Db {
         .await
     }
 
-    /// Records a rails upload, idempotent on its key.
+    /// Records a rails upload, idempotent on its key: a repeat by the same principal returns
+    /// the record, a key recorded for another principal is [`RecordOutcome::OthersRecord`].
     pub async fn record_by_key(&self, new: NewRecord) -> Result<RecordOutcome, DbError> {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let Some(existing) = select_by(&tx, "key", &new.key)? {
-                return Ok(RecordOutcome::AlreadyRecorded(existing));
+                return Ok(if existing.uploaded_by.as_deref() == Some(new.uploaded_by.as_str()) {
+                    RecordOutcome::AlreadyRecorded(existing)
+                } else {
+                    RecordOutcome::OthersRecord
+                });
             }
             let record = insert(&tx, new)?;
+            tx.prepare_cached("DELETE FROM presigned_puts WHERE key = ?1")?.execute(params![record.key])?;
             tx.commit()?;
             Ok(RecordOutcome::Recorded(record))
         })
         .await
     }
 
-    /// Remembers what was signed into a batch of single PUTs (one transaction), and forgets
-    /// the ones older than [`PRESIGNED_PUT_RETENTION`].
-    pub async fn remember_presigned(&self, puts: Vec<PresignedPut>) -> Result<(), DbError> {
+    /// Remembers what was signed into a batch of single PUTs and for whom, with their audit
+    /// rows (one transaction), and forgets the ones older than [`PRESIGNED_PUT_RETENTION`].
+    pub async fn remember_presigned(&self, puts: Vec<PresignedPut>, audit: Vec<AuditEntry>) -> Result<(), DbError> {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_rfc3339();
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO presigned_puts (key, checksum_sha256, object_url, signed_at) \
-                     VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT OR REPLACE INTO presigned_puts (key, checksum_sha256, object_url, signed_at, uploaded_by) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 for put in &puts {
-                    insert.execute(params![put.key, put.checksum_sha256, put.object_url, now])?;
+                    insert.execute(params![put.key, put.checksum_sha256, put.object_url, now, put.uploaded_by])?;
                 }
             }
+            audit::append_in(&tx, &audit)?;
             let cutoff = (OffsetDateTime::now_utc() - PRESIGNED_PUT_RETENTION)
                 .replace_nanosecond(0)
                 .ok()
@@ -198,16 +224,23 @@ impl Db {
         .await
     }
 
-    /// The remembered presigned PUTs among `keys`.
-    pub async fn presigned(&self, keys: Vec<String>) -> Result<Vec<PresignedPut>, DbError> {
+    /// The presigned PUTs among `keys` that were signed for `principal`.
+    pub async fn presigned_for(&self, principal: String, keys: Vec<String>) -> Result<Vec<PresignedPut>, DbError> {
         self.with_conn(move |conn| {
-            let mut select =
-                conn.prepare_cached("SELECT key, checksum_sha256, object_url FROM presigned_puts WHERE key = ?1")?;
+            let mut select = conn.prepare_cached(
+                "SELECT key, checksum_sha256, object_url, uploaded_by FROM presigned_puts \
+                 WHERE key = ?1 AND uploaded_by = ?2",
+            )?;
             let mut found = Vec::new();
             for key in keys {
                 let row = select
-                    .query_row(params![key], |row| {
-                        Ok(PresignedPut { key: row.get(0)?, checksum_sha256: row.get(1)?, object_url: row.get(2)? })
+                    .query_row(params![key, principal], |row| {
+                        Ok(PresignedPut {
+                            key: row.get(0)?,
+                            checksum_sha256: row.get(1)?,
+                            object_url: row.get(2)?,
+                            uploaded_by: row.get(3)?,
+                        })
                     })
                     .optional()?;
                 found.extend(row);
@@ -217,17 +250,25 @@ impl Db {
         .await
     }
 
-    pub async fn by_client_upload_id(&self, id: String) -> Result<Option<Record>, DbError> {
-        self.with_conn(move |conn| select_by(conn, "client_upload_id", &id)).await
+    /// The record of a client upload id, if `principal` recorded it.
+    pub async fn record_of(&self, principal: String, id: String) -> Result<Scoped<Record>, DbError> {
+        self.with_conn(move |conn| ownership::scoped_record(conn, &principal, "client_upload_id", &id)).await
     }
 
-    /// The records of those of `ids` that are recorded, by client id.
-    pub async fn by_client_upload_ids(&self, ids: Vec<String>) -> Result<HashMap<String, Record>, DbError> {
+    /// [`Db::record_of`] for many ids at once, by client id; ids recorded by nobody are absent.
+    pub async fn records_of(
+        &self,
+        principal: String,
+        ids: Vec<String>,
+    ) -> Result<HashMap<String, Scoped<Record>>, DbError> {
         self.with_conn(move |conn| {
             let mut found = HashMap::new();
             for id in ids {
-                if let Some(record) = select_by(conn, "client_upload_id", &id)? {
-                    found.insert(id, record);
+                match ownership::scoped_record(conn, &principal, "client_upload_id", &id)? {
+                    Scoped::Missing => {}
+                    scoped => {
+                        found.insert(id, scoped);
+                    }
                 }
             }
             Ok(found)
@@ -235,12 +276,25 @@ impl Db {
         .await
     }
 
-    pub async fn by_key(&self, key: String) -> Result<Option<Record>, DbError> {
-        self.with_conn(move |conn| select_by(conn, "key", &key)).await
+    /// The record of a key, if `principal` recorded it.
+    pub async fn record_by_key_of(&self, principal: String, key: String) -> Result<Scoped<Record>, DbError> {
+        self.with_conn(move |conn| ownership::scoped_record(conn, &principal, "key", &key)).await
     }
 
-    /// Newest first.
-    pub async fn latest(&self, limit: u32) -> Result<Vec<Record>, DbError> {
+    /// The principal's records, newest first.
+    pub async fn latest_of(&self, principal: String, limit: u32) -> Result<Vec<Record>, DbError> {
+        self.with_conn(move |conn| {
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM records WHERE uploaded_by = ?1 ORDER BY id DESC LIMIT ?2"
+            ))?;
+            let rows = statement.query_map(params![principal, limit], row_to_record)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Everyone's records, newest first: for admins only (the route checks).
+    pub async fn latest_of_everyone(&self, limit: u32) -> Result<Vec<Record>, DbError> {
         self.with_conn(move |conn| {
             let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM records ORDER BY id DESC LIMIT ?1"))?;
             let rows = statement.query_map(params![limit], row_to_record)?;
@@ -268,11 +322,15 @@ fn migrate(conn: &mut Connection) -> Result<(), DbError> {
 }
 
 const COLUMNS: &str = "id, client_upload_id, key, file_name, size, content_type, checksum_sha256, \
-                       object_url, flavour, recorded_at, checksum_crc32c";
+                       object_url, flavour, recorded_at, checksum_crc32c, uploaded_by";
 
 fn record_native_in(tx: &Connection, new: NewRecord) -> Result<RecordOutcome, DbError> {
+    let mine = |existing: &Record| existing.uploaded_by.as_deref() == Some(new.uploaded_by.as_str());
     if let Some(id) = &new.client_upload_id {
         if let Some(existing) = select_by(tx, "client_upload_id", id)? {
+            if !mine(&existing) {
+                return Ok(RecordOutcome::OthersRecord);
+            }
             return Ok(if existing.key == new.key {
                 RecordOutcome::AlreadyRecorded(existing)
             } else {
@@ -281,14 +339,15 @@ fn record_native_in(tx: &Connection, new: NewRecord) -> Result<RecordOutcome, Db
         }
     }
     if let Some(existing) = select_by(tx, "key", &new.key)? {
-        return Ok(RecordOutcome::KeyConflict(existing));
+        return Ok(if mine(&existing) { RecordOutcome::KeyConflict(existing) } else { RecordOutcome::OthersRecord });
     }
     let record = insert(tx, new)?;
     tx.prepare_cached("DELETE FROM presigned_puts WHERE key = ?1")?.execute(params![record.key])?;
     Ok(RecordOutcome::Recorded(record))
 }
 
-/// `column` is one of our own column names, never request data.
+/// `column` is one of our own column names, never request data. Unscoped: only for checks
+/// inside the store that never hand the row to a principal who does not own it.
 fn select_by(conn: &Connection, column: &str, value: &str) -> Result<Option<Record>, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM records WHERE {column} = ?1");
     Ok(conn.prepare_cached(&sql)?.query_row(params![value], row_to_record).optional()?)
@@ -300,8 +359,8 @@ fn insert(conn: &Connection, new: NewRecord) -> Result<Record, DbError> {
     let size = i64::try_from(new.size).unwrap_or(i64::MAX);
     conn.prepare_cached(
         "INSERT INTO records (client_upload_id, key, file_name, size, content_type, \
-         checksum_sha256, object_url, flavour, recorded_at, checksum_crc32c) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         checksum_sha256, object_url, flavour, recorded_at, checksum_crc32c, uploaded_by) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         new.client_upload_id,
@@ -314,6 +373,7 @@ fn insert(conn: &Connection, new: NewRecord) -> Result<Record, DbError> {
         new.flavour.as_str(),
         recorded_at,
         new.checksum_crc32c,
+        new.uploaded_by,
     ])?;
     Ok(Record {
         id: conn.last_insert_rowid(),
@@ -327,6 +387,7 @@ fn insert(conn: &Connection, new: NewRecord) -> Result<Record, DbError> {
         object_url: new.object_url,
         flavour: new.flavour,
         recorded_at,
+        uploaded_by: Some(new.uploaded_by),
     })
 }
 
@@ -345,6 +406,7 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         object_url: row.get(7)?,
         flavour: if flavour == "rails" { Flavour::Rails } else { Flavour::Native },
         recorded_at: row.get(9)?,
+        uploaded_by: row.get(11)?,
     })
 }
 
@@ -369,7 +431,12 @@ mod tests {
             checksum_crc32c: None,
             object_url: format!("http://s3/b/{key}"),
             flavour: if id.is_some() { Flavour::Native } else { Flavour::Rails },
+            uploaded_by: "alice".to_owned(),
         }
+    }
+
+    fn by(principal: &str, new: NewRecord) -> NewRecord {
+        NewRecord { uploaded_by: principal.to_owned(), ..new }
     }
 
     fn temp_db() -> (tempfile::TempDir, Db) {
@@ -413,7 +480,7 @@ mod tests {
         let RecordOutcome::Recorded(record) = first else { panic!("first time records: {first:?}") };
         let again = db.record_native(new_record(Some("u1"), "k1")).await.unwrap();
         assert_eq!(again, RecordOutcome::AlreadyRecorded(record), "the repeat returns the same record");
-        assert_eq!(db.latest(10).await.unwrap().len(), 1, "one record only");
+        assert_eq!(db.latest_of("alice".to_owned(), 10).await.unwrap().len(), 1, "one record only");
     }
 
     #[tokio::test]
@@ -439,9 +506,129 @@ mod tests {
         db.record_by_key(new_record(None, "k2")).await.unwrap();
         let again = db.record_by_key(new_record(None, "k1")).await.unwrap();
         assert!(matches!(again, RecordOutcome::AlreadyRecorded(ref r) if r.key == "k1"), "{again:?}");
-        let keys: Vec<String> = db.latest(10).await.unwrap().into_iter().map(|r| r.key).collect();
+        let keys: Vec<String> =
+            db.latest_of("alice".to_owned(), 10).await.unwrap().into_iter().map(|r| r.key).collect();
         assert_eq!(keys, vec!["k2", "k1"], "newest first");
-        assert_eq!(db.latest(1).await.unwrap().len(), 1, "the limit applies");
+        assert_eq!(db.latest_of("alice".to_owned(), 1).await.unwrap().len(), 1, "the limit applies");
+    }
+
+    #[test]
+    fn the_previous_releases_schema_migrates_with_its_rows_owned_by_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.sqlite");
+        {
+            // The schema as release 3 left it, with a record and an unreported presign.
+            let mut conn = Connection::open(&path).unwrap();
+            for (number, sql) in &MIGRATIONS[..3] {
+                let tx = conn.transaction().unwrap();
+                tx.execute_batch(sql).unwrap();
+                tx.pragma_update(None, "user_version", number).unwrap();
+                tx.commit().unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO records (client_upload_id, key, file_name, size, content_type, object_url, flavour, recorded_at) \
+                 VALUES ('u1', 'uploads/k1', 'a.txt', 3, 'text/plain', 'http://s3/b/uploads/k1', 'native', '2026-01-01T00:00:00Z'); \
+                 INSERT INTO presigned_puts (key, checksum_sha256, object_url, signed_at) \
+                 VALUES ('uploads/k2', 'c2hh', 'http://s3/b/uploads/k2', '2099-01-01T00:00:00Z');",
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path).expect("release 3's file migrates");
+        let conn = Connection::open(&path).unwrap();
+        let owner: Option<String> =
+            conn.query_row("SELECT uploaded_by FROM records WHERE key = 'uploads/k1'", [], |r| r.get(0)).unwrap();
+        assert_eq!(owner, None, "an old record belongs to nobody");
+        let kept: (Option<String>, Option<String>) = conn
+            .query_row("SELECT checksum_sha256, uploaded_by FROM presigned_puts WHERE key = 'uploads/k2'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(kept, (Some("c2hh".to_owned()), None), "presigns survive the table rebuild, owned by nobody");
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let seen = rt.block_on(db.record_of("alice".to_owned(), "u1".to_owned())).unwrap();
+        assert_eq!(seen, Scoped::Others, "nobody's record is not alice's");
+        let all = rt.block_on(db.latest_of_everyone(10)).unwrap();
+        assert_eq!(all.len(), 1, "an admin still lists it");
+        assert_eq!(all[0].uploaded_by, None, "with uploaded_by null");
+    }
+
+    #[tokio::test]
+    async fn the_audit_log_refuses_update_and_delete() {
+        let (dir, db) = temp_db();
+        db.audit(vec![AuditEntry::new("alice", AuditAction::Presign, "signed").key("uploads/k")]).await.unwrap();
+        let conn = Connection::open(dir.path().join("records.sqlite")).unwrap();
+        let update = conn.execute("UPDATE audit_log SET principal = 'mallory'", []);
+        assert!(update.is_err_and(|e| e.to_string().contains("append-only")), "an UPDATE of an audit row raises");
+        let delete = conn.execute("DELETE FROM audit_log", []);
+        assert!(delete.is_err_and(|e| e.to_string().contains("append-only")), "a DELETE of an audit row raises");
+        let rows = db.audit_rows(AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+        assert_eq!(rows.len(), 1, "the row is still there");
+        assert_eq!(rows[0].principal, "alice", "unchanged");
+    }
+
+    #[tokio::test]
+    async fn audit_rows_are_read_oldest_first_and_filtered_by_principal() {
+        let (_dir, db) = temp_db();
+        for (who, key) in [("alice", "k1"), ("bob", "k2"), ("alice", "k3")] {
+            db.audit(vec![AuditEntry::new(who, AuditAction::Report, "recorded").key(key)]).await.unwrap();
+        }
+        let alice = db
+            .audit_rows(AuditFilter { principal: Some("alice".to_owned()), limit: 10, ..Default::default() })
+            .await
+            .unwrap();
+        let keys: Vec<_> = alice.iter().map(|r| r.key.clone().unwrap()).collect();
+        assert_eq!(keys, ["k1", "k3"], "alice's rows, oldest first");
+        let future = db
+            .audit_rows(AuditFilter { since: Some("2999-01-01T00:00:00Z".to_owned()), limit: 10, ..Default::default() })
+            .await
+            .unwrap();
+        assert!(future.is_empty(), "since bounds the rows");
+    }
+
+    #[tokio::test]
+    async fn a_principal_sees_only_its_own_records() {
+        let (_dir, db) = temp_db();
+        db.record_native(new_record(Some("u1"), "k1")).await.unwrap();
+        db.record_native(by("bob", new_record(Some("u2"), "k2"))).await.unwrap();
+        let mine = db.latest_of("alice".to_owned(), 10).await.unwrap();
+        assert_eq!(mine.len(), 1, "alice lists only hers");
+        assert_eq!(mine[0].uploaded_by.as_deref(), Some("alice"), "records carry their principal");
+        assert_eq!(
+            db.record_of("alice".to_owned(), "u2".to_owned()).await.unwrap(),
+            Scoped::Others,
+            "bob's is not hers"
+        );
+        assert_eq!(db.record_of("alice".to_owned(), "u3".to_owned()).await.unwrap(), Scoped::Missing);
+        let stolen = db.record_native(by("bob", new_record(Some("u1"), "k1"))).await.unwrap();
+        assert_eq!(stolen, RecordOutcome::OthersRecord, "bob cannot re-record alice's upload, nor see it");
+        assert_eq!(db.latest_of_everyone(10).await.unwrap().len(), 2, "everyone's, for admins");
+    }
+
+    #[tokio::test]
+    async fn keys_and_multipart_uploads_belong_to_whoever_they_were_issued_to() {
+        let (_dir, db) = temp_db();
+        let put = PresignedPut {
+            key: "k1".to_owned(),
+            checksum_sha256: None,
+            object_url: "http://s3/b/k1".to_owned(),
+            uploaded_by: "alice".to_owned(),
+        };
+        db.remember_presigned(vec![put], vec![]).await.unwrap();
+        assert_eq!(db.key_owner("alice".to_owned(), "k1".to_owned()).await.unwrap(), Ownership::Mine);
+        assert_eq!(db.key_owner("bob".to_owned(), "k1".to_owned()).await.unwrap(), Ownership::Others);
+        assert_eq!(db.key_owner("bob".to_owned(), "k9".to_owned()).await.unwrap(), Ownership::Nobody);
+        assert!(db.presigned_for("bob".to_owned(), vec!["k1".to_owned()]).await.unwrap().is_empty(), "scoped");
+        let upload = MultipartUpload {
+            upload_id: "up1".to_owned(),
+            key: "k2".to_owned(),
+            uploaded_by: "alice".to_owned(),
+            client_upload_id: None,
+        };
+        db.remember_multipart(upload, AuditEntry::new("alice", AuditAction::Create, "created")).await.unwrap();
+        let owner = |who: &str, id: &str| db.multipart_owner(who.to_owned(), id.to_owned(), "k2".to_owned());
+        assert_eq!(owner("alice", "up1").await.unwrap(), Ownership::Mine);
+        assert_eq!(owner("bob", "up1").await.unwrap(), Ownership::Others, "bob cannot reach alice's upload");
+        assert_eq!(owner("alice", "up2").await.unwrap(), Ownership::Nobody, "the upload id must match too");
     }
 
     #[test]
