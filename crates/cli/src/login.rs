@@ -115,16 +115,17 @@ pub async fn logout(args: DataArgs) -> ExitCode {
 }
 
 pub async fn whoami(args: WhoamiArgs) -> ExitCode {
+    let not_signed_in = || {
+        eprintln!("dropship: not signed in. Run `dropship login --backend URL`, or pass a token with --token.");
+        ExitCode::from(crate::EXIT_SETUP)
+    };
     let engine = match open_for(&args.data, args.backend_url.as_deref(), args.token.as_deref()) {
         Ok(engine) => engine,
+        Err(Error::NotConfigured) => return not_signed_in(),
         Err(e) => return setup_error(&e),
     };
-    if args.token.is_none()
-        && engine.settings().is_some_and(|s| s.token.is_empty())
-        && engine.signed_in_user().is_none()
-    {
-        eprintln!("dropship: not signed in. Run `dropship login`, or pass a token with --token.");
-        return ExitCode::from(crate::EXIT_SETUP);
+    if engine.settings().is_some_and(|s| s.token.is_empty()) && engine.signed_in_user().is_none() {
+        return not_signed_in();
     }
     match engine.whoami().await {
         Ok(me) if args.json => {
