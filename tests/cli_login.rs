@@ -141,6 +141,9 @@ fn signing_in_in_the_browser_lets_the_cli_upload_as_that_person_until_logout_rev
     let key = lines[0]["key"].as_str().expect("a key").to_owned();
     assert_eq!(s3.get_object(&key), Some(pattern(100_000, 3)), "the bytes are in S3");
 
+    let history = workspace.history();
+    assert_eq!(history[0]["uploaded_by"], ALICE, "the local history says who uploaded it");
+
     let records = records_as(&backend, &provider.tokens_for(ALICE).access_token);
     let record = records.iter().find(|r| r["key"] == key.as_str()).expect("alice's record");
     assert_eq!(record["uploaded_by"], ALICE, "the record names who uploaded it");

@@ -351,6 +351,7 @@ fn seed_history(data_dir: &Path, rows: usize) {
                 size: 1_000 + (c * 10_000 + j) as u64,
                 content_type: "application/pdf",
                 source: sources[(c * 10_000 + j) % 3],
+                uploaded_by: None,
             })
             .collect();
         store.insert_all(&uploads).unwrap();

@@ -348,6 +348,7 @@ fn a_long_history_keeps_only_the_rows_in_view_in_the_page_reaches_the_oldest_by_
             size: 1_000,
             content_type: "application/pdf",
             source: Source::Cli,
+            uploaded_by: None,
         })
         .collect();
     // One batch, as one big drop is: every row shares its start time. All uploaded (queued
@@ -413,6 +414,7 @@ fn seed_history(data_dir: &Path) {
                     size: 10_000 + i as u64 * 1_234,
                     content_type: "application/octet-stream",
                     source: *source,
+                    uploaded_by: Some("alice@example.test"),
                 })
                 .unwrap();
             if (k * 8 + i) % 6 == 5 {

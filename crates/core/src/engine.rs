@@ -552,6 +552,7 @@ impl Engine {
         // One snapshot of the settings for the whole batch, so a change meanwhile cannot pair
         // one backend with another's transfer settings.
         let settings = self.settings();
+        let settings_snapshot = settings.clone();
         let backend = match settings.as_ref().ok_or(Error::NotConfigured).and_then(|s| self.connect_patiently(s)) {
             Ok(backend) => backend,
             Err(e) => return self.fail_batch(summary, e),
@@ -617,6 +618,7 @@ impl Engine {
                 Some(_) => jobs.push(job),
             }
         }
+        let uploaded_by = settings_user(self, settings_snapshot.as_ref());
         let queued: Vec<NewUpload<'_>> = jobs
             .iter()
             .filter(|job| !adopted.contains(&job.upload_id))
@@ -628,6 +630,7 @@ impl Engine {
                 size: job.size,
                 content_type: &job.content_type,
                 source,
+                uploaded_by: uploaded_by.as_deref(),
             })
             .collect();
         if let Err(e) = self.inner.store.insert_all(&queued) {
@@ -1263,6 +1266,7 @@ impl Engine {
             size: 0,
             content_type: "",
             source,
+            uploaded_by: None,
         };
         if let Err(e) = self.inner.store.insert(&new) {
             tracing::error!("could not record {} in history: {e}", path.display());
@@ -1311,5 +1315,13 @@ impl SpeedMeter {
         self.smoothed = if self.smoothed == 0.0 { instant } else { self.smoothed + weight * (instant - self.smoothed) };
         self.last = Some((now, bytes_done));
         Some(self.smoothed as u64)
+    }
+}
+
+/// Whom the batch uploads as, when it runs under a sign-in (a pasted token names nobody here).
+fn settings_user(engine: &Engine, settings: Option<&Settings>) -> Option<String> {
+    match engine.credential_for(settings?) {
+        Credential::Session(session) => Some(session.user().to_owned()),
+        Credential::Token(_) | Credential::None => None,
     }
 }

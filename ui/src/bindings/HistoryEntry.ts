@@ -6,4 +6,8 @@ export type HistoryEntry = { upload_id: string, batch_id: string, path: string, 
 /**
  * Why the upload started over after an interruption, when it did.
  */
-note: string | null, };
+note: string | null, 
+/**
+ * The signed-in person it was uploaded as, as the backend named them.
+ */
+uploaded_by: string | null, };

@@ -9,6 +9,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("migrations/0002_resume_and_outbox.sql")),
     (3, include_str!("migrations/0003_watch_index.sql")),
     (4, include_str!("migrations/0004_history_search.sql")),
+    (5, include_str!("migrations/0005_uploaded_by.sql")),
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<u32> {

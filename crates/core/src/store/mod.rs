@@ -131,6 +131,8 @@ pub struct HistoryEntry {
     pub reported_at: Option<String>,
     /// Why the upload started over after an interruption, when it did.
     pub note: Option<String>,
+    /// The signed-in person it was uploaded as, as the backend named them.
+    pub uploaded_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -175,6 +177,8 @@ pub struct NewUpload<'a> {
     pub size: u64,
     pub content_type: &'a str,
     pub source: Source,
+    /// The signed-in person, when the batch runs under a sign-in.
+    pub uploaded_by: Option<&'a str>,
 }
 
 pub struct Store {
@@ -234,8 +238,8 @@ impl Store {
         let at = now();
         self.in_transaction(|tx| {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO uploads (upload_id, batch_id, path, file_name, size, content_type, source, status, created_at, updated_at, owner)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9)",
+                "INSERT INTO uploads (upload_id, batch_id, path, file_name, size, content_type, source, status, created_at, updated_at, owner, uploaded_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9, ?10)",
             )?;
             for upload in uploads {
                 insert.execute(params![
@@ -247,7 +251,8 @@ impl Store {
                     upload.content_type,
                     upload.source.as_str(),
                     at,
-                    self.owner
+                    self.owner,
+                    upload.uploaded_by
                 ])?;
             }
             Ok(())
@@ -469,7 +474,7 @@ fn history_sql(by_index: bool) -> String {
     )
 }
 
-const COLUMNS: &str = "upload_id, batch_id, path, file_name, size, content_type, checksum_sha256, key, object_url, source, status, error_code, error, created_at, updated_at, reported_at, note";
+const COLUMNS: &str = "upload_id, batch_id, path, file_name, size, content_type, checksum_sha256, key, object_url, source, status, error_code, error, created_at, updated_at, reported_at, note, uploaded_by";
 
 fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
     Ok(HistoryEntry {
@@ -490,6 +495,7 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
         updated_at: row.get(14)?,
         reported_at: row.get(15)?,
         note: row.get(16)?,
+        uploaded_by: row.get(17)?,
     })
 }
 
@@ -507,6 +513,7 @@ mod tests {
                 size: 3,
                 content_type: "text/plain",
                 source: Source::Cli,
+                uploaded_by: None,
             })
             .unwrap();
     }
@@ -605,6 +612,7 @@ mod tests {
                     size: 1,
                     content_type: "text/plain",
                     source: Source::Cli,
+                    uploaded_by: None,
                 };
                 store.insert(&new).err()
             })
@@ -705,6 +713,7 @@ mod tests {
                 size: 1,
                 content_type: "application/pdf",
                 source: Source::Cli,
+                uploaded_by: None,
             })
             .collect();
         store.insert_all(&uploads).unwrap();
