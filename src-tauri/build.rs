@@ -27,6 +27,9 @@ fn main() {
         "export_history_csv",
         "retry_uploads",
         "reveal_upload",
+        "sign_in_state",
+        "sign_in",
+        "sign_out",
     ]);
     tauri_build::try_build(tauri_build::Attributes::new().app_manifest(commands)).expect("failed to run tauri-build");
 }

@@ -54,11 +54,8 @@ fn output_of(mut command: Command) -> Output {
 
 /// Starts `dropship login` with stderr piped; returns the child and its stderr lines.
 fn start_login(workspace: &Workspace, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = dropship(workspace, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dropship login starts");
+    let mut child =
+        dropship(workspace, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("dropship login starts");
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -209,7 +206,11 @@ fn an_access_token_that_expires_mid_upload_is_refreshed_and_survives_a_key_rotat
     assert!(output.status.success(), "the upload outlives its first access token");
     let lines = json_lines(&output);
     assert_eq!(lines[0]["status"], "uploaded", "{lines:?}");
-    assert_eq!(s3.get_object(lines[0]["key"].as_str().unwrap()).map(|b| b.len()), Some(size), "the whole file is in S3");
+    assert_eq!(
+        s3.get_object(lines[0]["key"].as_str().unwrap()).map(|b| b.len()),
+        Some(size),
+        "the whole file is in S3"
+    );
     let last_token = session_file(&workspace)["access_token"].as_str().expect("an access token").to_owned();
     assert_ne!(first_token, last_token, "the access token was refreshed (and the refresh kept) during the upload");
 }

@@ -50,8 +50,19 @@ impl Desktop {
         data_dir: &Path,
         scenario: impl AsyncFnOnce(&Client, &str) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
+        self.run_with_env(data_dir, &[], scenario)
+    }
+
+    /// [`Desktop::run`] with more variables in the app's environment (`DROPSHIP_BROWSER`).
+    pub fn run_with_env<T>(
+        &self,
+        data_dir: &Path,
+        extra_env: &[(&'static str, OsString)],
+        scenario: impl AsyncFnOnce(&Client, &str) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
         let mut app_env: Vec<(&str, OsString)> =
             vec![("DROPSHIP_DATA_DIR", data_dir.into()), ("DROPSHIP_LOG", "warn".into())];
+        app_env.extend(extra_env.iter().cloned());
         match &self.session {
             Some(session) => app_env.push(("DBUS_SESSION_BUS_ADDRESS", session.bus_address.clone().into())),
             // An empty address: the app must find no keyring rather than the caller's.
@@ -168,7 +179,8 @@ pub async fn screenshot(display: &str, name: &str) -> anyhow::Result<()> {
     }
     // Let transitions and the progress bars settle.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let ids = dropship_system_tests::desktop::xdotool(display, &["search", "--onlyvisible", "--name", "^Dropship$"])?;
+    let ids =
+        dropship_system_tests::desktop::xdotool(display, &["search", "--onlyvisible", "--name", "^Dropship( — .+)?$"])?;
     let id = ids.lines().next().context("no Dropship window to grab")?.trim().to_owned();
     let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs").join(format!("screenshot-{name}.png"));
     let status = std::process::Command::new("import")
@@ -204,7 +216,7 @@ pub async fn dump_page(client: &Client) {
 pub async fn screen_point(client: &Client, display: &str, css: &str) -> anyhow::Result<(i32, i32)> {
     let element = wait_for_element(client, css).await?;
     let (win_x, win_y, _, _) = poll(UI_TIMEOUT, "the Dropship window on screen", || async {
-        dropship_system_tests::desktop::window_geometry(display, "^Dropship$").ok()
+        dropship_system_tests::desktop::window_geometry(display, "^Dropship( — .+)?$").ok()
     })
     .await?;
     let (x, y, w, h) = element.rectangle().await?;

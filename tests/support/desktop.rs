@@ -244,6 +244,12 @@ impl DesktopSession {
         self.secret_tool(&["lookup", "service", "dropship", "username", &account]).ok().filter(|t| !t.is_empty())
     }
 
+    /// The signed-in session the keyring holds for `data_dir`, if any.
+    pub fn stored_session(&self, data_dir: &Path) -> Option<String> {
+        let account = format!("{}#session", data_dir.to_string_lossy());
+        self.secret_tool(&["lookup", "service", "dropship", "username", &account]).ok().filter(|t| !t.is_empty())
+    }
+
     /// Every notification shown so far, as (summary, body).
     pub fn notifications(&self) -> Vec<(String, String)> {
         let text = std::fs::read_to_string(&self.notifications_log).unwrap_or_default();
