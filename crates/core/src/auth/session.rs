@@ -380,6 +380,73 @@ mod tests {
         }
     }
 
+    /// A loopback server playing both the provider's token endpoint and a backend that
+    /// refuses `stale`, for the refresh-after-401 path (a real provider never revokes a JWT
+    /// access token early, so it cannot produce this case on demand).
+    async fn provider_and_backend() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let refreshes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = refreshes.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = vec![0u8; 16 * 1024];
+                let n = stream.read(&mut request).await.unwrap();
+                let text = String::from_utf8_lossy(&request[..n]).to_string();
+                let (status, body) = if text.starts_with("POST /token") {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    assert!(text.contains("refresh_token=refresh-secret"), "the kept refresh token is used");
+                    ("200 OK", r#"{"access_token":"fresh","expires_in":300,"refresh_token":"refresh-2"}"#)
+                } else if text.to_ascii_lowercase().contains("authorization: bearer fresh") {
+                    ("200 OK", r#"{"ok":true}"#)
+                } else {
+                    ("401 Unauthorized", r#"{"error":{"code":"unauthorized","message":"expired"}}"#)
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(response.as_bytes()).await.unwrap();
+            }
+        });
+        (base, refreshes)
+    }
+
+    #[tokio::test]
+    async fn a_token_the_backend_refuses_is_refreshed_once_and_the_request_sent_again() {
+        let (base, refreshes) = provider_and_backend().await;
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut kept = session(300, now_unix() + 300);
+        kept.access_token = "stale".into();
+        kept.backend_url = base.clone();
+        kept.provider.token_endpoint = format!("{base}/token");
+        let live = LiveSession::new(data_dir.path(), reqwest::Client::new(), kept);
+        let http = crate::backend::http::BackendHttp::with_credential(
+            reqwest::Client::new(),
+            base.parse().unwrap(),
+            crate::backend::Credential::Session(live.clone()),
+        );
+        let answer: serde_json::Value = http.get("api/v1/ping").await.expect("the retry with a fresh token succeeds");
+        assert_eq!(answer["ok"], true);
+        assert_eq!(refreshes.load(std::sync::atomic::Ordering::SeqCst), 1, "exactly one refresh");
+        assert_eq!(live.access_token().await.unwrap(), "fresh", "the fresh token is used from now on");
+        let stored = load_session(data_dir.path()).unwrap().expect("the refresh was kept");
+        assert_eq!(stored.refresh_token.as_deref(), Some("refresh-2"), "the rotated refresh token was kept");
+    }
+
+    #[tokio::test]
+    async fn a_token_near_its_end_is_refreshed_before_the_request() {
+        let (base, refreshes) = provider_and_backend().await;
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut kept = session(300, now_unix() + 30);
+        kept.provider.token_endpoint = format!("{base}/token");
+        let live = LiveSession::new(data_dir.path(), reqwest::Client::new(), kept);
+        assert_eq!(live.access_token().await.unwrap(), "fresh", "30 s of 300 left: refreshed first");
+        assert_eq!(refreshes.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn a_token_is_refreshed_when_a_quarter_of_its_life_or_a_minute_is_left() {
         let short = session(20, 1_000);

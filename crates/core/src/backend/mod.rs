@@ -329,7 +329,7 @@ impl SigningBackend for AllowedHostsOnly {
 pub enum BackendError {
     #[error("Could not reach the backend at {url} ({detail}). Check the backend URL in Settings (or --backend) and that the server is running.")]
     Unreachable { url: String, detail: String },
-    #[error("The backend at {url} rejected the token (HTTP {status}). Set a valid token in Settings, or with --token / DROPSHIP_TOKEN.")]
+    #[error("The backend at {url} rejected the token (HTTP {status}). Sign in again (Settings, or `dropship login`), or set a valid token in Settings, or with --token / DROPSHIP_TOKEN.")]
     Unauthorized { url: String, status: u16 },
     #[error("The backend at {url} answered with something that is not the expected JSON ({detail}). Check the backend URL and the API flavour (native, rails or companion).")]
     BadResponse { url: String, detail: String },
