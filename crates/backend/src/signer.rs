@@ -1,12 +1,15 @@
 //! Everything that talks to S3: presigned PUT URLs for clients, the HEAD that checks an
 //! object really exists before the backend records it, and multipart uploads (`multipart`).
-//! No other module touches the SDK.
+//! No other module touches the SDK. Every S3 call has a deadline (`limits`), and an error
+//! answer is read only up to a cap (`interceptor`).
 
+mod interceptor;
 mod multipart;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::{Credentials, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::DisplayErrorContext;
@@ -17,6 +20,7 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use time::OffsetDateTime;
 
 use crate::config::S3Settings;
+use crate::limits::{S3_ATTEMPT_TIMEOUT, S3_CONNECT_TIMEOUT, S3_OPERATION_TIMEOUT};
 
 pub use multipart::{CompletingPart, MultipartError, PartChecksum, PartToSign, UploadedPart};
 
@@ -76,8 +80,16 @@ impl Signer {
         // The SDK's default TLS stack is aws-lc; the workspace already has rustls with ring.
         let http_client =
             aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
+        // Without these the SDK waits on a silent S3 for as long as the TCP stack does; each
+        // attempt, and the whole call with its retries, ends well inside a request's deadline.
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(S3_CONNECT_TIMEOUT)
+            .operation_attempt_timeout(S3_ATTEMPT_TIMEOUT)
+            .operation_timeout(S3_OPERATION_TIMEOUT)
+            .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(settings.region.clone()))
+            .timeout_config(timeouts)
             .http_client(http_client);
         if let Some((id, secret)) = &settings.static_credentials {
             loader = loader.credentials_provider(Credentials::new(
@@ -97,7 +109,8 @@ impl Signer {
             // CRC32 of the *empty* body into them (awslabs/aws-sdk-rust#1253), which no real
             // upload can match; `WhenRequired` keeps that from coming back with an upgrade.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .interceptor(interceptor::CappedErrorsCounted);
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
@@ -127,10 +140,20 @@ impl Signer {
             .presigned(presigning)
             .await
             .map_err(|e| SignerError::Presign { key: key.to_owned(), detail: DisplayErrorContext(&e).to_string() })?;
+        crate::ops::metrics::global().presigned(1);
         Ok(PresignedPut {
             url: request.uri().to_owned(),
             headers: headers_to_send(&request),
             expires_at: OffsetDateTime::from(start + self.url_expiry),
+        })
+    }
+
+    /// HeadBucket: the bucket exists and these credentials may use it (the readiness check).
+    pub async fn head_bucket(&self) -> Result<(), SignerError> {
+        self.client.head_bucket().bucket(&self.bucket).send().await.map(|_| ()).map_err(|e| SignerError::Storage {
+            operation: "reach",
+            key: format!("the bucket {}", self.bucket),
+            detail: DisplayErrorContext(&e).to_string(),
         })
     }
 

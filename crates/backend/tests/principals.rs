@@ -98,7 +98,10 @@ fn principal_b_reaches_none_of_principal_as_uploads_on_any_route_and_every_denia
         );
         let upload_ref = json!({ "key": mp_key, "upload_id": mp_id });
         match (method, path) {
-            ("GET", "/openapi.json" | "/api/v1/auth" | "/api/v1/ping" | "/api/v1/me")
+            (
+                "GET",
+                "/openapi.json" | "/api/v1/auth" | "/api/v1/ping" | "/api/v1/me" | "/healthz" | "/readyz" | "/metrics",
+            )
             | ("POST", "/api/v1/uploads/presign" | "/api/v1/multipart" | "/api/attachments/generate_upload_url") => {
                 Attempt::NothingOfOthers
             }

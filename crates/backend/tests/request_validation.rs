@@ -177,3 +177,19 @@ fn the_log_never_contains_the_token_or_a_signature() {
     assert!(!log.contains("a-wrong-token-value"), "nor a wrong one");
     assert!(!log.contains("X-Amz-Signature") && !log.contains("X-Amz-Credential"), "nor a presigned query: {log}");
 }
+
+#[test]
+fn a_hundred_thousand_character_file_name_is_cleaned_and_cut_before_it_is_stored_or_keyed() {
+    let backend = start_backend();
+    let id = new_upload_id();
+    let name = format!("{}\u{202E}\u{200B}\u{E0041}.txt", "é".repeat(100_000));
+    let upload = upload_one(&backend, &id, &name, b"long name");
+    let key = upload["key"].as_str().expect("a key");
+    let key_name = key.rsplit('/').next().unwrap();
+    assert!(key_name.len() <= 200 && key_name.ends_with(".txt"), "the key's name is capped: {key_name}");
+    let reply = report(&backend, &id, &report_body(key, &name, b"long name"));
+    assert_eq!(reply.status, StatusCode::CREATED, "accepted, not refused: {}", reply.text);
+    let stored = reply.body["file_name"].as_str().expect("a stored name");
+    assert_eq!(stored.len(), 1024, "the record keeps at most 1,024 bytes, cut on a character boundary");
+    assert!(stored.chars().all(|c| c == 'é'), "the invisible characters are gone, only the visible name is left");
+}

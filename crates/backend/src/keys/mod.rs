@@ -27,22 +27,46 @@ pub const MAX_FOLDER_LEVEL_BYTES: usize = 64;
 /// Used when nothing usable is left of the client's name.
 const FALLBACK_FILE_NAME: &str = "file";
 
-/// Bidirectional-override characters render a name in a different order than it is stored
-/// (`invoice\u{202E}fdp.exe` shows as `invoiceexe.pdf`), so they are dropped with control characters.
-const BIDI_CONTROLS: &[char] = &[
-    '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
-    '\u{2068}', '\u{2069}',
-];
+/// Longest file name kept in a record, in bytes (after cleaning); longer names are cut on a
+/// character boundary rather than refused: the name is only for people to read, no file
+/// system produces one this long, and refusing it would fail the whole batch it came in.
+pub const MAX_RECORDED_NAME_BYTES: usize = 1024;
+
+/// Characters that are removed from names before they are stored or put in a key: controls
+/// (C0, DEL, C1), and the invisible format characters that make a name read differently from
+/// what is stored: zero-width space/joiners and direction marks (U+200B-U+200F), the word
+/// joiner (U+2060), the byte-order mark (U+FEFF), bidi embeddings and overrides
+/// (U+202A-U+202E; `invoice\u{202E}fdp.exe` shows as `invoiceexe.pdf`), bidi isolates
+/// (U+2066-U+2069) and tag characters (U+E0000-U+E007F).
+pub fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200F}'
+                | '\u{2060}'
+                | '\u{FEFF}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
+}
+
+/// A client's file name as a record keeps it: invisible characters ([`is_invisible`]) removed,
+/// surrounding whitespace trimmed, cut to [`MAX_RECORDED_NAME_BYTES`].
+pub fn clean_file_name(raw: &str) -> String {
+    let cleaned: String = raw.chars().filter(|c| !is_invisible(*c)).collect();
+    cut_on_char_boundary(cleaned.trim(), MAX_RECORDED_NAME_BYTES).trim_end().to_owned()
+}
 
 /// Turns whatever name a client sends into a safe last segment of a key.
 ///
 /// Keeps only the final path component (both `/` and `\` separate), drops control and
-/// bidi-override characters, trims surrounding whitespace, refuses `.` and `..`, caps the
+/// invisible format characters ([`is_invisible`]), trims surrounding whitespace, refuses `.` and `..`, caps the
 /// length at [`MAX_FILE_NAME_BYTES`] on a character boundary keeping the extension, and falls
 /// back to `file` when nothing is left. Other Unicode and inner spaces are kept as they are.
 pub fn sanitise_file_name(raw: &str) -> String {
     let last_component = raw.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = last_component.chars().filter(|c| !c.is_control() && !BIDI_CONTROLS.contains(c)).collect();
+    let cleaned: String = last_component.chars().filter(|c| !is_invisible(*c)).collect();
     let shortened = shorten_keeping_extension(cleaned.trim(), MAX_FILE_NAME_BYTES);
     let shortened = shortened.trim();
     if shortened.is_empty() || shortened == "." || shortened == ".." {
@@ -196,6 +220,24 @@ mod tests {
     #[test]
     fn bidi_overrides_are_removed_so_the_name_reads_as_stored() {
         assert_eq!(sanitise_file_name("invoice\u{202E}fdp.exe"), "invoicefdp.exe");
+    }
+
+    #[test]
+    fn invisible_format_characters_are_removed_from_keys_and_records() {
+        let hidden = "a\u{200B}b\u{200D}c\u{2060}d\u{FEFF}e\u{2067}f\u{E0041}g\u{E007F}.txt";
+        assert_eq!(sanitise_file_name(hidden), "abcdefg.txt", "none of them reaches a key");
+        assert_eq!(clean_file_name(hidden), "abcdefg.txt", "none of them reaches a record");
+        assert_eq!(clean_file_name("dir/in\u{202E}voice.pdf"), "dir/invoice.pdf", "a record keeps the path as sent");
+        assert_eq!(clean_file_name("caf\u{e9} \u{1F600}.txt"), "caf\u{e9} \u{1F600}.txt", "visible Unicode stays");
+    }
+
+    #[test]
+    fn a_hundred_thousand_character_name_is_cut_to_1024_bytes_not_refused() {
+        let long = "\u{e9}".repeat(100_000);
+        let recorded = clean_file_name(&long);
+        assert!(recorded.len() <= MAX_RECORDED_NAME_BYTES, "recorded within the cap: {}", recorded.len());
+        assert_eq!(recorded.len(), 1024, "cut on a character boundary, as close to the cap as it goes");
+        assert!(sanitise_file_name(&long).len() <= MAX_FILE_NAME_BYTES, "the key's name is shorter still");
     }
 
     #[test]

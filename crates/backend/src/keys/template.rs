@@ -189,10 +189,7 @@ pub struct KeyMatch {
 /// removed, surrounding whitespace trimmed, at most [`MAX_USER_BYTES`]; `.`, `..` and an empty
 /// result become `user`. `alice@example.com` stays as it is.
 pub fn sanitise_user(raw: &str) -> String {
-    let cleaned: String = raw
-        .chars()
-        .filter(|c| *c != '/' && *c != '\\' && !c.is_control() && !super::BIDI_CONTROLS.contains(c))
-        .collect();
+    let cleaned: String = raw.chars().filter(|c| *c != '/' && *c != '\\' && !super::is_invisible(*c)).collect();
     let cut = super::cut_on_char_boundary(cleaned.trim(), MAX_USER_BYTES).trim();
     if cut.is_empty() || cut == "." || cut == ".." {
         FALLBACK_USER.to_owned()

@@ -10,7 +10,6 @@ mod native;
 mod rails;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::handler::Handler;
@@ -24,6 +23,8 @@ use crate::auth::{Authenticator, Principal};
 use crate::error::ApiError;
 use crate::keys::KeyScheme;
 use crate::limits::MAX_BODY_BYTES;
+use crate::ops;
+use crate::ops::guard::Guards;
 use crate::signer::Signer;
 use crate::store::{AuditAction, AuditEntry, Db, Ownership};
 
@@ -37,6 +38,8 @@ pub struct App {
     pub db: Db,
     pub keys: KeyScheme,
     pub auth: Authenticator,
+    /// Request deadline, in-flight cap and rate limits.
+    pub guards: Arc<Guards>,
 }
 
 pub type AppState = Arc<App>;
@@ -89,9 +92,15 @@ impl RouteTable {
     }
 }
 
-/// Routes anyone may call.
+/// Routes anyone may call: the contract, sign-in discovery, and the probes and metrics that
+/// load balancers and Prometheus read without a token.
 fn public_routes() -> RouteTable {
-    RouteTable::new().add(Verb::Get, "/openapi.json", openapi).add(Verb::Get, "/api/v1/auth", identity::sign_in)
+    RouteTable::new()
+        .add(Verb::Get, "/openapi.json", openapi)
+        .add(Verb::Get, "/api/v1/auth", identity::sign_in)
+        .add(Verb::Get, "/healthz", ops::healthz)
+        .add(Verb::Get, "/readyz", ops::readyz)
+        .add(Verb::Get, "/metrics", ops::metrics)
 }
 
 /// Routes that need a principal: the middleware refuses a request without one, and each
@@ -123,7 +132,9 @@ pub fn served_routes() -> Vec<(Verb, &'static str)> {
     all
 }
 
-/// The whole application, ready to serve.
+/// The whole application, ready to serve. Layers run outside in: the request id and metrics
+/// (so refusals are counted and carry an id), then the in-flight cap and deadline, then the
+/// body limit; protected routes then check the principal and its rate.
 pub fn router(state: AppState) -> Router {
     let protected =
         protected_routes().router.route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_principal));
@@ -133,7 +144,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state.guards), ops::guard::limit_requests))
+        .layer(middleware::from_fn(ops::logs::observe))
         .with_state(state)
 }
 
@@ -154,10 +166,14 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Lets a request through only with a bearer token that names a principal, which it hands
-/// on to the handler's [`Principal`] extractor.
+/// on to the handler's [`Principal`] extractor, and only while that principal is within its
+/// rate limit (429 with Retry-After beyond it).
 async fn require_principal(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     match app.auth.authenticate(request.headers()).await {
         Ok(principal) => {
+            if let Err(refusal) = app.guards.check_rate(&principal.name) {
+                return refusal.into_response();
+            }
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
@@ -195,22 +211,6 @@ pub(crate) async fn deny_unless_mine(
     }
     audit_denial(app, principal, route, Some(key), client_upload_id, ownership.denial()).await?;
     Ok(false)
-}
-
-/// One line per request. Only the path is logged: query strings and headers (tokens) never are.
-async fn log_request(request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    tracing::info!(
-        %method,
-        %path,
-        status = response.status().as_u16(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "request"
-    );
-    response
 }
 
 #[cfg(test)]

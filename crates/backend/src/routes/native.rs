@@ -422,7 +422,7 @@ fn new_record(checked: CheckedReport, object_url: String, uploaded_by: String) -
     NewRecord {
         client_upload_id: Some(client_upload_id),
         key: report.key,
-        file_name: report.file_name,
+        file_name: crate::keys::clean_file_name(&report.file_name),
         size: report.size,
         content_type,
         checksum_sha256: report.checksum_sha256,

@@ -182,7 +182,7 @@ pub async fn create_attachment(
     };
 
     let mut errors = RailsErrors::unprocessable();
-    let file_name = attachment.file_name.filter(|n| !n.trim().is_empty());
+    let file_name = attachment.file_name.map(|n| crate::keys::clean_file_name(&n)).filter(|n| !n.is_empty());
     if file_name.is_none() {
         errors.add("file_name", BLANK);
     }

@@ -134,6 +134,7 @@ impl Signer {
                 })?;
             signed.push(PresignedPut { url: request.uri().to_owned(), headers: headers_to_send(&request), expires_at });
         }
+        crate::ops::metrics::global().presigned(signed.len() as u64);
         Ok(signed)
     }
 

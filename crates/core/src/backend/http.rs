@@ -139,6 +139,7 @@ impl BackendHttp {
             .await
             .map_err(|e| BackendError::Unreachable { url: url.clone(), detail: describe_reqwest_error(&e) })?;
         let status = response.status();
+        let retry_after = retry_after(response.headers());
         let body = read_limited(response).await.map_err(|e| match e {
             // An answer too large to be a signing backend's is a bad answer, not a network fault.
             ReadError::TooLarge(detail) => BackendError::BadResponse { url: url.clone(), detail },
@@ -153,12 +154,23 @@ impl BackendHttp {
                 detail: format!("{e}; the body began with {:?}", preview(&body)),
             }),
             401 | 403 => Err(BackendError::Unauthorized { url, status: status.as_u16() }),
+            429 => Err(BackendError::RateLimited { url, retry_after: retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT) }),
             400 | 404 | 409 | 413 | 422 => {
                 Err(BackendError::Rejected { status: status.as_u16(), message: error_message(&body, status) })
             }
             _ => Err(BackendError::ServerError { url, status: status.as_u16(), message: error_message(&body, status) }),
         }
     }
+}
+
+/// The wait after a 429 that names none.
+const DEFAULT_RATE_LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `Retry-After` in its delay-seconds form; the HTTP-date form is not sent by Dropship's
+/// backend and reads as absent.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    let secs = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    Some(std::time::Duration::from_secs(secs))
 }
 
 enum ReadError {
@@ -282,6 +294,16 @@ mod tests {
             error_message(express, reqwest::StatusCode::INTERNAL_SERVER_ERROR),
             "connect ECONNREFUSED 127.0.0.1:1"
         );
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_other_forms_read_as_absent() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None, "no header");
+        headers.insert(reqwest::header::RETRY_AFTER, " 7 ".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(std::time::Duration::from_secs(7)));
+        headers.insert(reqwest::header::RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&headers), None, "the date form is not used by the backend");
     }
 
     #[test]

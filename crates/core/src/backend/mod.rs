@@ -339,6 +339,8 @@ pub enum BackendError {
     Unsupported { what: &'static str },
     #[error("The backend at {url} failed with HTTP {status}{}. Try again later, or tell whoever runs the backend.", detail_suffix(.message))]
     ServerError { url: String, status: u16, message: String },
+    #[error("The backend at {url} asked this client to slow down (HTTP 429); waiting {} s as it asked.", .retry_after.as_secs())]
+    RateLimited { url: String, retry_after: std::time::Duration },
     #[error("{detail}")]
     SignInExpired { detail: String },
     #[error("The backend sent an upload URL for {host}, which is not in the allowed upload hosts in Settings. Nothing was sent; add the host to the list if it is yours, or tell whoever runs the backend.")]
@@ -361,6 +363,7 @@ impl BackendError {
             BackendError::BadResponse { .. } => "backend_bad_response",
             BackendError::Rejected { .. } => "backend_rejected",
             BackendError::ServerError { .. } => "backend_error",
+            BackendError::RateLimited { .. } => "backend_rate_limited",
             BackendError::Unsupported { .. } => "unsupported",
             BackendError::HostNotAllowed { .. } => "upload_host_not_allowed",
             BackendError::SignInExpired { .. } => "sign_in_expired",

@@ -4,7 +4,8 @@
 //! of failing. Refusals (401, 4xx, garbage) are not outages and pass through at once, and so
 //! is a backend that cannot be reached before it ever answered: that is a wrong URL or a
 //! server not started, which a person should hear about now. Reports are not retried here:
-//! the outbox owns their delivery.
+//! the outbox owns their delivery. A 429 is an outage of a known length: the wait is the
+//! backend's `Retry-After` (capped at [`LONGEST_RATE_LIMIT_WAIT`]), told like any other.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub type OnOutage = Arc<dyn Fn(u32, Duration, &BackendError) + Send + Sync>;
 
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
 const LONGEST_PAUSE: Duration = Duration::from_secs(15);
+/// The longest `Retry-After` obeyed: a backend asking for more is waited on in steps of this.
+const LONGEST_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 pub struct PatientBackend {
     inner: Arc<dyn SigningBackend>,
@@ -64,7 +67,12 @@ impl PatientBackend {
                 return Err(error);
             }
             attempt += 1;
-            let pause = pause_after(self.first_pause, attempt).min(left);
+            let pause = match &error {
+                // Exactly as long as asked: sooner would be refused again, later wastes time.
+                BackendError::RateLimited { retry_after, .. } => (*retry_after).min(LONGEST_RATE_LIMIT_WAIT),
+                _ => pause_after(self.first_pause, attempt),
+            }
+            .min(left);
             tracing::info!(attempt, "the backend is unavailable, asking again in {pause:?}: {error}");
             (self.on_outage)(attempt, pause, &error);
             tokio::time::sleep(pause).await;
@@ -74,7 +82,10 @@ impl PatientBackend {
 
 /// An outage, as opposed to an answer: worth asking again later.
 pub fn is_outage(error: &BackendError) -> bool {
-    matches!(error, BackendError::Unreachable { .. } | BackendError::ServerError { .. })
+    matches!(
+        error,
+        BackendError::Unreachable { .. } | BackendError::ServerError { .. } | BackendError::RateLimited { .. }
+    )
 }
 
 fn pause_after(first: Duration, attempt: u32) -> Duration {
@@ -223,6 +234,21 @@ mod tests {
         assert!(
             waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
             "gave up after its patience: {waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_is_waited_out_for_exactly_its_retry_after_and_told() {
+        let limited = BackendError::RateLimited { url: "http://x".into(), retry_after: Duration::from_millis(200) };
+        let (flaky, backend, waits) = patient(2, limited, Duration::from_secs(60));
+        let started = Instant::now();
+        backend.presign(&[]).await.expect("signed once the rate allows");
+        let waited = started.elapsed();
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 3, "asked again after each wait");
+        assert_eq!(waits.load(Ordering::SeqCst), 2, "each wait is told, so the shells can say so");
+        assert!(
+            waited >= Duration::from_millis(400) && waited < Duration::from_secs(2),
+            "two waits of the Retry-After, not the backoff's: {waited:?}"
         );
     }
 
