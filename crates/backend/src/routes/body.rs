@@ -62,6 +62,50 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(BodyError::Syntax("the body is empty; send a JSON object".to_owned()));
     }
+    match parse_exactly(bytes) {
+        // JSON has one number type: `602.0` is the integer 602 to JSON Schema (and to
+        // JavaScript clients), but serde's integers refuse it. Only on that rare path is the
+        // body read a second time with integral floats turned into integers.
+        Err(shape @ BodyError::Shape { .. }) => {
+            let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes) else { return Err(shape) };
+            if !integral_floats_to_integers(&mut value) {
+                return Err(shape);
+            }
+            serde_path_to_error::deserialize(value).map_err(|error| BodyError::Shape {
+                path: match error.path().to_string() {
+                    path if path == "." => String::new(),
+                    path => path,
+                },
+                message: without_position(&error.into_inner().to_string()),
+            })
+        }
+        other => other,
+    }
+}
+
+/// Rewrites every float with no fractional part (and within `i64`/`u64`) as an integer;
+/// whether it changed anything.
+fn integral_floats_to_integers(value: &mut serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Number(number) if number.is_f64() => {
+            let float = number.as_f64().unwrap_or(f64::NAN);
+            let integral = float.fract() == 0.0 && float.abs() < 9.0e15;
+            if integral {
+                *number = serde_json::Number::from(float as i64);
+            }
+            integral
+        }
+        serde_json::Value::Array(items) => {
+            items.iter_mut().fold(false, |changed, v| integral_floats_to_integers(v) | changed)
+        }
+        serde_json::Value::Object(fields) => {
+            fields.values_mut().fold(false, |changed, v| integral_floats_to_integers(v) | changed)
+        }
+        _ => false,
+    }
+}
+
+fn parse_exactly<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -115,6 +159,21 @@ impl From<BodyError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integral_floats_count_as_integers_as_json_schema_says() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Sized {
+            size: u64,
+        }
+        let parsed: Sized = parse_json(br#"{"size": 602.0}"#).expect("602.0 is the integer 602");
+        assert_eq!(parsed.size, 602);
+        let refused = parse_json::<Sized>(br#"{"size": 602.5}"#).unwrap_err();
+        assert!(
+            matches!(refused, BodyError::Shape { ref path, .. } if path == "size"),
+            "a fraction is still refused: {refused:?}"
+        );
+    }
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
