@@ -30,6 +30,7 @@ fn main() {
         "sign_in_state",
         "sign_in",
         "sign_out",
+        "token_is_set",
     ]);
     tauri_build::try_build(tauri_build::Attributes::new().app_manifest(commands)).expect("failed to run tauri-build");
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use dropship_core::settings_edit::{self, TokenEdit};
 use dropship_core::store::Store;
 use dropship_core::{
     token_storage, Engine, ErrorInfo, HistoryEntry, HistoryQuery, Settings, SignInState, Source, TokenStorage,
@@ -10,7 +11,7 @@ use dropship_core::{
 };
 use serde::Deserialize;
 use tauri::{AppHandle, State, Window};
-use tauri_plugin_dialog::{DialogExt, FilePath};
+use tauri_plugin_dialog::{DialogExt, FilePath, MessageDialogButtons, MessageDialogKind};
 use tauri_plugin_opener::OpenerExt;
 use tokio::sync::oneshot;
 
@@ -18,24 +19,75 @@ use crate::prefs::Prefs;
 
 type CommandResult<T> = Result<T, ErrorInfo>;
 
+/// The settings without the token: the page only learns whether one is saved.
 #[tauri::command]
 pub fn get_settings(engine: State<'_, Engine>) -> Option<Settings> {
-    engine.settings()
+    engine.settings().as_ref().map(settings_edit::for_page)
+}
+
+#[tauri::command]
+pub fn token_is_set(engine: State<'_, Engine>) -> bool {
+    engine.settings().is_some_and(|s| !s.token.is_empty())
 }
 
 // Saving talks to the keyring over D-Bus: off the main thread (`async`).
-#[tauri::command(async)]
-pub fn save_settings(engine: State<'_, Engine>, settings: Settings) -> CommandResult<()> {
-    engine.set_settings(settings).map_err(|e| e.info())
+#[tauri::command]
+pub async fn save_settings(
+    engine: State<'_, Engine>,
+    app: AppHandle,
+    window: Window,
+    settings: Settings,
+    token: TokenEdit,
+) -> CommandResult<()> {
+    let next = confirmed_settings(&engine, &app, &window, settings, token).await?;
+    engine.set_settings(next).map_err(|e| e.info())
 }
 
 /// Saves with the token in settings.json: only after the person agreed, when there was no
 /// keyring (`save_settings` failed with `keyring_unavailable`).
-#[tauri::command(async)]
-pub fn save_settings_token_in_file(engine: State<'_, Engine>, settings: Settings) -> CommandResult<()> {
-    settings.validate().map_err(|e| e.info())?;
-    settings.save_with_token_in_file(engine.data_dir()).map_err(|e| e.info())?;
-    engine.set_settings(settings).map_err(|e| e.info())
+#[tauri::command]
+pub async fn save_settings_token_in_file(
+    engine: State<'_, Engine>,
+    app: AppHandle,
+    window: Window,
+    settings: Settings,
+    token: TokenEdit,
+) -> CommandResult<()> {
+    let next = confirmed_settings(&engine, &app, &window, settings, token).await?;
+    next.validate().map_err(|e| e.info())?;
+    next.save_with_token_in_file(engine.data_dir()).map_err(|e| e.info())?;
+    engine.set_settings(next).map_err(|e| e.info())
+}
+
+/// The page's settings with the token it never saw resolved; a change that would send uploads
+/// or the token elsewhere is put to the person in a native dialog the page cannot answer.
+async fn confirmed_settings(
+    engine: &Engine,
+    app: &AppHandle,
+    window: &Window,
+    settings: Settings,
+    token: TokenEdit,
+) -> CommandResult<Settings> {
+    let current = engine.settings();
+    let next = settings_edit::resolve(current.as_ref(), settings, token);
+    let Some(question) = settings_edit::redirecting_change(current.as_ref(), &next) else { return Ok(next) };
+    let (tx, rx) = oneshot::channel();
+    app.dialog()
+        .message(question)
+        .title("Change where uploads go?")
+        .kind(MessageDialogKind::Warning)
+        .buttons(MessageDialogButtons::OkCancelCustom("Change".into(), "Cancel".into()))
+        .parent(window)
+        .show(move |ok| {
+            let _ = tx.send(ok);
+        });
+    match rx.await {
+        Ok(true) => Ok(next),
+        _ => Err(ErrorInfo {
+            code: "change_declined".into(),
+            message: "Nothing was saved: the change of where uploads go was not confirmed.".into(),
+        }),
+    }
 }
 
 /// Who is signed in, and whether the backend offers signing in with the organisation.

@@ -112,6 +112,7 @@ pub fn run() {
             commands::sign_in_state,
             commands::sign_in,
             commands::sign_out,
+            commands::token_is_set,
             commands::get_prefs,
             commands::save_prefs,
             commands::export_history_csv,

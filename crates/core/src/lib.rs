@@ -15,6 +15,7 @@ pub mod prefs;
 mod report;
 mod scan;
 pub mod secrets;
+pub mod settings_edit;
 mod sign_in;
 pub mod store;
 pub mod transfer;

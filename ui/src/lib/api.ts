@@ -9,15 +9,19 @@ import type {
   HistoryFilter,
   Settings,
   SignInState,
+  TokenEdit,
   TokenStorage,
   WindowPrefs,
 } from "./types";
 
 export const getSettings = () => invoke<Settings | null>("get_settings");
 /** Rejects with `keyring_unavailable` when there is no keyring: ask, then `saveSettingsTokenInFile`. */
-export const saveSettings = (settings: Settings) => invoke<void>("save_settings", { settings });
-export const saveSettingsTokenInFile = (settings: Settings) =>
-  invoke<void>("save_settings_token_in_file", { settings });
+/** Saves the settings; the page never holds the saved token, so it says what to do with it. */
+export const saveSettings = (settings: Settings, token: TokenEdit) => invoke<void>("save_settings", { settings, token });
+export const saveSettingsTokenInFile = (settings: Settings, token: TokenEdit) =>
+  invoke<void>("save_settings_token_in_file", { settings, token });
+/** Whether a token is saved (the token itself stays in Rust and the keyring). */
+export const tokenIsSet = () => invoke<boolean>("token_is_set");
 export const getTokenStorage = () => invoke<TokenStorage | null>("get_token_storage");
 /** Whether the backend offers signing in, and who is signed in; tokens never reach the page. */
 export const signInState = () => invoke<SignInState>("sign_in_state");

@@ -9,6 +9,7 @@ export type { Settings } from "../bindings/Settings";
 export type { SignInInfo } from "../bindings/SignInInfo";
 export type { SignInState } from "../bindings/SignInState";
 export type { Source } from "../bindings/Source";
+export type { TokenEdit } from "../bindings/TokenEdit";
 export type { TokenStorage } from "../bindings/TokenStorage";
 export type { TransferSettings } from "../bindings/TransferSettings";
 export type { WindowPrefs } from "../bindings/WindowPrefs";
