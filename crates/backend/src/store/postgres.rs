@@ -73,7 +73,8 @@ impl PgStore {
                  version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
         )
         .await?;
-        let found: i32 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await?.get(0);
+        let found: i32 =
+            tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await?.try_get(0)?;
         let known = MIGRATIONS.last().map_or(0, |(n, _)| *n);
         if found > known {
             return Err(DbError::TooNew {
@@ -145,15 +146,16 @@ impl PgStore {
                 &[&keys, &principal],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|row| PresignedPut {
-                key: row.get(0),
-                checksum_sha256: row.get(1),
-                object_url: row.get(2),
-                uploaded_by: row.get(3),
+        rows.iter()
+            .map(|row| {
+                Ok(PresignedPut {
+                    key: row.try_get(0)?,
+                    checksum_sha256: row.try_get(1)?,
+                    object_url: row.try_get(2)?,
+                    uploaded_by: row.try_get(3)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     pub(super) async fn records_of(
@@ -177,11 +179,11 @@ impl PgStore {
             .await?;
         let mut found = HashMap::new();
         for row in &others {
-            let id: String = row.get(0);
+            let id: String = row.try_get(0)?;
             found.insert(id, Scoped::Others);
         }
         for row in &mine {
-            let record = row_to_record(row);
+            let record = row_to_record(row)?;
             if let Some(id) = record.client_upload_id.clone() {
                 found.insert(id, Scoped::Mine(record));
             }
@@ -192,7 +194,7 @@ impl PgStore {
     pub(super) async fn record_by_key_of(&self, principal: String, key: String) -> Result<Scoped<Record>, DbError> {
         let client = self.pool.get().await?;
         let row = client.query_opt(&format!("SELECT {COLUMNS} FROM records WHERE key = $1"), &[&key]).await?;
-        Ok(match row.map(|row| row_to_record(&row)) {
+        Ok(match row.map(|row| row_to_record(&row)).transpose()? {
             Some(record) if record.uploaded_by.as_deref() == Some(principal.as_str()) => Scoped::Mine(record),
             Some(_) => Scoped::Others,
             None => Scoped::Missing,
@@ -210,7 +212,7 @@ impl PgStore {
                 &[&principal, &i64::from(limit)],
             )
             .await?;
-        Ok(rows.iter().map(row_to_record).collect())
+        rows.iter().map(row_to_record).collect()
     }
 
     pub(super) async fn key_owners(&self, principal: String, keys: Vec<String>) -> Result<Vec<Ownership>, DbError> {
@@ -225,7 +227,7 @@ impl PgStore {
             .await?;
         let mut owners: HashMap<String, Vec<Option<String>>> = HashMap::new();
         for row in &rows {
-            owners.entry(row.get(0)).or_default().push(row.get(1));
+            owners.entry(row.try_get(0)?).or_default().push(row.try_get(1)?);
         }
         Ok(keys.iter().map(|key| ownership_of(owners.get(key).map_or(&[], Vec::as_slice), &principal)).collect())
     }
@@ -279,18 +281,19 @@ impl PgStore {
                 &[&filter.since, &filter.until, &filter.principal, &i64::from(filter.limit)],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|row| AuditRow {
-                id: row.get(0),
-                at: row.get(1),
-                principal: row.get(2),
-                action: row.get(3),
-                key: row.get(4),
-                client_upload_id: row.get(5),
-                outcome: row.get(6),
+        rows.iter()
+            .map(|row| {
+                Ok(AuditRow {
+                    id: row.try_get(0)?,
+                    at: row.try_get(1)?,
+                    principal: row.try_get(2)?,
+                    action: row.try_get(3)?,
+                    key: row.try_get(4)?,
+                    client_upload_id: row.try_get(5)?,
+                    outcome: row.try_get(6)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Due rows are locked with SKIP LOCKED (another instance claiming at the same moment takes
@@ -307,15 +310,17 @@ impl PgStore {
                 &[&i64::from(limit), &lease.as_secs_f64()],
             )
             .await?;
-        let mut claimed: Vec<PendingWebhook> = rows
+        let mut claimed = rows
             .iter()
-            .map(|row| PendingWebhook {
-                id: row.get(0),
-                idempotency_key: row.get(1),
-                body: row.get(2),
-                attempts: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
+            .map(|row| {
+                Ok(PendingWebhook {
+                    id: row.try_get(0)?,
+                    idempotency_key: row.try_get(1)?,
+                    body: row.try_get(2)?,
+                    attempts: u32::try_from(row.try_get::<_, i32>(3)?).unwrap_or(0),
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, DbError>>()?;
         claimed.sort_by_key(|webhook| webhook.id);
         Ok(claimed)
     }
@@ -347,8 +352,10 @@ impl PgStore {
 
     pub(super) async fn webhook_backlog(&self) -> Result<u64, DbError> {
         let client = self.pool.get().await?;
-        let count: i64 =
-            client.query_one("SELECT COUNT(*) FROM webhook_outbox WHERE delivered_at IS NULL", &[]).await?.get(0);
+        let count: i64 = client
+            .query_one("SELECT COUNT(*) FROM webhook_outbox WHERE delivered_at IS NULL", &[])
+            .await?
+            .try_get(0)?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 }
@@ -396,7 +403,7 @@ async fn record_in(
         let by_key = select_by(tx, "key", &new.key).await?;
         return classify_conflict(&new, by_client_id, by_key);
     };
-    let record = new.into_record(row.get(0), recorded_at);
+    let record = new.into_record(row.try_get(0)?, recorded_at);
     tx.execute("DELETE FROM presigned_puts WHERE key = $1", &[&record.key]).await?;
     if webhooks {
         let (idempotency_key, body) = outbox::render(&record);
@@ -413,7 +420,7 @@ async fn record_in(
 /// inside the store that never hand the row to a principal who does not own it.
 async fn select_by(client: &impl GenericClient, column: &str, value: &str) -> Result<Option<Record>, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM records WHERE {column} = $1");
-    Ok(client.query_opt(&sql, &[&value]).await?.map(|row| row_to_record(&row)))
+    client.query_opt(&sql, &[&value]).await?.map(|row| row_to_record(&row)).transpose()
 }
 
 async fn append_audit(client: &impl GenericClient, entries: &[AuditEntry]) -> Result<(), DbError> {
@@ -438,21 +445,22 @@ async fn append_audit(client: &impl GenericClient, entries: &[AuditEntry]) -> Re
     Ok(())
 }
 
-fn row_to_record(row: &Row) -> Record {
-    let flavour: String = row.get(8);
-    let size: i64 = row.get(4);
-    Record {
-        id: row.get(0),
-        client_upload_id: row.get(1),
-        key: row.get(2),
-        file_name: row.get(3),
+/// Typed reads (`try_get`): a column of an unexpected type is an error, not a panic.
+fn row_to_record(row: &Row) -> Result<Record, DbError> {
+    let flavour: String = row.try_get(8)?;
+    let size: i64 = row.try_get(4)?;
+    Ok(Record {
+        id: row.try_get(0)?,
+        client_upload_id: row.try_get(1)?,
+        key: row.try_get(2)?,
+        file_name: row.try_get(3)?,
         size: u64::try_from(size).unwrap_or(0),
-        content_type: row.get(5),
-        checksum_sha256: row.get(6),
-        checksum_crc32c: row.get(10),
-        object_url: row.get(7),
+        content_type: row.try_get(5)?,
+        checksum_sha256: row.try_get(6)?,
+        checksum_crc32c: row.try_get(10)?,
+        object_url: row.try_get(7)?,
         flavour: Flavour::parse(&flavour),
-        recorded_at: row.get(9),
-        uploaded_by: row.get(11),
-    }
+        recorded_at: row.try_get(9)?,
+        uploaded_by: row.try_get(11)?,
+    })
 }
