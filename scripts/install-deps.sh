@@ -8,9 +8,12 @@ ROOT=$PWD
 SYSTEM_PACKAGES=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev
   libssl-dev build-essential pkg-config curl file xvfb xauth dbus-x11 webkit2gtk-driver
   at-spi2-core xdotool imagemagick python3-gi gir1.2-gtk-3.0 sqlite3 python3-venv
-  libdbus-1-dev gnome-keyring libsecret-tools)
+  libdbus-1-dev gnome-keyring libsecret-tools postgresql-15 nginx-light)
 # libdbus-1-dev: the token lives in the OS keyring (Secret Service over D-Bus); gnome-keyring
 # and secret-tool: a real Secret Service for the window's tests, and a way to look into it.
+# postgresql-15 and nginx-light: the backend's tests on Postgres and its several instances
+# behind a balancer (the test kit runs initdb/pg_ctl from /usr/lib/postgresql/15/bin and
+# nginx with its own prefix; neither is started as a system service by the tests).
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -12,6 +12,8 @@ use clap::Parser;
 
 use crate::auth::{OidcSettings, StaticToken};
 use crate::keys::{KeyTemplate, DEFAULT_KEY_TEMPLATE, MAX_KEY_BYTES};
+use crate::store::DatabaseUrl;
+use crate::webhook::WebhookSettings;
 
 /// SigV4 refuses presigned URLs that live longer than seven days.
 const MAX_URL_EXPIRY_SECS: u64 = 7 * 24 * 3600;
@@ -106,9 +108,23 @@ pub struct Flags {
     #[arg(long, env = "DROPSHIP_KEY_TEMPLATE", default_value = DEFAULT_KEY_TEMPLATE)]
     pub key_template: String,
 
-    /// SQLite file that holds the upload records.
-    #[arg(long, env = "DROPSHIP_BACKEND_DB", default_value = "./dropship-backend.sqlite")]
-    pub db: PathBuf,
+    /// SQLite file that holds the upload records (shorthand for --database-url sqlite://PATH);
+    /// ./dropship-backend.sqlite when neither is given.
+    #[arg(long, env = "DROPSHIP_BACKEND_DB", conflicts_with = "database_url")]
+    pub db: Option<PathBuf>,
+
+    /// Where the records live: sqlite://PATH (one instance) or
+    /// postgres://USER:PASS@HOST:PORT/DB (any number of instances behind a load balancer).
+    #[arg(long, env = "DROPSHIP_BACKEND_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// POST every newly recorded upload to this URL as signed JSON (needs --webhook-secret).
+    #[arg(long, env = "DROPSHIP_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// The shared secret webhook bodies are signed with (HMAC-SHA256, `X-Dropship-Signature`).
+    #[arg(long, env = "DROPSHIP_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
 
     /// Seconds a connection gets to send a whole request head; slower ones are closed.
     #[arg(long, env = "DROPSHIP_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
@@ -186,6 +202,9 @@ pub struct ServeSettings {
     pub drain_timeout: Duration,
 }
 
+/// The SQLite file used when neither --db nor --database-url is given.
+const DEFAULT_SQLITE_PATH: &str = "./dropship-backend.sqlite";
+
 /// How the backend reaches S3 and signs for it.
 #[derive(Debug, Clone)]
 pub struct S3Settings {
@@ -216,7 +235,9 @@ pub struct Config {
     /// Normalised: no leading or trailing `/`; may be empty (keys then start with the UUID).
     pub key_prefix: String,
     pub key_template: KeyTemplate,
-    pub db: PathBuf,
+    pub database: DatabaseUrl,
+    /// Where recorded uploads are announced, if anywhere.
+    pub webhook: Option<WebhookSettings>,
     pub serve: ServeSettings,
 }
 
@@ -249,6 +270,14 @@ pub enum ConfigError {
     EmptyBucket,
     #[error("--accelerate signs for the AWS Transfer Acceleration endpoint, which uses virtual-hosted addressing: drop --s3-endpoint and --path-style")]
     AccelerateConflict,
+    #[error("--database-url: {0}")]
+    DatabaseUrl(String),
+    #[error(
+        "--webhook-url and --webhook-secret go together: the receiver checks every body's signature against the secret"
+    )]
+    HalfWebhook,
+    #[error("--webhook-url {url:?}: {reason}")]
+    WebhookUrl { url: String, reason: String },
     #[error("--header-read-timeout-secs must be from 1 to {MAX_HEADER_READ_TIMEOUT_SECS}, got {0}: a slow client holds a connection that long")]
     HeaderReadTimeout(u64),
     #[error("{flag} must be from 1 to {max}, got {value}")]
@@ -293,6 +322,7 @@ impl Flags {
             });
         }
         let serve = self.serve_settings()?;
+        let webhook = self.webhook_settings()?;
         let static_credentials = match (self.access_key_id, self.secret_access_key) {
             (Some(id), Some(secret)) => Some((id, secret)),
             (None, None) => None,
@@ -307,6 +337,11 @@ impl Flags {
         if self.accelerate && (self.s3_endpoint.is_some() || self.path_style) {
             return Err(ConfigError::AccelerateConflict);
         }
+        let database = match (&self.database_url, &self.db) {
+            (Some(url), _) => DatabaseUrl::parse(url).map_err(ConfigError::DatabaseUrl)?,
+            (None, Some(path)) => DatabaseUrl::Sqlite(path.clone()),
+            (None, None) => DatabaseUrl::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)),
+        };
         Ok(Config {
             listen: self.listen,
             s3: S3Settings {
@@ -321,7 +356,8 @@ impl Flags {
             auth: AuthSettings { tokens, admin_principals, oidc },
             key_prefix,
             key_template,
-            db: self.db,
+            database,
+            webhook,
             serve,
         })
     }
@@ -353,6 +389,23 @@ impl Flags {
             rate_limit,
             drain_timeout: Duration::from_secs(drain_timeout),
         })
+    }
+
+    /// The webhook receiver, when one is given: URL and secret both, or neither.
+    fn webhook_settings(&self) -> Result<Option<WebhookSettings>, ConfigError> {
+        let url = self.webhook_url.as_deref().map(str::trim).filter(|u| !u.is_empty());
+        let secret = self.webhook_secret.as_deref().filter(|s| !s.is_empty());
+        let (url, secret) = match (url, secret) {
+            (None, None) => return Ok(None),
+            (Some(url), Some(secret)) => (url, secret),
+            _ => return Err(ConfigError::HalfWebhook),
+        };
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| ConfigError::WebhookUrl { url: url.to_owned(), reason: format!("not a URL ({e})") })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ConfigError::WebhookUrl { url: url.to_owned(), reason: "use http:// or https://".to_owned() });
+        }
+        Ok(Some(WebhookSettings { url: parsed, secret: secret.to_owned() }))
     }
 
     /// The OpenID settings, when an issuer is given; the flags that need one refused without it.
@@ -459,6 +512,46 @@ mod tests {
         assert_eq!(config.key_template.source(), DEFAULT_KEY_TEMPLATE, "today's keys by default");
         assert!(!config.s3.path_style && !config.s3.accelerate, "both switches default off");
         assert!(config.s3.static_credentials.is_none(), "no credentials means the AWS chain");
+        assert_eq!(
+            config.database,
+            DatabaseUrl::Sqlite(PathBuf::from("./dropship-backend.sqlite")),
+            "an embedded SQLite file by default"
+        );
+        assert!(config.webhook.is_none(), "no webhooks unless a receiver is given");
+    }
+
+    #[test]
+    fn the_database_is_named_by_url_or_by_the_sqlite_shorthand() {
+        let by_path = flags(&["--db", "/tmp/r.sqlite"]).validate().unwrap();
+        assert_eq!(by_path.database, DatabaseUrl::Sqlite(PathBuf::from("/tmp/r.sqlite")), "--db is sqlite://");
+        let pg = flags(&["--database-url", "postgres://u:p@127.0.0.1:5432/d"]).validate().unwrap();
+        assert!(matches!(pg.database, DatabaseUrl::Postgres(_)), "Postgres by URL");
+        let bad = flags(&["--database-url", "mysql://x"]).validate();
+        assert!(matches!(bad, Err(ConfigError::DatabaseUrl(_))), "other schemes are refused");
+        let both = Flags::try_parse_from([
+            "dropship-backend",
+            "--bucket",
+            "b",
+            "--tokens",
+            "t",
+            "--db",
+            "x",
+            "--database-url",
+            "sqlite://y",
+        ]);
+        assert!(both.is_err(), "--db and --database-url together are ambiguous");
+    }
+
+    #[test]
+    fn a_webhook_needs_both_its_url_and_its_secret() {
+        let half = flags(&["--webhook-url", "https://app.example.com/hooks/dropship"]).validate();
+        assert!(matches!(half, Err(ConfigError::HalfWebhook)), "a URL without a secret is refused");
+        let half = flags(&["--webhook-secret", "s"]).validate();
+        assert!(matches!(half, Err(ConfigError::HalfWebhook)), "a secret without a URL is refused");
+        let bad = flags(&["--webhook-url", "ftp://x", "--webhook-secret", "s"]).validate();
+        assert!(matches!(bad, Err(ConfigError::WebhookUrl { .. })), "only http(s)");
+        let ok = flags(&["--webhook-url", "https://app.example.com/hooks/dropship", "--webhook-secret", "s"]);
+        assert!(ok.validate().unwrap().webhook.is_some(), "both together configure it");
     }
 
     #[test]
@@ -486,6 +579,9 @@ mod tests {
             ("key-prefix", "DROPSHIP_KEY_PREFIX"),
             ("key-template", "DROPSHIP_KEY_TEMPLATE"),
             ("db", "DROPSHIP_BACKEND_DB"),
+            ("database-url", "DROPSHIP_BACKEND_DATABASE_URL"),
+            ("webhook-url", "DROPSHIP_WEBHOOK_URL"),
+            ("webhook-secret", "DROPSHIP_WEBHOOK_SECRET"),
             ("header-read-timeout-secs", "DROPSHIP_HEADER_READ_TIMEOUT_SECS"),
             ("request-timeout-secs", "DROPSHIP_REQUEST_TIMEOUT_SECS"),
             ("max-concurrent-requests", "DROPSHIP_MAX_CONCURRENT_REQUESTS"),

@@ -1,6 +1,6 @@
 //! dropship-backend: the reference signing backend. Hands out presigned S3 PUT URLs (native
 //! batch API and the Rails guide's two routes) and records finished uploads after a HEAD,
-//! each bound to the principal that asked for it.
+//! each bound to the principal that asked for it, and announces them by webhook.
 //! This file parses the configuration, opens the parts and serves until SIGTERM or Ctrl-C.
 
 mod auth;
@@ -13,6 +13,7 @@ mod routes;
 mod signer;
 mod store;
 mod validate;
+mod webhook;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -27,7 +28,8 @@ use crate::keys::KeyScheme;
 use crate::ops::guard::Guards;
 use crate::routes::App;
 use crate::signer::Signer;
-use crate::store::Db;
+use crate::store::{Db, StoreOptions};
+use crate::webhook::{DeliveryPolicy, WebhookWorker};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -44,8 +46,10 @@ async fn main() -> ExitCode {
 
 async fn run(flags: Flags) -> anyhow::Result<()> {
     let config: Config = flags.validate()?;
-    let db =
-        Db::open(&config.db).with_context(|| format!("cannot open the records database {}", config.db.display()))?;
+    let store_options = StoreOptions { webhooks: config.webhook.is_some() };
+    let db = Db::open(&config.database, store_options)
+        .await
+        .with_context(|| format!("cannot open the records database {}", config.database.redacted()))?;
     let signer = Signer::new(&config.s3).await;
     // Presigning resolves the endpoint and the credentials: fail now, not on the first client.
     // (A GET's address, so the check is not counted as a URL handed out.)
@@ -58,7 +62,20 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     let keys = KeyScheme::new(config.key_prefix.clone(), config.key_template.clone());
     let guards = Arc::new(Guards::new(&config.serve));
-    let app = Arc::new(App { signer, db, keys, auth, guards });
+    let app = Arc::new(App { signer, db: db.clone(), keys, auth, guards });
+    // Every instance delivers: rows are claimed in the database, so they share the outbox.
+    let webhooks = match &config.webhook {
+        Some(settings) => {
+            // Left over from before a restart (or from instances that are gone): delivered first.
+            let backlog = db.webhook_backlog().await.context("cannot read the webhook outbox")?;
+            tracing::info!(backlog, url = %settings.url, "webhooks on");
+            Some(
+                WebhookWorker::start(db.clone(), settings.clone(), DeliveryPolicy::DEFAULT)
+                    .context("cannot build the webhook client")?,
+            )
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -69,6 +86,8 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         endpoint = config.s3.endpoint.as_deref().unwrap_or("AWS"),
         prefix = %config.key_prefix,
         key_template = %config.key_template.source(),
+        database = %config.database.redacted(),
+        webhook = config.webhook.as_ref().map_or("none", |w| w.url.as_str()),
         static_tokens = config.auth.tokens.len(),
         oidc_issuer = config.auth.oidc.as_ref().map_or("none", |oidc| oidc.issuer.as_str()),
         header_read_timeout_secs = config.serve.header_read_timeout.as_secs(),
@@ -89,6 +108,11 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await;
+    // After the last request: a report answered during shutdown has its row in the outbox,
+    // which this or another instance delivers later.
+    if let Some(worker) = webhooks {
+        worker.shut_down().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

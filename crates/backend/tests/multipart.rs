@@ -480,16 +480,11 @@ fn a_repeat_complete_answers_200_even_when_s3_no_longer_knows_the_upload() {
     // the create call would have bound it.
     let forgotten = Upload { upload_id: "forgotten-upload-id".to_owned(), ..upload };
     let me = get_json(&backend, "/api/v1/me").body["user"].as_str().expect("a principal name").to_owned();
-    let bound = std::process::Command::new("sqlite3")
-        .arg(&backend.db_path)
-        .arg(format!(
-            "INSERT INTO multipart_uploads (upload_id, key, uploaded_by, created_at) \
-             VALUES ('{}', '{}', '{me}', '2026-01-01T00:00:00Z')",
-            forgotten.upload_id, forgotten.key
-        ))
-        .output()
-        .expect("sqlite3 runs");
-    assert!(bound.status.success(), "{}", String::from_utf8_lossy(&bound.stderr));
+    backend.execute_sql(&format!(
+        "INSERT INTO multipart_uploads (upload_id, key, uploaded_by, created_at) \
+         VALUES ('{}', '{}', '{me}', '2026-01-01T00:00:00Z')",
+        forgotten.upload_id, forgotten.key
+    ));
     assert_eq!(error_code(&list_parts(&backend, &forgotten.key, &forgotten.upload_id)), "upload_not_found");
     let again = complete(&backend, &forgotten, &completing);
     assert_eq!(again.status, StatusCode::OK, "the object at the issued key is this upload's: {}", again.text);

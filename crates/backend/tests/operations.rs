@@ -130,6 +130,7 @@ fn health_readiness_and_metrics_answer_without_a_token() {
     );
     assert!(!metrics.text.contains(&id), "no raw path with an id becomes a label");
     assert!(metrics.text.contains("dropship_presigned_urls_total 1\n"), "one URL handed out:\n{}", metrics.text);
+    assert!(metrics.text.contains("dropship_webhook_backlog 0\n"), "the shared outbox is measured:\n{}", metrics.text);
     assert!(metrics
         .text
         .contains("dropship_http_request_duration_seconds_bucket{route=\"/api/v1/uploads/presign\",le=\"+Inf\"} 1"));

@@ -1,5 +1,8 @@
 //! The real dropship-backend binary, started against an [`S3Server`] with a temp database and
 //! a random token, on a port the OS picks. The URL comes from its `listening on` line.
+//! The database is a SQLite file, or with `DROPSHIP_TEST_DATABASE=postgres` a fresh database
+//! on the shared [`PostgresServer`]; [`Backend::start_instances`] starts several instances on
+//! one Postgres database, as behind a load balancer.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -9,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::postgres::{test_database_is_postgres, PostgresServer};
 use crate::process::{spawn_tied_to_process, stop_child};
 use crate::{block_on, log_tail, target_bin, S3Server};
 
@@ -38,6 +42,9 @@ const BACKEND_ENV: &[&str] = &[
     "DROPSHIP_KEY_PREFIX",
     "DROPSHIP_KEY_TEMPLATE",
     "DROPSHIP_BACKEND_DB",
+    "DROPSHIP_BACKEND_DATABASE_URL",
+    "DROPSHIP_WEBHOOK_URL",
+    "DROPSHIP_WEBHOOK_SECRET",
 ];
 
 /// Extra settings for [`Backend::start_with`].
@@ -49,6 +56,20 @@ pub struct BackendOptions {
     pub extra_args: Vec<String>,
     /// The binary to run; `target_bin("dropship-backend")` when `None`.
     pub binary: Option<PathBuf>,
+    /// `--database-url`; when `None`, a SQLite file in the backend's temp dir, or a fresh
+    /// database on the shared Postgres with `DROPSHIP_TEST_DATABASE=postgres`.
+    pub database_url: Option<String>,
+    /// The bearer token it accepts; a random one when `None` (instances of one deployment
+    /// share theirs).
+    pub token: Option<String>,
+}
+
+/// Where a test backend keeps its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestDatabase {
+    Sqlite(PathBuf),
+    /// A database on the shared [`PostgresServer`], by URL.
+    Postgres(String),
 }
 
 /// A running dropship-backend. Dropping it stops the process and removes its database.
@@ -57,7 +78,9 @@ pub struct Backend {
     pub url: String,
     /// The one bearer token it accepts.
     pub token: String,
+    /// The SQLite file (also when the records are in Postgres: then it does not exist).
     pub db_path: PathBuf,
+    pub database: TestDatabase,
     log_path: PathBuf,
     /// Everything needed to start the same backend again on the same port and database.
     command: Vec<std::ffi::OsString>,
@@ -76,7 +99,13 @@ impl Backend {
         let dir = tempfile::Builder::new().prefix("dropship-backend-").tempdir().expect("a temp dir");
         let db_path = dir.path().join("backend.sqlite");
         let log_path = dir.path().join("backend.log");
-        let token = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let token = options.token.clone().unwrap_or_else(|| format!("test-{}", uuid::Uuid::new_v4().simple()));
+        let database = match options.database_url.clone() {
+            Some(url) if url.starts_with("postgres") => TestDatabase::Postgres(url),
+            Some(url) => TestDatabase::Sqlite(PathBuf::from(url.trim_start_matches("sqlite://"))),
+            None if test_database_is_postgres() => TestDatabase::Postgres(PostgresServer::shared().create_database()),
+            None => TestDatabase::Sqlite(db_path.clone()),
+        };
 
         let mut command: Vec<std::ffi::OsString> = Vec::new();
         let mut arg = |a: &str| command.push(a.into());
@@ -96,14 +125,31 @@ impl Backend {
             arg("--url-expiry-secs");
             arg(&secs.to_string());
         }
-        command.push("--db".into());
-        command.push(db_path.clone().into());
+        match &database {
+            TestDatabase::Sqlite(path) => {
+                command.push("--db".into());
+                command.push(path.clone().into());
+            }
+            TestDatabase::Postgres(url) => {
+                command.push("--database-url".into());
+                command.push(url.into());
+            }
+        }
         command.extend(options.extra_args.iter().map(Into::into));
 
         let mut backend =
-            Backend { url: String::new(), token, db_path, log_path, command, binary, child: None, _dir: dir };
+            Backend { url: String::new(), token, db_path, database, log_path, command, binary, child: None, _dir: dir };
         backend.spawn("127.0.0.1:0");
         backend
+    }
+
+    /// `count` instances of one deployment: one Postgres database (a fresh one on the shared
+    /// server unless `options.database_url` names one), one token, each on its own port.
+    pub fn start_instances(s3: &S3Server, count: usize, options: BackendOptions) -> Vec<Backend> {
+        let database_url = options.database_url.clone().unwrap_or_else(|| PostgresServer::shared().create_database());
+        let token = options.token.clone().unwrap_or_else(|| format!("test-{}", uuid::Uuid::new_v4().simple()));
+        let options = BackendOptions { database_url: Some(database_url), token: Some(token), ..options };
+        (0..count).map(|_| Backend::start_with(s3, options.clone())).collect()
     }
 
     /// Stops the backend (SIGTERM) and starts it again on the same port with the same database,
@@ -193,26 +239,32 @@ impl Backend {
         body["records"].as_array().cloned().unwrap_or_default()
     }
 
-    /// Every record, read from the database with the `sqlite3` tool (installed by
+    /// Every record, read from the database with the `sqlite3` or `psql` tool (installed by
     /// scripts/install-deps.sh): unlike the API, not limited to one page of 1,000. Fields as in
     /// the API: `client_upload_id`, `key`, `size`, `file_name`, `checksum_sha256`.
     pub fn all_records(&self) -> Vec<Value> {
-        let output = Command::new("sqlite3")
-            .arg("-json")
-            .arg(&self.db_path)
-            .arg("SELECT client_upload_id, key, size, file_name, checksum_sha256 FROM records ORDER BY id")
-            .output()
-            .expect("sqlite3 runs (scripts/install-deps.sh installs it)");
-        assert!(
-            output.status.success(),
-            "sqlite3 could not read the records: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let text = String::from_utf8_lossy(&output.stdout);
+        let text = match &self.database {
+            TestDatabase::Sqlite(path) => {
+                sqlite3(path, "SELECT client_upload_id, key, size, file_name, checksum_sha256 FROM records ORDER BY id")
+            }
+            TestDatabase::Postgres(url) => PostgresServer::shared().psql(
+                url,
+                "SELECT COALESCE(json_agg(r ORDER BY r.id), '[]') FROM \
+                 (SELECT id, client_upload_id, key, size, file_name, checksum_sha256 FROM records) r",
+            ),
+        };
         if text.trim().is_empty() {
             return Vec::new();
         }
-        serde_json::from_str(&text).expect("sqlite3 -json prints an array")
+        serde_json::from_str(&text).expect("the database tool prints a JSON array")
+    }
+
+    /// Runs SQL straight on the backend's database, as an operator at a console would.
+    pub fn execute_sql(&self, sql: &str) -> String {
+        match &self.database {
+            TestDatabase::Sqlite(path) => sqlite3(path, sql),
+            TestDatabase::Postgres(url) => PostgresServer::shared().psql(url, sql),
+        }
     }
 
     /// One native record, through `GET /api/v1/records/{id}`; `None` on 404.
@@ -248,6 +300,18 @@ impl Backend {
             stop_child(&mut child);
         }
     }
+}
+
+/// `sqlite3 -json PATH SQL`, failing the test when it fails.
+fn sqlite3(path: &std::path::Path, sql: &str) -> String {
+    let output = Command::new("sqlite3")
+        .arg("-json")
+        .arg(path)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 runs (scripts/install-deps.sh installs it)");
+    assert!(output.status.success(), "sqlite3 failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 impl Drop for Backend {

@@ -1,14 +1,16 @@
 //! Test harness for Dropship: starts the real parts — a SeaweedFS S3 server, the
-//! dropship-backend binary and an OpenID provider — for system tests, and stops them again,
-//! even when a test fails.
+//! dropship-backend binary, an OpenID provider, Postgres and nginx — for system tests, and
+//! stops them again, even when a test fails.
 //!
 //! Everything here is blocking, for plain `#[test]` functions; async work runs on the kit's
 //! own runtime ([`block_on`]), which also works when called from inside another runtime.
 
 mod backend;
 mod fault_proxy;
+mod nginx;
 mod oidc;
 mod ports;
+mod postgres;
 mod process;
 mod s3;
 
@@ -16,11 +18,13 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-pub use backend::{Backend, BackendOptions};
+pub use backend::{Backend, BackendOptions, TestDatabase};
 pub use fault_proxy::{Exchange, Fault, FaultProxy, RandomFaults, Rule, Traffic};
+pub use nginx::Nginx;
 pub use oidc::{
     code_challenge, DeviceAuthorization, OidcOptions, OidcProvider, OidcUser, TokenError, Tokens, SCOPE as OIDC_SCOPE,
 };
+pub use postgres::{test_database_is_postgres, PostgresServer};
 pub use s3::S3Server;
 
 /// The workspace root, fixed at compile time (this crate lives in `crates/testkit`).

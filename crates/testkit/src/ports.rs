@@ -1,4 +1,5 @@
-//! Free loopback ports for SeaweedFS, which also opens each port + 10000 for gRPC.
+//! Free loopback ports for the servers the kit starts; SeaweedFS also opens each port + 10000
+//! for gRPC.
 //!
 //! Candidates come from 10000..22767, so both a port and its twin stay below Linux's
 //! ephemeral range (32768+) and never collide with outgoing connections or port-0 servers
@@ -73,4 +74,28 @@ fn bindable(port: u16) -> bool {
 fn random_port() -> u16 {
     let random = uuid::Uuid::new_v4().as_u128();
     LOWEST + (random % u128::from(HIGHEST - LOWEST)) as u16
+}
+
+/// Reserves `count` free loopback ports (for servers that need no gRPC twin: Postgres, nginx).
+pub fn reserve(count: usize) -> PortReservation {
+    let dir = lock_dir();
+    let mut ports = Vec::with_capacity(count);
+    let mut locks = Vec::new();
+    for _attempt in 0..10_000 {
+        if ports.len() == count {
+            break;
+        }
+        let port = random_port();
+        if ports.contains(&port) {
+            continue;
+        }
+        let Some(lock) = try_lock(&dir, port) else { continue };
+        if !bindable(port) {
+            continue;
+        }
+        locks.push(lock);
+        ports.push(port);
+    }
+    assert_eq!(ports.len(), count, "could not find {count} free loopback ports in {LOWEST}..{HIGHEST}");
+    PortReservation { ports, _locks: locks }
 }

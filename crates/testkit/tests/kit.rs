@@ -59,3 +59,53 @@ fn the_shared_server_stops_when_its_test_process_exits() {
 fn a_binary_that_was_never_built_is_a_clear_panic() {
     target_bin("no-such-binary");
 }
+
+#[test]
+fn postgres_starts_as_a_real_server_and_stops_for_real_on_drop() {
+    let server = dropship_testkit::PostgresServer::start();
+    let url = server.create_database();
+    assert_eq!(server.psql(&url, "SELECT 40 + 2").trim(), "42", "psql reaches the new database");
+    let other = server.create_database();
+    assert_ne!(url, other, "every database is new");
+    let endpoint = format!("127.0.0.1:{}", server.port);
+    assert!(answers(&endpoint), "Postgres listens on its port");
+    drop(server);
+    assert!(!answers(&endpoint), "a dropped server no longer listens");
+}
+
+/// A loopback HTTP server that answers every request with its own name.
+fn named_upstream(name: &'static str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            use std::io::{Read, Write};
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+            let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}", name.len());
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    url
+}
+
+#[test]
+fn nginx_balances_round_robin_across_its_upstreams_and_stops_on_drop() {
+    let upstreams = vec![named_upstream("one"), named_upstream("two"), named_upstream("three")];
+    let nginx = dropship_testkit::Nginx::balance(&upstreams);
+    let answered: Vec<String> = (0..6)
+        .map(|_| {
+            dropship_testkit::block_on(async {
+                reqwest::get(format!("{}/anything", nginx.url)).await.unwrap().text().await.unwrap()
+            })
+        })
+        .collect();
+    for name in ["one", "two", "three"] {
+        assert_eq!(answered.iter().filter(|a| *a == name).count(), 2, "round-robin reaches {name} twice: {answered:?}");
+    }
+    assert!(nginx.access_log().lines().count() >= 6, "every request is logged with its upstream");
+    let address = nginx.url.clone();
+    drop(nginx);
+    assert!(!answers(&address), "a dropped nginx no longer listens");
+}

@@ -39,6 +39,13 @@ struct Histogram {
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
+/// Appends one gauge in the text format (for values read at scrape time).
+pub fn write_gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// The process's metrics.
 pub fn global() -> &'static Metrics {
     &METRICS

@@ -64,11 +64,19 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics() -> Response {
-    (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
-        metrics::global().render(),
-    )
+/// `GET /metrics`: Prometheus text format. The webhook backlog is read from the database at
+/// scrape time: the outbox is shared by every instance, so no instance's memory knows it.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let mut text = metrics::global().render();
+    match app.db.webhook_backlog().await {
+        Ok(backlog) => metrics::write_gauge(
+            &mut text,
+            "dropship_webhook_backlog",
+            "Recorded uploads whose webhook has not been delivered yet (all instances).",
+            backlog,
+        ),
+        Err(e) => tracing::warn!("could not read the webhook backlog for /metrics: {e}"),
+    }
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], text)
         .into_response()
 }

@@ -1,32 +1,38 @@
-//! The backend's own SQLite file: numbered migrations, the upload records, what was issued to
-//! whom (`ownership`) and the audit log (`audit`). Every query that reads a principal's rows
-//! takes the principal and filters by it in SQL, so no handler can leak another's row.
-//! One connection behind a mutex is the single writer; WAL lets readers of the file (tests,
-//! `sqlite3`) look in while the server runs.
+//! The backend's database: upload records, what was issued to whom (`ownership`), the audit
+//! log (`audit`) and the webhook outbox (`outbox`), behind one interface, [`Db`], with a SQLite
+//! side (`sqlite`, the embedded default) and a Postgres side (`postgres`, for several instances
+//! behind a load balancer). Every query that reads a principal's rows takes the principal and
+//! filters by it in SQL, so no handler can leak another's row.
+//!
+//! The two sides are rusqlite and tokio-postgres (pooled by deadpool-postgres) rather than sqlx
+//! for both: sqlx's `sqlite` feature links its own libsqlite3-sys, which cannot sit beside
+//! rusqlite's bundled one in a workspace whose core crate keeps rusqlite (Cargo allows one
+//! `links = "sqlite3"` per graph; `cargo generate-lockfile` refuses the pair). The SQL differs
+//! anyway where it matters (`FOR UPDATE SKIP LOCKED`, advisory locks, `IS DISTINCT FROM`).
+//!
+//! Uniqueness is the database's job: a report is an `INSERT … ON CONFLICT DO NOTHING`, and only
+//! when nothing was inserted is the existing row read to say why. So two instances that receive
+//! the same report at once record it once, and both answer with the same record.
 
 mod audit;
+pub mod outbox;
 mod ownership;
+mod postgres;
+mod sqlite;
 
-pub use audit::{AuditAction, AuditEntry, AuditFilter};
+pub use audit::{AuditAction, AuditEntry, AuditFilter, AuditRow};
+pub use outbox::PendingWebhook;
 pub use ownership::{MultipartUpload, Ownership, Scoped};
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-
-/// Migrations in order; the database's `user_version` is the number of the last one applied.
-/// Append only: a released migration never changes.
-const MIGRATIONS: &[(u32, &str)] = &[
-    (1, include_str!("../../migrations/0001_records.sql")),
-    (2, include_str!("../../migrations/0002_records_crc32c.sql")),
-    (3, include_str!("../../migrations/0003_presigned_puts.sql")),
-    (4, include_str!("../../migrations/0004_principals.sql")),
-];
+use tokio::sync::Notify;
 
 /// How long an unreported presigned PUT is remembered: far beyond any URL's expiry, and long
 /// enough for a client that was offline for weeks to report it. Past it, the key is no longer
@@ -37,10 +43,65 @@ const PRESIGNED_PUT_RETENTION: time::Duration = time::Duration::days(30);
 pub enum DbError {
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("Postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("Postgres connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("Postgres connection pool cannot be built: {0}")]
+    PoolBuild(#[from] deadpool_postgres::BuildError),
     #[error("the database is at schema version {found}, newer than this binary knows ({known}); use a newer dropship-backend")]
     TooNew { found: u32, known: u32 },
     #[error("the database worker stopped unexpectedly")]
     WorkerGone,
+    #[error("a record conflicted on insert but could not be read back (key {0})")]
+    ConflictVanished(String),
+}
+
+/// Where the records live, from `--database-url` (or `--db`, the SQLite shorthand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite://PATH`: a file on this machine, one instance.
+    Sqlite(PathBuf),
+    /// `postgres://USER:PASS@HOST:PORT/DB` (or `postgresql://`), as libpq spells it.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if let Some(path) = raw.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a file path, e.g. sqlite://./dropship-backend.sqlite".to_owned());
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            raw.parse::<tokio_postgres::Config>().map_err(|e| format!("not a usable Postgres URL ({e})"))?;
+            return Ok(DatabaseUrl::Postgres(raw.to_owned()));
+        }
+        Err("use sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB".to_owned())
+    }
+
+    /// For logs: the scheme and where, never the password.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => match url.parse::<tokio_postgres::Config>() {
+                Ok(config) => {
+                    let hosts: Vec<String> = config
+                        .get_hosts()
+                        .iter()
+                        .map(|host| match host {
+                            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                        })
+                        .collect();
+                    format!("postgres://{}/{}", hosts.join(","), config.get_dbname().unwrap_or(""))
+                }
+                Err(_) => "postgres://(unparsable)".to_owned(),
+            },
+        }
+    }
 }
 
 /// Which API flavour a record came through.
@@ -56,6 +117,14 @@ impl Flavour {
         match self {
             Flavour::Native => "native",
             Flavour::Rails => "rails",
+        }
+    }
+
+    fn parse(stored: &str) -> Self {
+        if stored == "rails" {
+            Flavour::Rails
+        } else {
+            Flavour::Native
         }
     }
 }
@@ -98,6 +167,30 @@ pub struct NewRecord {
     pub uploaded_by: String,
 }
 
+impl NewRecord {
+    /// Both databases store sizes as signed 64-bit integers; S3 objects stop at 5 TiB.
+    fn stored_size(&self) -> i64 {
+        i64::try_from(self.size).unwrap_or(i64::MAX)
+    }
+
+    fn into_record(self, id: i64, recorded_at: String) -> Record {
+        Record {
+            id,
+            client_upload_id: self.client_upload_id,
+            key: self.key,
+            file_name: self.file_name,
+            size: self.size,
+            content_type: self.content_type,
+            checksum_sha256: self.checksum_sha256,
+            checksum_crc32c: self.checksum_crc32c,
+            object_url: self.object_url,
+            flavour: self.flavour,
+            recorded_at,
+            uploaded_by: Some(self.uploaded_by),
+        }
+    }
+}
+
 /// A single PUT as the backend signed it, and for whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresignedPut {
@@ -123,38 +216,90 @@ pub enum RecordOutcome {
     OthersRecord,
 }
 
-/// Handle to the records database; cheap to clone.
+/// Why an insert did nothing, from the rows that hold the client id and the key: the same
+/// judgement on both databases, made only after the constraint refused the row.
+fn classify_conflict(
+    new: &NewRecord,
+    by_client_id: Option<Record>,
+    by_key: Option<Record>,
+) -> Result<RecordOutcome, DbError> {
+    let mine = |existing: &Record| existing.uploaded_by.as_deref() == Some(new.uploaded_by.as_str());
+    if let Some(existing) = by_client_id {
+        if !mine(&existing) {
+            return Ok(RecordOutcome::OthersRecord);
+        }
+        return Ok(if existing.key == new.key {
+            RecordOutcome::AlreadyRecorded(existing)
+        } else {
+            RecordOutcome::UploadIdConflict(existing)
+        });
+    }
+    match by_key {
+        Some(existing) if new.client_upload_id.is_none() => {
+            // Rails: idempotent on the key alone.
+            Ok(if mine(&existing) { RecordOutcome::AlreadyRecorded(existing) } else { RecordOutcome::OthersRecord })
+        }
+        Some(existing) => {
+            Ok(if mine(&existing) { RecordOutcome::KeyConflict(existing) } else { RecordOutcome::OthersRecord })
+        }
+        None => Err(DbError::ConflictVanished(new.key.clone())),
+    }
+}
+
+/// Settings of the store that are not where it lives.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOptions {
+    /// Whether recording an upload also writes its webhook to the outbox. Off, nothing
+    /// accumulates for a receiver that does not exist.
+    pub webhooks: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Side {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+/// Handle to the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Db {
-    conn: Arc<Mutex<Connection>>,
+    side: Side,
+    options: StoreOptions,
+    /// Woken when this instance wrote outbox rows, so its webhook worker need not wait for its
+    /// next poll (rows written by other instances are found by polling).
+    outbox_written: Arc<Notify>,
+}
+
+/// Runs the same call on whichever side this is.
+macro_rules! on_side {
+    ($db:expr, $store:ident => $call:expr) => {
+        match &$db.side {
+            Side::Sqlite($store) => $call.await,
+            Side::Postgres($store) => $call.await,
+        }
+    };
 }
 
 impl Db {
-    /// Opens (or creates) the file, switches it to WAL and applies pending migrations.
-    pub fn open(path: &Path) -> Result<Self, DbError> {
-        let mut conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        migrate(&mut conn)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    /// Opens (or creates) the database and applies pending migrations, under a lock so
+    /// instances that start together migrate once.
+    pub async fn open(url: &DatabaseUrl, options: StoreOptions) -> Result<Self, DbError> {
+        let side = match url {
+            DatabaseUrl::Sqlite(path) => Side::Sqlite(sqlite::SqliteStore::open(path)?),
+            DatabaseUrl::Postgres(url) => Side::Postgres(postgres::PgStore::open(url).await?),
+        };
+        Ok(Self { side, options, outbox_written: Arc::new(Notify::new()) })
     }
 
-    /// Runs `work` on the connection off the async runtime.
-    async fn with_conn<T, F>(&self, work: F) -> Result<T, DbError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
-    {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave SQLite half-written (transactions
-            // roll back on drop), so a poisoned lock is still safe to use.
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            work(&mut guard)
-        })
-        .await
-        .map_err(|_| DbError::WorkerGone)?
+    fn wake_outbox(&self, outcomes: &[RecordOutcome]) {
+        if self.options.webhooks && outcomes.iter().any(|o| matches!(o, RecordOutcome::Recorded(_))) {
+            self.outbox_written.notify_one();
+        }
+    }
+
+    /// Resolves when this instance has written outbox rows since the last call.
+    pub async fn outbox_written(&self) {
+        self.outbox_written.notified().await;
     }
 
     /// Records a native upload, idempotent on its client id.
@@ -164,95 +309,37 @@ impl Db {
     }
 
     /// Records native uploads in one transaction (a batch report's worth), each idempotent on
-    /// its client id; one outcome per upload, in order.
+    /// its client id; one outcome per upload, in order. Each new record's webhook joins the
+    /// outbox in the same transaction.
     pub async fn record_native_all(&self, news: Vec<NewRecord>) -> Result<Vec<RecordOutcome>, DbError> {
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let outcomes = news.into_iter().map(|new| record_native_in(&tx, new)).collect::<Result<Vec<_>, _>>()?;
-            tx.commit()?;
-            Ok(outcomes)
-        })
-        .await
+        let webhooks = self.options.webhooks;
+        let outcomes = on_side!(self, store => store.record_all(news, webhooks))?;
+        self.wake_outbox(&outcomes);
+        Ok(outcomes)
     }
 
     /// Records a rails upload, idempotent on its key: a repeat by the same principal returns
     /// the record, a key recorded for another principal is [`RecordOutcome::OthersRecord`].
     pub async fn record_by_key(&self, new: NewRecord) -> Result<RecordOutcome, DbError> {
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let Some(existing) = select_by(&tx, "key", &new.key)? {
-                return Ok(if existing.uploaded_by.as_deref() == Some(new.uploaded_by.as_str()) {
-                    RecordOutcome::AlreadyRecorded(existing)
-                } else {
-                    RecordOutcome::OthersRecord
-                });
-            }
-            let record = insert(&tx, new)?;
-            tx.prepare_cached("DELETE FROM presigned_puts WHERE key = ?1")?.execute(params![record.key])?;
-            tx.commit()?;
-            Ok(RecordOutcome::Recorded(record))
-        })
-        .await
+        let new = NewRecord { client_upload_id: None, ..new };
+        self.record_native(new).await
     }
 
     /// Remembers what was signed into a batch of single PUTs and for whom, with their audit
     /// rows (one transaction), and forgets the ones older than [`PRESIGNED_PUT_RETENTION`].
     pub async fn remember_presigned(&self, puts: Vec<PresignedPut>, audit: Vec<AuditEntry>) -> Result<(), DbError> {
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let now = now_rfc3339();
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO presigned_puts (key, checksum_sha256, object_url, signed_at, uploaded_by) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?;
-                for put in &puts {
-                    insert.execute(params![put.key, put.checksum_sha256, put.object_url, now, put.uploaded_by])?;
-                }
-            }
-            audit::append_in(&tx, &audit)?;
-            let cutoff = (OffsetDateTime::now_utc() - PRESIGNED_PUT_RETENTION)
-                .replace_nanosecond(0)
-                .ok()
-                .and_then(|t| t.format(&Rfc3339).ok());
-            if let Some(cutoff) = cutoff {
-                tx.execute("DELETE FROM presigned_puts WHERE signed_at < ?1", params![cutoff])?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        on_side!(self, store => store.remember_presigned(puts, audit))
     }
 
     /// The presigned PUTs among `keys` that were signed for `principal`.
     pub async fn presigned_for(&self, principal: String, keys: Vec<String>) -> Result<Vec<PresignedPut>, DbError> {
-        self.with_conn(move |conn| {
-            let mut select = conn.prepare_cached(
-                "SELECT key, checksum_sha256, object_url, uploaded_by FROM presigned_puts \
-                 WHERE key = ?1 AND uploaded_by = ?2",
-            )?;
-            let mut found = Vec::new();
-            for key in keys {
-                let row = select
-                    .query_row(params![key, principal], |row| {
-                        Ok(PresignedPut {
-                            key: row.get(0)?,
-                            checksum_sha256: row.get(1)?,
-                            object_url: row.get(2)?,
-                            uploaded_by: row.get(3)?,
-                        })
-                    })
-                    .optional()?;
-                found.extend(row);
-            }
-            Ok(found)
-        })
-        .await
+        on_side!(self, store => store.presigned_for(principal, keys))
     }
 
     /// The record of a client upload id, if `principal` recorded it.
     pub async fn record_of(&self, principal: String, id: String) -> Result<Scoped<Record>, DbError> {
-        self.with_conn(move |conn| ownership::scoped_record(conn, &principal, "client_upload_id", &id)).await
+        let mut found = self.records_of(principal, vec![id.clone()]).await?;
+        Ok(found.remove(&id).unwrap_or(Scoped::Missing))
     }
 
     /// [`Db::record_of`] for many ids at once, by client id; ids recorded by nobody are absent.
@@ -261,153 +348,79 @@ impl Db {
         principal: String,
         ids: Vec<String>,
     ) -> Result<HashMap<String, Scoped<Record>>, DbError> {
-        self.with_conn(move |conn| {
-            let mut found = HashMap::new();
-            for id in ids {
-                match ownership::scoped_record(conn, &principal, "client_upload_id", &id)? {
-                    Scoped::Missing => {}
-                    scoped => {
-                        found.insert(id, scoped);
-                    }
-                }
-            }
-            Ok(found)
-        })
-        .await
+        on_side!(self, store => store.records_of(principal, ids))
     }
 
     /// The record of a key, if `principal` recorded it.
     pub async fn record_by_key_of(&self, principal: String, key: String) -> Result<Scoped<Record>, DbError> {
-        self.with_conn(move |conn| ownership::scoped_record(conn, &principal, "key", &key)).await
+        on_side!(self, store => store.record_by_key_of(principal, key))
     }
 
     /// The principal's records, newest first.
     pub async fn latest_of(&self, principal: String, limit: u32) -> Result<Vec<Record>, DbError> {
-        self.with_conn(move |conn| {
-            let mut statement = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM records WHERE uploaded_by = ?1 ORDER BY id DESC LIMIT ?2"
-            ))?;
-            let rows = statement.query_map(params![principal, limit], row_to_record)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        on_side!(self, store => store.latest(Some(principal), limit))
     }
 
     /// Everyone's records, newest first: for admins only (the route checks).
     pub async fn latest_of_everyone(&self, limit: u32) -> Result<Vec<Record>, DbError> {
-        self.with_conn(move |conn| {
-            let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM records ORDER BY id DESC LIMIT ?1"))?;
-            let rows = statement.query_map(params![limit], row_to_record)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        on_side!(self, store => store.latest(None, limit))
     }
-}
 
-/// Applies every migration newer than the file's `user_version`, each in its own IMMEDIATE
-/// transaction together with the version bump, so a crash leaves either all of it or none.
-fn migrate(conn: &mut Connection) -> Result<(), DbError> {
-    let known = MIGRATIONS.last().map_or(0, |(n, _)| *n);
-    let found: u32 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if found > known {
-        return Err(DbError::TooNew { found, known });
+    /// Whom each of `keys` was issued to, seen from `principal`.
+    pub async fn key_owners(&self, principal: String, keys: Vec<String>) -> Result<Vec<Ownership>, DbError> {
+        on_side!(self, store => store.key_owners(principal, keys))
     }
-    for (number, sql) in MIGRATIONS.iter().filter(|(n, _)| *n > found) {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", number)?;
-        tx.commit()?;
+
+    pub async fn key_owner(&self, principal: String, key: String) -> Result<Ownership, DbError> {
+        let mut owners = self.key_owners(principal, vec![key]).await?;
+        owners.pop().ok_or(DbError::WorkerGone)
     }
-    Ok(())
-}
 
-const COLUMNS: &str = "id, client_upload_id, key, file_name, size, content_type, checksum_sha256, \
-                       object_url, flavour, recorded_at, checksum_crc32c, uploaded_by";
-
-fn record_native_in(tx: &Connection, new: NewRecord) -> Result<RecordOutcome, DbError> {
-    let mine = |existing: &Record| existing.uploaded_by.as_deref() == Some(new.uploaded_by.as_str());
-    if let Some(id) = &new.client_upload_id {
-        if let Some(existing) = select_by(tx, "client_upload_id", id)? {
-            if !mine(&existing) {
-                return Ok(RecordOutcome::OthersRecord);
-            }
-            return Ok(if existing.key == new.key {
-                RecordOutcome::AlreadyRecorded(existing)
-            } else {
-                RecordOutcome::UploadIdConflict(existing)
-            });
-        }
+    /// Remembers a multipart upload that S3 just created, with its audit row.
+    pub async fn remember_multipart(&self, upload: MultipartUpload, audit: AuditEntry) -> Result<(), DbError> {
+        on_side!(self, store => store.remember_multipart(upload, audit))
     }
-    if let Some(existing) = select_by(tx, "key", &new.key)? {
-        return Ok(if mine(&existing) { RecordOutcome::KeyConflict(existing) } else { RecordOutcome::OthersRecord });
+
+    /// Whether the multipart upload `(upload_id, key)` was created by `principal`.
+    pub async fn multipart_owner(
+        &self,
+        principal: String,
+        upload_id: String,
+        key: String,
+    ) -> Result<Ownership, DbError> {
+        on_side!(self, store => store.multipart_owner(principal, upload_id, key))
     }
-    let record = insert(tx, new)?;
-    tx.prepare_cached("DELETE FROM presigned_puts WHERE key = ?1")?.execute(params![record.key])?;
-    Ok(RecordOutcome::Recorded(record))
-}
 
-/// `column` is one of our own column names, never request data. Unscoped: only for checks
-/// inside the store that never hand the row to a principal who does not own it.
-fn select_by(conn: &Connection, column: &str, value: &str) -> Result<Option<Record>, DbError> {
-    let sql = format!("SELECT {COLUMNS} FROM records WHERE {column} = ?1");
-    Ok(conn.prepare_cached(&sql)?.query_row(params![value], row_to_record).optional()?)
-}
+    /// Appends audit rows in one transaction.
+    pub async fn audit(&self, entries: Vec<AuditEntry>) -> Result<(), DbError> {
+        on_side!(self, store => store.audit(entries))
+    }
 
-fn insert(conn: &Connection, new: NewRecord) -> Result<Record, DbError> {
-    let recorded_at = now_rfc3339();
-    // SQLite integers are signed: sizes above i64::MAX cannot exist in S3 (5 TiB limit).
-    let size = i64::try_from(new.size).unwrap_or(i64::MAX);
-    conn.prepare_cached(
-        "INSERT INTO records (client_upload_id, key, file_name, size, content_type, \
-         checksum_sha256, object_url, flavour, recorded_at, checksum_crc32c, uploaded_by) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
-        new.client_upload_id,
-        new.key,
-        new.file_name,
-        size,
-        new.content_type,
-        new.checksum_sha256,
-        new.object_url,
-        new.flavour.as_str(),
-        recorded_at,
-        new.checksum_crc32c,
-        new.uploaded_by,
-    ])?;
-    Ok(Record {
-        id: conn.last_insert_rowid(),
-        client_upload_id: new.client_upload_id,
-        key: new.key,
-        file_name: new.file_name,
-        size: new.size,
-        content_type: new.content_type,
-        checksum_sha256: new.checksum_sha256,
-        checksum_crc32c: new.checksum_crc32c,
-        object_url: new.object_url,
-        flavour: new.flavour,
-        recorded_at,
-        uploaded_by: Some(new.uploaded_by),
-    })
-}
+    /// The rows that match `filter`, oldest first.
+    pub async fn audit_rows(&self, filter: AuditFilter) -> Result<Vec<AuditRow>, DbError> {
+        on_side!(self, store => store.audit_rows(filter))
+    }
 
-fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
-    let flavour: String = row.get(8)?;
-    let size: i64 = row.get(4)?;
-    Ok(Record {
-        id: row.get(0)?,
-        client_upload_id: row.get(1)?,
-        key: row.get(2)?,
-        file_name: row.get(3)?,
-        size: u64::try_from(size).unwrap_or(0),
-        content_type: row.get(5)?,
-        checksum_sha256: row.get(6)?,
-        checksum_crc32c: row.get(10)?,
-        object_url: row.get(7)?,
-        flavour: if flavour == "rails" { Flavour::Rails } else { Flavour::Native },
-        recorded_at: row.get(9)?,
-        uploaded_by: row.get(11)?,
-    })
+    /// Takes up to `limit` due webhooks for delivery and hides them from every other worker for
+    /// `lease` (a worker that dies mid-delivery leaves them to be taken again after it).
+    pub async fn claim_webhooks(&self, limit: u32, lease: Duration) -> Result<Vec<PendingWebhook>, DbError> {
+        on_side!(self, store => store.claim_webhooks(limit, lease))
+    }
+
+    /// The receiver accepted the webhook: it is never sent again.
+    pub async fn webhook_delivered(&self, id: i64) -> Result<(), DbError> {
+        on_side!(self, store => store.webhook_delivered(id))
+    }
+
+    /// The delivery failed: try again after `retry_in`, keeping why for whoever looks.
+    pub async fn webhook_failed(&self, id: i64, retry_in: Duration, error: String) -> Result<(), DbError> {
+        on_side!(self, store => store.webhook_failed(id, retry_in, error))
+    }
+
+    /// How many webhooks are not delivered yet (for the metrics).
+    pub async fn webhook_backlog(&self) -> Result<u64, DbError> {
+        on_side!(self, store => store.webhook_backlog())
+    }
 }
 
 /// RFC 3339 in UTC, whole seconds: records are compared by people, not by nanoseconds.
@@ -416,225 +429,13 @@ pub fn now_rfc3339() -> String {
     now.replace_nanosecond(0).unwrap_or(now).format(&Rfc3339).unwrap_or_else(|_| now.unix_timestamp().to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn new_record(id: Option<&str>, key: &str) -> NewRecord {
-        NewRecord {
-            client_upload_id: id.map(str::to_owned),
-            key: key.to_owned(),
-            file_name: "a.txt".to_owned(),
-            size: 3,
-            content_type: "text/plain".to_owned(),
-            checksum_sha256: None,
-            checksum_crc32c: None,
-            object_url: format!("http://s3/b/{key}"),
-            flavour: if id.is_some() { Flavour::Native } else { Flavour::Rails },
-            uploaded_by: "alice".to_owned(),
-        }
-    }
-
-    fn by(principal: &str, new: NewRecord) -> NewRecord {
-        NewRecord { uploaded_by: principal.to_owned(), ..new }
-    }
-
-    fn temp_db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = Db::open(&dir.path().join("records.sqlite")).expect("opens");
-        (dir, db)
-    }
-
-    #[test]
-    fn migrations_apply_to_an_empty_file_and_reopening_applies_nothing_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.sqlite");
-        drop(Db::open(&path).expect("first open migrates"));
-        drop(Db::open(&path).expect("second open is a no-op"));
-        let conn = Connection::open(&path).unwrap();
-        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, MIGRATIONS.len() as u32, "user_version is the last migration");
-        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-        assert_eq!(mode, "wal", "the file stays in WAL mode");
-    }
-
-    #[test]
-    fn migrations_are_numbered_one_up_without_gaps() {
-        for (index, (number, _)) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(*number as usize, index + 1, "migration numbers count up from 1");
-        }
-    }
-
-    #[test]
-    fn a_database_from_a_newer_release_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.sqlite");
-        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
-        assert!(matches!(Db::open(&path), Err(DbError::TooNew { found: 99, .. })), "refused");
-    }
-
-    #[tokio::test]
-    async fn recording_twice_with_the_same_id_and_key_returns_the_first_record() {
-        let (_dir, db) = temp_db();
-        let first = db.record_native(new_record(Some("u1"), "k1")).await.unwrap();
-        let RecordOutcome::Recorded(record) = first else { panic!("first time records: {first:?}") };
-        let again = db.record_native(new_record(Some("u1"), "k1")).await.unwrap();
-        assert_eq!(again, RecordOutcome::AlreadyRecorded(record), "the repeat returns the same record");
-        assert_eq!(db.latest_of("alice".to_owned(), 10).await.unwrap().len(), 1, "one record only");
-    }
-
-    #[tokio::test]
-    async fn the_same_id_with_another_key_is_a_conflict() {
-        let (_dir, db) = temp_db();
-        db.record_native(new_record(Some("u1"), "k1")).await.unwrap();
-        let outcome = db.record_native(new_record(Some("u1"), "k2")).await.unwrap();
-        assert!(matches!(outcome, RecordOutcome::UploadIdConflict(_)), "{outcome:?}");
-    }
-
-    #[tokio::test]
-    async fn a_key_recorded_under_another_id_is_a_conflict() {
-        let (_dir, db) = temp_db();
-        db.record_native(new_record(Some("u1"), "k1")).await.unwrap();
-        let outcome = db.record_native(new_record(Some("u2"), "k1")).await.unwrap();
-        assert!(matches!(outcome, RecordOutcome::KeyConflict(_)), "{outcome:?}");
-    }
-
-    #[tokio::test]
-    async fn rails_records_are_idempotent_on_key_and_listed_newest_first() {
-        let (_dir, db) = temp_db();
-        db.record_by_key(new_record(None, "k1")).await.unwrap();
-        db.record_by_key(new_record(None, "k2")).await.unwrap();
-        let again = db.record_by_key(new_record(None, "k1")).await.unwrap();
-        assert!(matches!(again, RecordOutcome::AlreadyRecorded(ref r) if r.key == "k1"), "{again:?}");
-        let keys: Vec<String> =
-            db.latest_of("alice".to_owned(), 10).await.unwrap().into_iter().map(|r| r.key).collect();
-        assert_eq!(keys, vec!["k2", "k1"], "newest first");
-        assert_eq!(db.latest_of("alice".to_owned(), 1).await.unwrap().len(), 1, "the limit applies");
-    }
-
-    #[test]
-    fn the_previous_releases_schema_migrates_with_its_rows_owned_by_nobody() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.sqlite");
-        {
-            // The schema as release 3 left it, with a record and an unreported presign.
-            let mut conn = Connection::open(&path).unwrap();
-            for (number, sql) in &MIGRATIONS[..3] {
-                let tx = conn.transaction().unwrap();
-                tx.execute_batch(sql).unwrap();
-                tx.pragma_update(None, "user_version", number).unwrap();
-                tx.commit().unwrap();
-            }
-            conn.execute_batch(
-                "INSERT INTO records (client_upload_id, key, file_name, size, content_type, object_url, flavour, recorded_at) \
-                 VALUES ('u1', 'uploads/k1', 'a.txt', 3, 'text/plain', 'http://s3/b/uploads/k1', 'native', '2026-01-01T00:00:00Z'); \
-                 INSERT INTO presigned_puts (key, checksum_sha256, object_url, signed_at) \
-                 VALUES ('uploads/k2', 'c2hh', 'http://s3/b/uploads/k2', '2099-01-01T00:00:00Z');",
-            )
-            .unwrap();
-        }
-        let db = Db::open(&path).expect("release 3's file migrates");
-        let conn = Connection::open(&path).unwrap();
-        let owner: Option<String> =
-            conn.query_row("SELECT uploaded_by FROM records WHERE key = 'uploads/k1'", [], |r| r.get(0)).unwrap();
-        assert_eq!(owner, None, "an old record belongs to nobody");
-        let kept: (Option<String>, Option<String>) = conn
-            .query_row("SELECT checksum_sha256, uploaded_by FROM presigned_puts WHERE key = 'uploads/k2'", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .unwrap();
-        assert_eq!(kept, (Some("c2hh".to_owned()), None), "presigns survive the table rebuild, owned by nobody");
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let seen = rt.block_on(db.record_of("alice".to_owned(), "u1".to_owned())).unwrap();
-        assert_eq!(seen, Scoped::Others, "nobody's record is not alice's");
-        let all = rt.block_on(db.latest_of_everyone(10)).unwrap();
-        assert_eq!(all.len(), 1, "an admin still lists it");
-        assert_eq!(all[0].uploaded_by, None, "with uploaded_by null");
-    }
-
-    #[tokio::test]
-    async fn the_audit_log_refuses_update_and_delete() {
-        let (dir, db) = temp_db();
-        db.audit(vec![AuditEntry::new("alice", AuditAction::Presign, "signed").key("uploads/k")]).await.unwrap();
-        let conn = Connection::open(dir.path().join("records.sqlite")).unwrap();
-        let update = conn.execute("UPDATE audit_log SET principal = 'mallory'", []);
-        assert!(update.is_err_and(|e| e.to_string().contains("append-only")), "an UPDATE of an audit row raises");
-        let delete = conn.execute("DELETE FROM audit_log", []);
-        assert!(delete.is_err_and(|e| e.to_string().contains("append-only")), "a DELETE of an audit row raises");
-        let rows = db.audit_rows(AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
-        assert_eq!(rows.len(), 1, "the row is still there");
-        assert_eq!(rows[0].principal, "alice", "unchanged");
-    }
-
-    #[tokio::test]
-    async fn audit_rows_are_read_oldest_first_and_filtered_by_principal() {
-        let (_dir, db) = temp_db();
-        for (who, key) in [("alice", "k1"), ("bob", "k2"), ("alice", "k3")] {
-            db.audit(vec![AuditEntry::new(who, AuditAction::Report, "recorded").key(key)]).await.unwrap();
-        }
-        let alice = db
-            .audit_rows(AuditFilter { principal: Some("alice".to_owned()), limit: 10, ..Default::default() })
-            .await
-            .unwrap();
-        let keys: Vec<_> = alice.iter().map(|r| r.key.clone().unwrap()).collect();
-        assert_eq!(keys, ["k1", "k3"], "alice's rows, oldest first");
-        let future = db
-            .audit_rows(AuditFilter { since: Some("2999-01-01T00:00:00Z".to_owned()), limit: 10, ..Default::default() })
-            .await
-            .unwrap();
-        assert!(future.is_empty(), "since bounds the rows");
-    }
-
-    #[tokio::test]
-    async fn a_principal_sees_only_its_own_records() {
-        let (_dir, db) = temp_db();
-        db.record_native(new_record(Some("u1"), "k1")).await.unwrap();
-        db.record_native(by("bob", new_record(Some("u2"), "k2"))).await.unwrap();
-        let mine = db.latest_of("alice".to_owned(), 10).await.unwrap();
-        assert_eq!(mine.len(), 1, "alice lists only hers");
-        assert_eq!(mine[0].uploaded_by.as_deref(), Some("alice"), "records carry their principal");
-        assert_eq!(
-            db.record_of("alice".to_owned(), "u2".to_owned()).await.unwrap(),
-            Scoped::Others,
-            "bob's is not hers"
-        );
-        assert_eq!(db.record_of("alice".to_owned(), "u3".to_owned()).await.unwrap(), Scoped::Missing);
-        let stolen = db.record_native(by("bob", new_record(Some("u1"), "k1"))).await.unwrap();
-        assert_eq!(stolen, RecordOutcome::OthersRecord, "bob cannot re-record alice's upload, nor see it");
-        assert_eq!(db.latest_of_everyone(10).await.unwrap().len(), 2, "everyone's, for admins");
-    }
-
-    #[tokio::test]
-    async fn keys_and_multipart_uploads_belong_to_whoever_they_were_issued_to() {
-        let (_dir, db) = temp_db();
-        let put = PresignedPut {
-            key: "k1".to_owned(),
-            checksum_sha256: None,
-            object_url: "http://s3/b/k1".to_owned(),
-            uploaded_by: "alice".to_owned(),
-        };
-        db.remember_presigned(vec![put], vec![]).await.unwrap();
-        assert_eq!(db.key_owner("alice".to_owned(), "k1".to_owned()).await.unwrap(), Ownership::Mine);
-        assert_eq!(db.key_owner("bob".to_owned(), "k1".to_owned()).await.unwrap(), Ownership::Others);
-        assert_eq!(db.key_owner("bob".to_owned(), "k9".to_owned()).await.unwrap(), Ownership::Nobody);
-        assert!(db.presigned_for("bob".to_owned(), vec!["k1".to_owned()]).await.unwrap().is_empty(), "scoped");
-        let upload = MultipartUpload {
-            upload_id: "up1".to_owned(),
-            key: "k2".to_owned(),
-            uploaded_by: "alice".to_owned(),
-            client_upload_id: None,
-        };
-        db.remember_multipart(upload, AuditEntry::new("alice", AuditAction::Create, "created")).await.unwrap();
-        let owner = |who: &str, id: &str| db.multipart_owner(who.to_owned(), id.to_owned(), "k2".to_owned());
-        assert_eq!(owner("alice", "up1").await.unwrap(), Ownership::Mine);
-        assert_eq!(owner("bob", "up1").await.unwrap(), Ownership::Others, "bob cannot reach alice's upload");
-        assert_eq!(owner("alice", "up2").await.unwrap(), Ownership::Nobody, "the upload id must match too");
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_in_whole_seconds() {
-        let stamp = now_rfc3339();
-        assert!(OffsetDateTime::parse(&stamp, &Rfc3339).is_ok(), "parses back: {stamp}");
-        assert!(stamp.ends_with('Z') && !stamp.contains('.'), "UTC, no fraction: {stamp}");
-    }
+/// The oldest `signed_at` a presigned PUT may have to be kept.
+fn presigned_cutoff() -> Option<String> {
+    (OffsetDateTime::now_utc() - PRESIGNED_PUT_RETENTION)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
 }
+
+#[cfg(test)]
+mod tests;
