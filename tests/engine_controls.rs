@@ -113,12 +113,15 @@ fn a_paused_upload_stops_sending_and_finishes_after_it_is_resumed() {
     let mut events = engine.subscribe();
 
     engine.submit(vec![path], Source::Window);
-    let upload_id = first_bytes_sent(&mut events);
+    let (upload_id, mut before_pause) = next_event(&mut events, Duration::from_secs(30), |e| match e {
+        Event::FileProgress { upload_id, bytes_done, .. } if *bytes_done > 0 => Some((upload_id.clone(), *bytes_done)),
+        _ => None,
+    })
+    .expect("the upload starts");
     assert!(engine.pause(&upload_id), "a running upload can be paused");
     // Progress sent before the pause, and what the part in flight reports while the task notices
     // the pause (later on a loaded machine), may still come. It can never go past the end of
     // that part: parts go one at a time, and the next one waits at the closed gate.
-    let mut before_pause = 0;
     next_event(&mut events, Duration::from_secs(30), |e| match e {
         Event::FileProgress { bytes_done, .. } => {
             before_pause = before_pause.max(*bytes_done);
