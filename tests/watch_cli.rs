@@ -469,7 +469,9 @@ fn user_namespaces_allowed() -> bool {
 #[test]
 fn an_unreadable_sub_folder_is_skipped_with_a_warning_and_the_rest_still_uploads() {
     if !user_namespaces_allowed() {
-        dropship_system_tests::skip_or_fail_in_ci("this machine does not allow unprivileged user namespaces (unshare --user)");
+        dropship_system_tests::skip_or_fail_in_ci(
+            "this machine does not allow unprivileged user namespaces (unshare --user)",
+        );
         return;
     }
     let s3 = S3Server::shared();
@@ -519,7 +521,9 @@ fn watch_with_inotify_limit(workspace: &Workspace, backend: &Backend, dir: &Path
 #[test]
 fn when_inotify_runs_out_of_watches_the_folder_is_polled_says_so_and_still_uploads() {
     if !user_namespaces_allowed() {
-        dropship_system_tests::skip_or_fail_in_ci("this machine does not allow unprivileged user namespaces (unshare --user)");
+        dropship_system_tests::skip_or_fail_in_ci(
+            "this machine does not allow unprivileged user namespaces (unshare --user)",
+        );
         return;
     }
     let s3 = S3Server::shared();

@@ -198,7 +198,8 @@ pub fn assert_no_signature_written(workspace: &Workspace, client_output: &[Strin
             if !kind.is_file() {
                 continue;
             }
-            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("could not read {} to check it: {e}", path.display()));
+            let bytes =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("could not read {} to check it: {e}", path.display()));
             let in_settings = path.parent() == Some(data_dir.as_path()) && entry.file_name() == "settings.json";
             for (what, needle) in secrets(in_settings) {
                 let is_token = what == "the bearer token";
@@ -229,8 +230,12 @@ mod tests {
         workspace.tokens.lock().unwrap().push(backend_token.to_owned());
         let nested = workspace.data_dir().join("outbox/2026");
         std::fs::create_dir_all(&nested).unwrap();
-        std::fs::write(workspace.data_dir().join("settings.json"), format!("{{\"token\":\"{backend_token}\"}}")).unwrap();
-        assert!(!fails(|| assert_no_signature_written(&workspace, &["all fine".into()])), "a token in settings.json is allowed");
+        std::fs::write(workspace.data_dir().join("settings.json"), format!("{{\"token\":\"{backend_token}\"}}"))
+            .unwrap();
+        assert!(
+            !fails(|| assert_no_signature_written(&workspace, &["all fine".into()])),
+            "a token in settings.json is allowed"
+        );
 
         let wal = nested.join("history.sqlite-wal");
         std::fs::write(&wal, b"\0\x01page https://s3/k?X-Amz-Signature=ab12\0").unwrap();

@@ -548,7 +548,8 @@ mod tests {
 
     #[test]
     fn a_presigned_url_expires_at_its_signing_time_plus_its_lifetime() {
-        let at = |target: &str| presigned_expiry(target).map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
+        let at =
+            |target: &str| presigned_expiry(target).map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
         let url = "/bucket/key?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20261205T083456Z&X-Amz-Expires=3&X-Amz-Signature=ab";
         assert_eq!(at(url), Some(1_796_459_696 + 3), "signed 2026-12-05 08:34:56 UTC, valid for 3 s");
         let leap = "/b/k?X-Amz-Expires=900&X-Amz-Date=20240229T235959Z";

@@ -236,7 +236,11 @@ mod tests {
         assert!(waited <= patience, "its pauses ({waited:?}: {pauses:?}) stay within its patience of {patience:?}");
         assert!(!pauses.is_empty(), "it waited and asked again before giving up: {pauses:?}");
         assert_eq!(flaky.calls.load(Ordering::SeqCst) as usize, pauses.len() + 1, "one call after each pause");
-        assert!(started.elapsed() >= patience, "it gave up only once its patience had run out: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= patience,
+            "it gave up only once its patience had run out: {:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

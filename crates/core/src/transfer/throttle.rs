@@ -97,7 +97,10 @@ mod tests {
         // last chunk is granted at `seconds` and may be sent then, so it counts in full.
         let allowed = 4_000_000.0 * (seconds + BURST.as_secs_f64());
         assert!(sent <= allowed + 256.0 * 1024.0, "granted {sent} bytes where the limit allows {allowed}");
-        assert!(sent >= allowed * 0.99, "granted only {sent} bytes of the {allowed} the limit allows: it waits too long");
+        assert!(
+            sent >= allowed * 0.99,
+            "granted only {sent} bytes of the {allowed} the limit allows: it waits too long"
+        );
     }
 
     #[test]
