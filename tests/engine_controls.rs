@@ -80,6 +80,12 @@ fn nothing_is_sent_while_everything_is_paused_and_the_upload_completes_on_resume
 
     engine.pause_all();
     engine.submit(vec![path], Source::Window);
+    // First the positive sign that the engine took the file in, then the silence that matters.
+    let queued = next_event(&mut events, Duration::from_secs(30), |e| match e {
+        Event::FilesQueued { files, .. } => Some(files.len()),
+        _ => None,
+    });
+    assert_eq!(queued, Some(1), "the paused engine still takes the file into its queue");
     let sent = next_event(&mut events, Duration::from_secs(2), |e| match e {
         Event::FileProgress { bytes_done, .. } if *bytes_done > 0 => Some(*bytes_done),
         _ => None,
@@ -107,15 +113,43 @@ fn a_paused_upload_stops_sending_and_finishes_after_it_is_resumed() {
     let mut events = engine.subscribe();
 
     engine.submit(vec![path], Source::Window);
-    let upload_id = first_bytes_sent(&mut events);
-    assert!(engine.pause(&upload_id), "a running upload can be paused");
-    // What was in flight when the pause came may still report; after that, silence.
-    std::thread::sleep(Duration::from_millis(300));
-    let late = next_event(&mut events, Duration::from_millis(1500), |e| match e {
-        Event::FileProgress { .. } | Event::FileUploaded { .. } => Some(()),
+    let (upload_id, mut before_pause) = next_event(&mut events, Duration::from_secs(30), |e| match e {
+        Event::FileProgress { upload_id, bytes_done, .. } if *bytes_done > 0 => Some((upload_id.clone(), *bytes_done)),
         _ => None,
-    });
-    assert_eq!(late, None, "a paused upload sends nothing");
+    })
+    .expect("the upload starts");
+    assert!(engine.pause(&upload_id), "a running upload can be paused");
+    // Progress sent before the pause, and what the part in flight reports while the task notices
+    // the pause (later on a loaded machine), may still come. It can never go past the end of
+    // that part: parts go one at a time, and the next one waits at the closed gate.
+    next_event(&mut events, Duration::from_secs(30), |e| match e {
+        Event::FileProgress { bytes_done, .. } => {
+            before_pause = before_pause.max(*bytes_done);
+            None
+        }
+        Event::FilePaused { .. } => Some(()),
+        _ => None,
+    })
+    .expect("the engine says the upload is paused");
+    let part = 5 * MIB;
+    let end_of_part_in_flight = (before_pause / part + 1) * part;
+    // Then silence: the stream goes quiet (no event for 1.5 s) well within a minute, having
+    // sent nothing past that part and finished nothing.
+    let quiet_by = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let late = next_event(&mut events, Duration::from_millis(1500), |e| match e {
+            Event::FileProgress { bytes_done, .. } => Some(*bytes_done),
+            Event::FileUploaded { .. } => panic!("a paused upload finished"),
+            _ => None,
+        });
+        let Some(bytes_done) = late else { break };
+        assert!(
+            bytes_done <= end_of_part_in_flight,
+            "a paused upload sends nothing past the part in flight: {bytes_done} bytes done, the part ends at \
+             {end_of_part_in_flight}"
+        );
+        assert!(std::time::Instant::now() < quiet_by, "a paused upload kept reporting progress for a minute");
+    }
 
     assert!(engine.resume(&upload_id));
     let done = next_event(&mut events, Duration::from_secs(60), |e| match e {

@@ -75,11 +75,16 @@ fn files_and_a_folder_dragged_in_at_once_are_uploaded_listed_in_history_and_anno
         let key = records[0]["key"].as_str().unwrap();
         assert_eq!(s3.get_object(key).as_deref(), Some(&data[..]), "S3 should hold {name} byte for byte");
     }
-    // The notification goes out when the batch ends; give a late one the chance to show up.
-    std::thread::sleep(Duration::from_secs(1));
+    // The batch's notification goes out when the batch ends, after every file in it. The app
+    // shows notifications in the order of the engine's events, each delivered before the next,
+    // so once the batch's own one is there, any that the files had caused are there too.
+    let batch_done = dropship_system_tests::wait_for("the batch's notification", Duration::from_secs(30), || {
+        let shown = desktop.session().notifications();
+        shown.iter().any(|(_, body)| body == "4 files uploaded.").then_some(())
+    });
     let shown = desktop.session().notifications();
+    assert!(batch_done.is_ok(), "a notification should count the batch's files (\"4 files uploaded.\"): {shown:?}");
     assert_eq!(shown.len(), 1, "one notification for the one batch, not one per file: {shown:?}");
-    assert_eq!(shown[0].1, "4 files uploaded.", "the notification should count the batch's files");
 }
 
 #[test]
@@ -306,15 +311,27 @@ fn history_search_and_filters_find_uploads_by_name_status_source_and_date() {
 
             // The smallest size the window allows: everything still fits without sideways scrolling.
             set_window_size(client, 800, 600).await?;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let fits = client
-                .execute(
-                    "const el = document.documentElement; return [el.scrollWidth, window.innerWidth, window.innerHeight];",
-                    vec![],
-                )
-                .await?;
-            let [scroll_width, width, height] = [0, 1, 2].map(|i| fits[i].as_f64().unwrap_or(0.0));
-            if width > 820.0 || height > 620.0 || scroll_width > width {
+            // Wait for the window manager to have applied the size (slow on a loaded machine), then
+            // measure the page laid out at it.
+            let resized_by = std::time::Instant::now() + Duration::from_secs(20);
+            let fits = loop {
+                let fits = client
+                    .execute(
+                        "const el = document.documentElement; return [el.scrollWidth, window.innerWidth, window.innerHeight];",
+                        vec![],
+                    )
+                    .await?;
+                let [width, height] = [1, 2].map(|i| fits[i].as_f64().unwrap_or(f64::MAX));
+                if width <= 820.0 && height <= 620.0 {
+                    break fits;
+                }
+                if std::time::Instant::now() > resized_by {
+                    bail!("the window never took the 800×600 size: {fits}");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let [scroll_width, width] = [0, 1].map(|i| fits[i].as_f64().unwrap_or(0.0));
+            if scroll_width > width {
                 bail!("at 800×600 the page should fit its width: {fits}");
             }
             screenshot(display, "800x600").await?;

@@ -23,6 +23,8 @@ struct Watching {
     child: Child,
     lines: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<String>>,
+    /// The threads reading stdout and stderr; they end when the process has closed both.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Watching {
@@ -38,21 +40,21 @@ impl Watching {
         let stderr = Arc::new(Mutex::new(String::new()));
         let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
         let collected = lines.clone();
-        std::thread::spawn(move || {
+        let out_reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
                 collected.lock().unwrap().push(value);
             }
         });
         let said = stderr.clone();
-        std::thread::spawn(move || {
+        let err_reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 let mut said = said.lock().unwrap();
                 said.push_str(&line);
                 said.push('\n');
             }
         });
-        let watching = Watching { child, lines, stderr };
+        let watching = Watching { child, lines, stderr, readers: vec![out_reader, err_reader] };
         watching.wait_for_stderr("watching ", Duration::from_secs(30));
         watching
     }
@@ -84,6 +86,18 @@ impl Watching {
         found.unwrap_or_else(|e| panic!("{e}; stderr:\n{}", self.stderr.lock().unwrap()))
     }
 
+    /// A positive sign that the watcher has dealt with everything that happened in its folder
+    /// before now: a file written after it all goes up. What must not have happened is checked
+    /// after this (and after [`Watching::terminate`], which lets uploads in progress finish and
+    /// reads every last line), not after a sleep that a loaded machine can outlast.
+    fn caught_up(&self, dir: &Path) {
+        static MARKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MARKERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let marker = dir.join(format!("{CAUGHT_UP}{n}.txt"));
+        std::fs::write(&marker, b"marker").unwrap();
+        self.wait_uploaded(&marker, 1, Duration::from_secs(60));
+    }
+
     /// SIGTERM, and the exit status once it has stopped.
     fn terminate(mut self) -> (std::process::ExitStatus, Vec<Value>, String) {
         // SAFETY: kill(2) on the PID of a child we started and have not reaped yet.
@@ -96,9 +110,11 @@ impl Watching {
             assert!(Instant::now() < deadline, "dropship watch did not stop within 30 s of SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         };
-        // Let the reader threads take the last lines.
-        std::thread::sleep(Duration::from_millis(200));
-        (status, self.lines(), self.stderr.lock().unwrap().clone())
+        // The process is gone, so its pipes are closed: the readers end once they have the last lines.
+        for reader in self.readers.drain(..) {
+            reader.join().expect("an output reader");
+        }
+        (status, besides_markers(self.lines()), self.stderr.lock().unwrap().clone())
     }
 }
 
@@ -109,6 +125,20 @@ impl Drop for Watching {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The name [`Watching::caught_up`] gives its marker files.
+const CAUGHT_UP: &str = "caught-up-marker-";
+
+/// The lines, without those of [`Watching::caught_up`]'s markers.
+fn besides_markers(lines: Vec<Value>) -> Vec<Value> {
+    lines.into_iter().filter(|l| !l["path"].as_str().is_some_and(|p| p.contains(CAUGHT_UP))).collect()
+}
+
+/// The backend's records (all of them: the API's page of 1,000 would hide one of 1,000 files
+/// and a marker), without those of [`Watching::caught_up`]'s markers.
+fn records_besides_markers(backend: &Backend) -> Vec<Value> {
+    backend.all_records().into_iter().filter(|r| !r["key"].as_str().is_some_and(|k| k.contains(CAUGHT_UP))).collect()
 }
 
 fn watched_dir(workspace: &Workspace) -> PathBuf {
@@ -176,8 +206,8 @@ fn new_slowly_written_and_renamed_in_files_each_go_up_once_when_complete_and_ign
     let slow_line = watching.wait_uploaded(&slow, 1, timeout).remove(0);
     let renamed_line = watching.wait_uploaded(&renamed, 1, timeout).remove(0);
     let nested_line = watching.wait_uploaded(&nested, 1, timeout).remove(0);
-    // Time for any duplicate or ignored upload to show up.
-    std::thread::sleep(Duration::from_secs(2));
+    // Any duplicate or ignored upload would have been decided on before the marker's.
+    watching.caught_up(&dir);
     let (status, lines, stderr) = watching.terminate();
 
     assert!(status.success(), "SIGTERM is a clean stop: {status:?}\n{stderr}");
@@ -186,7 +216,7 @@ fn new_slowly_written_and_renamed_in_files_each_go_up_once_when_complete_and_ign
     assert_landed_from_watch(s3, &workspace, &renamed_line, b"%PDF-1.4 report");
     assert_landed_from_watch(s3, &workspace, &nested_line, b"invoice");
     assert_eq!(lines.len(), 4, "each file exactly once, nothing ignored, no partial upload: {lines:#?}");
-    let records = backend.records();
+    let records = records_besides_markers(&backend);
     assert_eq!(records.len(), 4, "the backend recorded four uploads: {records:?}");
 }
 
@@ -210,7 +240,7 @@ fn a_changed_file_goes_up_again_as_a_new_version_and_deleting_it_deletes_nothing
     file.set_modified(std::time::SystemTime::now()).unwrap();
     drop(file);
     std::fs::remove_file(&path).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    watching.caught_up(&dir);
     let (status, lines, _) = watching.terminate();
     assert!(status.success());
     assert_eq!(lines.len(), 2, "two versions, nothing for the touch or the delete: {lines:#?}");
@@ -246,13 +276,13 @@ fn files_added_while_stopped_are_caught_up_at_start_and_unchanged_files_are_not_
     let second = Watching::start(&workspace, &backend, &dir, &[]);
     let added_line = second.wait_uploaded(&added, 1, Duration::from_secs(30)).remove(0);
     let changed_line = second.wait_uploaded(&before, 1, Duration::from_secs(30)).remove(0);
-    std::thread::sleep(Duration::from_secs(2));
+    second.caught_up(&dir);
     let (status, lines, stderr) = second.terminate();
     assert!(status.success(), "{stderr}");
     assert_eq!(lines.len(), 2, "only the added and the changed file: {lines:#?}");
     assert_landed_from_watch(s3, &workspace, &added_line, b"new");
     assert_landed_from_watch(s3, &workspace, &changed_line, b"changed while stopped");
-    assert_eq!(backend.records().len(), 4, "before (twice), unchanged and added: nothing else");
+    assert_eq!(records_besides_markers(&backend).len(), 4, "before (twice), unchanged and added: nothing else");
 }
 
 #[test]
@@ -280,7 +310,7 @@ fn a_thousand_files_dropped_in_at_once_each_land_exactly_once() {
         (lines.len() >= files.len()).then_some(lines)
     })
     .unwrap_or_else(|e| panic!("{e}: {} so far", watching.lines().len()));
-    std::thread::sleep(Duration::from_secs(2));
+    watching.caught_up(&dir);
     let (status, lines, stderr) = watching.terminate();
     assert!(status.success(), "{stderr}");
     assert_eq!(lines.len(), files.len(), "no file twice: {} lines", lines.len());
@@ -289,7 +319,7 @@ fn a_thousand_files_dropped_in_at_once_each_land_exactly_once() {
         assert_eq!(line["status"], "uploaded", "{line}");
         assert!(by_path.insert(line["path"].as_str().unwrap(), line).is_none(), "{} went up twice", line["path"]);
     }
-    let records = backend.records();
+    let records = records_besides_markers(&backend);
     assert_eq!(records.len(), files.len(), "the backend recorded each exactly once");
     for (name, bytes) in files.iter().step_by(97) {
         let line = by_path[dir.join(name).to_str().unwrap()];
@@ -322,7 +352,7 @@ fn a_watched_folder_that_disappears_is_paused_and_picked_up_again_when_it_comes_
     let after = dir.join("after.txt");
     std::fs::write(&after, b"3").unwrap();
     watching.wait_uploaded(&after, 1, Duration::from_secs(30));
-    std::thread::sleep(Duration::from_secs(1));
+    watching.caught_up(&dir);
     let (status, lines, stderr) = watching.terminate();
     assert!(status.success(), "{stderr}");
     assert_eq!(lines.len(), 3, "first.txt is not sent again when the folder returns: {lines:#?}");
@@ -352,12 +382,12 @@ fn sigterm_while_a_large_file_is_uploading_exits_zero_and_the_file_still_lands_e
     } else {
         lines[0].clone()
     };
-    std::thread::sleep(Duration::from_secs(2));
+    again.caught_up(&dir);
     let (status, more, _) = again.terminate();
     assert!(status.success());
     assert_eq!(lines.len() + more.len(), 1, "exactly one upload across both runs: {lines:?} {more:?}");
     assert_landed_from_watch(s3, &workspace, &line, &bytes);
-    assert_eq!(backend.records().len(), 1);
+    assert_eq!(records_besides_markers(&backend).len(), 1, "recorded once across both runs");
 }
 
 #[test]
@@ -401,7 +431,7 @@ fn after_a_verified_upload_the_file_can_be_moved_aside_and_is_not_sent_again_fro
     let moved = dir.join("Uploaded/inbox/scan.pdf");
     wait_for("the file moved aside", Duration::from_secs(10), || moved.exists().then_some(())).unwrap();
     assert!(!path.exists(), "moved, not copied");
-    std::thread::sleep(Duration::from_secs(2));
+    watching.caught_up(&dir);
     let (status, lines, _) = watching.terminate();
     assert!(status.success());
     assert_eq!(lines.len(), 1, "the moved file is not uploaded again: {lines:#?}");
@@ -439,7 +469,9 @@ fn user_namespaces_allowed() -> bool {
 #[test]
 fn an_unreadable_sub_folder_is_skipped_with_a_warning_and_the_rest_still_uploads() {
     if !user_namespaces_allowed() {
-        eprintln!("SKIPPED: this machine does not allow unprivileged user namespaces (unshare --user)");
+        dropship_system_tests::skip_or_fail_in_ci(
+            "this machine does not allow unprivileged user namespaces (unshare --user)",
+        );
         return;
     }
     let s3 = S3Server::shared();
@@ -488,9 +520,10 @@ fn watch_with_inotify_limit(workspace: &Workspace, backend: &Backend, dir: &Path
 
 #[test]
 fn when_inotify_runs_out_of_watches_the_folder_is_polled_says_so_and_still_uploads() {
-    let namespaces = Command::new("unshare").args(["--user", "--map-root-user", "true"]).status();
-    if !namespaces.is_ok_and(|s| s.success()) {
-        eprintln!("SKIPPED: this machine does not allow unprivileged user namespaces (unshare --user)");
+    if !user_namespaces_allowed() {
+        dropship_system_tests::skip_or_fail_in_ci(
+            "this machine does not allow unprivileged user namespaces (unshare --user)",
+        );
         return;
     }
     let s3 = S3Server::shared();

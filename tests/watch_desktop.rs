@@ -49,11 +49,24 @@ fn started_hidden_it_shows_no_window_and_a_second_launch_shows_the_running_one_a
         command
     };
 
-    let mut first = ProcessGuard::spawn("dropship-desktop --hidden", &mut app(&["--hidden"]));
-    // Long enough for the window to have appeared, had it been going to.
-    std::thread::sleep(Duration::from_secs(8));
+    // The first one's log, for the positive sign that it got as far as deciding on its window.
+    let logs = tempfile::tempdir().unwrap();
+    let log_path = logs.path().join("first.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut first = ProcessGuard::spawn("dropship-desktop --hidden", app(&["--hidden"]).stderr(log));
+    // The app decides whether to show its window in the same setup step that logs "engine
+    // opened", a moment after it: wait for that line however slow the machine, then watch for a
+    // window for a while longer than the rest of that step could take.
+    wait_for("the hidden app to open its engine", Duration::from_secs(60), || {
+        std::fs::read_to_string(&log_path).unwrap_or_default().contains("engine opened").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}; its log:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default()));
+    let watched_until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < watched_until {
+        assert_eq!(visible_dropship_windows(&xvfb.display), 0, "a login start shows no window");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(!first.has_exited(), "started hidden, Dropship keeps running in the tray");
-    assert_eq!(visible_dropship_windows(&xvfb.display), 0, "a login start shows no window");
 
     let second = app(&[]).status().expect("run a second Dropship");
     assert!(second.success(), "the second launch hands over and exits cleanly: {second:?}");

@@ -69,12 +69,20 @@ fn pause_all_from_the_tray_holds_watched_uploads_and_resume_all_lets_each_land_o
         (watcher.status().folders[0].uploading == 3).then_some(())
     })
     .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(backend.records().is_empty(), "nothing is recorded while paused");
     let uploaded = |engine: &Engine| {
         let query = HistoryQuery { status: Some(UploadStatus::Uploaded), ..Default::default() };
         engine.history(&query).unwrap().len()
     };
+    // The furthest a held upload gets: signed and marked uploading in the history, waiting at the
+    // pause. Once all three are there, only the pause stands between them and S3; a moment more
+    // would let a pause that does not hold show itself.
+    wait_for("three uploads signed and held at the pause", Duration::from_secs(30), || {
+        let query = HistoryQuery { status: Some(UploadStatus::Uploading), ..Default::default() };
+        (engine.history(&query).unwrap().len() == 3).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}; uploaded meanwhile: {}", uploaded(&engine)));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(backend.records().is_empty(), "nothing is recorded while paused");
     assert_eq!(uploaded(&engine), 0, "nothing uploaded while paused");
     assert_eq!(tracker.lock().unwrap().activity(None).state, ActivityState::Paused);
 

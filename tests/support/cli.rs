@@ -10,6 +10,9 @@ use serde_json::Value;
 /// A scratch folder with files to upload and its own data directory.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
+    /// Every bearer token handed to `dropship` through [`Workspace::dropship`], so the end-state
+    /// checks can look for it where it must never be written or printed.
+    pub(crate) tokens: std::sync::Mutex<Vec<String>>,
 }
 
 impl Default for Workspace {
@@ -20,7 +23,7 @@ impl Default for Workspace {
 
 impl Workspace {
     pub fn new() -> Workspace {
-        Workspace { dir: tempfile::tempdir().expect("temp dir") }
+        Workspace { dir: tempfile::tempdir().expect("temp dir"), tokens: Default::default() }
     }
 
     pub fn file(&self, relative: &str, bytes: &[u8]) -> PathBuf {
@@ -35,6 +38,10 @@ impl Workspace {
     }
 
     pub fn dropship(&self, backend: &Backend, api: &str) -> Command {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if !tokens.contains(&backend.token) {
+            tokens.push(backend.token.clone());
+        }
         let mut command = Command::new(target_bin("dropship"));
         command
             .env_clear()
@@ -44,6 +51,11 @@ impl Workspace {
             .env("DROPSHIP_API", api)
             .env("DROPSHIP_DATA_DIR", self.data_dir());
         command
+    }
+
+    /// The bearer tokens this workspace has given to `dropship` so far.
+    pub fn tokens(&self) -> Vec<String> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn history(&self) -> Vec<Value> {

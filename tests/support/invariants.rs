@@ -161,28 +161,92 @@ pub fn full_history(workspace: &Workspace) -> Vec<Value> {
     crate::cli::json_lines(&output)
 }
 
-/// Neither the files of the data dir (the history database with its WAL, the settings) nor
-/// the client's output hold a presigned URL's signature.
+/// Neither the files of the data dir (every file under it, at any depth: the history database
+/// with its WAL and shared memory, the outbox, the settings) nor the client's output hold a
+/// presigned URL's signature (`X-Amz-Signature`, or a `Signature=` of a header-signed or
+/// older-style URL) or a bearer token the workspace handed to `dropship`. Files are read as
+/// bytes, so a secret inside a SQLite page is found as well as one in a text file. The one place
+/// a token may be is `settings.json`, where a person without a keyring keeps it by design.
 pub fn assert_no_signature_written(workspace: &Workspace, client_output: &[String]) {
-    let needle = b"x-amz-signature";
+    let tokens = workspace.tokens();
+    let secrets = |in_settings: bool| {
+        let mut secrets: Vec<(String, Vec<u8>)> = vec![
+            ("a presigned URL's signature".into(), b"x-amz-signature".to_vec()),
+            ("a signature (`Signature=`)".into(), b"signature=".to_vec()),
+        ];
+        if !in_settings {
+            // Tokens are compared as written, not lowercased: they are case-sensitive.
+            secrets.extend(tokens.iter().map(|t| ("the bearer token".to_owned(), t.as_bytes().to_vec())));
+        }
+        secrets
+    };
+    let contains = |haystack: &[u8], needle: &[u8], fold: bool| {
+        !needle.is_empty()
+            && haystack.windows(needle.len()).any(|w| if fold { w.eq_ignore_ascii_case(needle) } else { w == needle })
+    };
     let data_dir = workspace.data_dir();
-    if let Ok(entries) = std::fs::read_dir(&data_dir) {
+    let mut folders = vec![data_dir.clone()];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else { continue };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_file() {
-                let bytes = std::fs::read(&path).unwrap_or_default().to_ascii_lowercase();
-                assert!(
-                    !bytes.windows(needle.len()).any(|w| w == needle),
-                    "{} holds a presigned URL's signature",
-                    path.display()
-                );
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            let bytes =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("could not read {} to check it: {e}", path.display()));
+            let in_settings = path.parent() == Some(data_dir.as_path()) && entry.file_name() == "settings.json";
+            for (what, needle) in secrets(in_settings) {
+                let is_token = what == "the bearer token";
+                assert!(!contains(&bytes, &needle, !is_token), "{} holds {what}", path.display());
             }
         }
     }
     for (i, text) in client_output.iter().enumerate() {
+        for (what, needle) in secrets(false) {
+            let is_token = what == "the bearer token";
+            assert!(!contains(text.as_bytes(), &needle, !is_token), "client output #{i} shows {what}:\n{text}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fails(check: impl FnOnce() + std::panic::UnwindSafe) -> bool {
+        std::panic::catch_unwind(check).is_err()
+    }
+
+    #[test]
+    fn a_signature_or_token_anywhere_in_the_data_dir_or_the_output_is_found() {
+        let workspace = Workspace::new();
+        let backend_token = "test-0123456789abcdef";
+        workspace.tokens.lock().unwrap().push(backend_token.to_owned());
+        let nested = workspace.data_dir().join("outbox/2026");
+        std::fs::create_dir_all(&nested).unwrap();
+        std::fs::write(workspace.data_dir().join("settings.json"), format!("{{\"token\":\"{backend_token}\"}}"))
+            .unwrap();
         assert!(
-            !text.to_ascii_lowercase().contains("x-amz-signature"),
-            "client output #{i} shows a signature:\n{text}"
+            !fails(|| assert_no_signature_written(&workspace, &["all fine".into()])),
+            "a token in settings.json is allowed"
         );
+
+        let wal = nested.join("history.sqlite-wal");
+        std::fs::write(&wal, b"\0\x01page https://s3/k?X-Amz-Signature=ab12\0").unwrap();
+        assert!(fails(|| assert_no_signature_written(&workspace, &[])), "a signature in a nested WAL file is found");
+        std::fs::write(&wal, b"Authorization: AWS4-HMAC-SHA256 Credential=x, Signature=ab12").unwrap();
+        assert!(fails(|| assert_no_signature_written(&workspace, &[])), "a header signature is found");
+        std::fs::write(&wal, format!("\0bearer {backend_token}\0")).unwrap();
+        assert!(fails(|| assert_no_signature_written(&workspace, &[])), "the token in any other file is found");
+        std::fs::remove_file(&wal).unwrap();
+
+        let said = format!("sending with Authorization: Bearer {backend_token}");
+        assert!(fails(|| assert_no_signature_written(&workspace, &[said])), "the token in the output is found");
     }
 }

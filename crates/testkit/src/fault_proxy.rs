@@ -48,6 +48,11 @@ pub enum Fault {
     /// connection instead of passing the answer on: the request took effect, but the client
     /// cannot know. The case idempotency keys exist for.
     DropResponse,
+    /// Hold a presigned request until its URL has expired (its `X-Amz-Date` plus
+    /// `X-Amz-Expires`, and a second more for S3's whole-second clock), then forward it: a URL
+    /// that went stale before it was used, however fast or slow the machine. A request without
+    /// those query parameters is forwarded at once.
+    HoldUntilExpired,
 }
 
 /// Injects `fault` into the first `times` requests whose method equals `method` (any method
@@ -358,6 +363,15 @@ async fn relay(
             return reset(client);
         }
         Some(Fault::Delay(wait)) => tokio::time::sleep(wait).await,
+        Some(Fault::HoldUntilExpired) => {
+            if let Some(expired) = presigned_expiry(origin_target) {
+                let now = std::time::SystemTime::now();
+                let stale = expired + Duration::from_secs(1);
+                if let Ok(left) = stale.duration_since(now) {
+                    tokio::time::sleep(left).await;
+                }
+            }
+        }
         _ => {}
     }
 
@@ -402,6 +416,27 @@ async fn relay(
         .and_then(|code| code.parse().ok());
     client.write_all(&response).await?;
     client.shutdown().await
+}
+
+/// When a presigned URL stops being valid: its `X-Amz-Date` (`20261205T083456Z`) plus its
+/// `X-Amz-Expires` in seconds.
+fn presigned_expiry(target: &str) -> Option<std::time::SystemTime> {
+    let query = target.split_once('?')?.1;
+    let param = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
+    let date = param("X-Amz-Date")?;
+    let expires: u64 = param("X-Amz-Expires")?.parse().ok()?;
+    let number = |range: std::ops::Range<usize>| date.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(4..6)?, number(6..8)?);
+    let (hour, minute, second) = (number(9..11)?, number(11..13)?, number(13..15)?);
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let signed_at = u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(signed_at + expires))
 }
 
 async fn answer_error(
@@ -504,5 +539,21 @@ impl SplitMix64 {
 
     fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_presigned_url_expires_at_its_signing_time_plus_its_lifetime() {
+        let at =
+            |target: &str| presigned_expiry(target).map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
+        let url = "/bucket/key?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20261205T083456Z&X-Amz-Expires=3&X-Amz-Signature=ab";
+        assert_eq!(at(url), Some(1_796_459_696 + 3), "signed 2026-12-05 08:34:56 UTC, valid for 3 s");
+        let leap = "/b/k?X-Amz-Expires=900&X-Amz-Date=20240229T235959Z";
+        assert_eq!(at(leap), Some(1_709_251_199 + 900), "a leap day, parameters in any order");
+        assert_eq!(at("/b/k?partNumber=1"), None, "a URL that is not presigned has no expiry to wait for");
     }
 }

@@ -153,6 +153,7 @@ impl SigningBackend for PatientBackend {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
 
     /// Fails with `error` the first `failures` times, then signs.
     struct Flaky {
@@ -226,14 +227,30 @@ mod tests {
 
     #[tokio::test]
     async fn patience_runs_out_with_the_last_error() {
-        let (_, backend, _) = patient(u32::MAX, failing(), Duration::from_millis(300));
+        let flaky = Arc::new(Flaky { failures: u32::MAX, calls: AtomicU32::new(0), error: failing() });
+        let pauses = Arc::new(Mutex::new(Vec::new()));
+        let told = pauses.clone();
+        let on_outage: OnOutage = Arc::new(move |_, pause, _| told.lock().unwrap().push(pause));
+        let patience = Duration::from_millis(300);
+        let mut backend = PatientBackend::new(flaky.clone(), patience, on_outage);
+        backend.first_pause = Duration::from_millis(10);
+
         let started = Instant::now();
-        let error = backend.presign(&[]).await.expect_err("the backend never came back");
-        assert!(matches!(error, BackendError::ServerError { .. }));
-        let waited = started.elapsed();
+        // A guard against waiting forever, far beyond the patience, so a loaded machine cannot trip it.
+        let asked = tokio::time::timeout(Duration::from_secs(60), backend.presign(&[])).await;
+        let error = asked.expect("gave up rather than waiting forever").expect_err("the backend never came back");
+        assert!(matches!(error, BackendError::ServerError { .. }), "the last error is the one returned: {error:?}");
+        // What it proves is in the backend's own accounting, not in how fast this machine is:
+        // the pauses it took add up to its patience and never past it.
+        let pauses = pauses.lock().unwrap().clone();
+        let waited: Duration = pauses.iter().sum();
+        assert!(waited <= patience, "its pauses ({waited:?}: {pauses:?}) stay within its patience of {patience:?}");
+        assert!(!pauses.is_empty(), "it waited and asked again before giving up: {pauses:?}");
+        assert_eq!(flaky.calls.load(Ordering::SeqCst) as usize, pauses.len() + 1, "one call after each pause");
         assert!(
-            waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
-            "gave up after its patience: {waited:?}"
+            started.elapsed() >= patience,
+            "it gave up only once its patience had run out: {:?}",
+            started.elapsed()
         );
     }
 
