@@ -20,16 +20,7 @@ fn backend_for(s3: &S3Server, provider: &OidcProvider) -> Backend {
     Backend::start_with(
         s3,
         BackendOptions {
-            extra_args: vec![
-                "--oidc-issuer".into(),
-                provider.issuer().into(),
-                "--oidc-audience".into(),
-                provider.audience().into(),
-                "--oidc-client-id".into(),
-                provider.client_id().into(),
-                "--admin-group".into(),
-                "dropship-admins".into(),
-            ],
+            extra_args: [provider.backend_args(), vec!["--admin-group".into(), "dropship-admins".into()]].concat(),
             ..Default::default()
         },
     )

@@ -32,20 +32,7 @@ fn recording_opener(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 fn first_run_offers_the_organisation_sign_in_and_the_window_uploads_as_that_person_until_sign_out() {
     let s3 = S3Server::shared();
     let provider = OidcProvider::start();
-    let backend = Backend::start_with(
-        s3,
-        BackendOptions {
-            extra_args: vec![
-                "--oidc-issuer".into(),
-                provider.issuer().into(),
-                "--oidc-audience".into(),
-                provider.audience().into(),
-                "--oidc-client-id".into(),
-                provider.client_id().into(),
-            ],
-            ..Default::default()
-        },
-    );
+    let backend = Backend::start_with(s3, BackendOptions { extra_args: provider.backend_args(), ..Default::default() });
     let desktop = Desktop::with_keyring();
     let keyring = desktop.session();
     let work = tempfile::tempdir().unwrap();

@@ -260,6 +260,18 @@ impl OidcProvider {
         &self.options.audience
     }
 
+    /// The `dropship-backend` flags that make it trust this provider.
+    pub fn backend_args(&self) -> Vec<String> {
+        vec![
+            "--oidc-issuer".into(),
+            self.issuer().into(),
+            "--oidc-audience".into(),
+            self.audience().into(),
+            "--oidc-client-id".into(),
+            self.client_id().into(),
+        ]
+    }
+
     pub fn users(&self) -> &[OidcUser] {
         &self.options.users
     }
