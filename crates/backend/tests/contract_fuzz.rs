@@ -20,11 +20,28 @@ fn schemathesis_finds_no_difference_between_the_openapi_document_and_the_server(
     let backend = start_backend();
     let report = tempfile::tempdir().expect("a temp dir");
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis.toml");
+    // Seed 1 in CI so that a run can be repeated; another seed explores further.
+    let seed = std::env::var("DROPSHIP_SCHEMATHESIS_SEED").unwrap_or_else(|_| "1".to_owned());
     let output = Command::new(&schemathesis)
         .arg("--config-file")
         .arg(&config)
         .args(["run", &format!("{}/openapi.json", backend.url), "--url", &backend.url])
-        .args(["--checks", "all", "--max-examples", MAX_EXAMPLES, "--seed", "1", "--workers", "2"])
+        // One worker: with two threads, Debian's CPython 3.11.7 now and then fails inside
+        // schemathesis with "AST constructor recursion depth mismatch" (cpython#106905, a Python
+        // bug, not a finding). No example database: a clean clone has
+        // none, so the warm machine must run what CI runs.
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            MAX_EXAMPLES,
+            "--seed",
+            &seed,
+            "--workers",
+            "1",
+            "--generation-database",
+            "none",
+        ])
         .args(["--phases", "examples,coverage,fuzzing", "--no-color", "--request-timeout", "20"])
         .args(["--header", &format!("Authorization: Bearer {}", backend.token)])
         .arg("--report-dir")

@@ -193,3 +193,29 @@ fn a_hundred_thousand_character_file_name_is_cleaned_and_cut_before_it_is_stored
     assert_eq!(stored.len(), 1024, "the record keeps at most 1,024 bytes, cut on a character boundary");
     assert!(stored.chars().all(|c| c == 'é'), "the invisible characters are gone, only the visible name is left");
 }
+
+#[test]
+fn a_report_batch_with_a_malformed_entry_is_refused_whole_and_records_nothing() {
+    let backend = start_backend();
+    let id = new_upload_id();
+    let bytes = b"in a batch";
+    let upload = upload_one(&backend, &id, "good.txt", bytes);
+    let mut good = report_body(upload["key"].as_str().unwrap(), "good.txt", bytes);
+    good["client_upload_id"] = json!(id);
+    let cases = [
+        ("client_upload_id", json!("not-a-uuid"), "invalid_client_upload_id"),
+        ("checksum_sha256", json!("deadbeef"), "invalid_checksum"),
+        ("checksum_crc32c", json!("\t\u{b6}"), "invalid_checksum"),
+    ];
+    for (field, value, code) in cases {
+        let mut bad = report_body(upload["key"].as_str().unwrap(), "bad.txt", bytes);
+        bad["client_upload_id"] = json!(new_upload_id());
+        bad[field] = value;
+        let reply = post_json(&backend, "/api/v1/reports", &json!({ "reports": [good, bad] }));
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {}", reply.text);
+        assert_eq!(error_code(&reply), code, "{field}");
+        assert!(reply.text.contains("Report 1"), "the entry is named: {}", reply.text);
+    }
+    let record = get_json(&backend, &format!("/api/v1/records/{id}"));
+    assert_eq!(record.status, StatusCode::NOT_FOUND, "nothing in a refused batch is recorded: {}", record.text);
+}

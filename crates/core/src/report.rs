@@ -162,6 +162,15 @@ impl Deliverer {
             match backend.report_batch(&reports).await {
                 Ok(results) => self.settle_all(&reports, results),
                 Err(error) if error.is_batch_level() => self.postpone(&queued, error),
+                // The backend refused the batch as a whole over one entry: judge each on its own,
+                // so that one bad report cannot set the others aside.
+                Err(error) if reports.len() > 1 => {
+                    tracing::warn!(
+                        reports = reports.len(),
+                        "the backend refused a batch of reports, sending them one by one: {error}"
+                    );
+                    self.deliver_one_by_one(backend.as_ref(), &reports, &queued).await;
+                }
                 Err(error) => {
                     let error = rejection(error);
                     for report in &reports {
@@ -171,6 +180,28 @@ impl Deliverer {
             }
         }
         self.outbox.release(&ids);
+    }
+
+    /// `reports` and `queued` are the same reports, in the same order.
+    async fn deliver_one_by_one(
+        &self,
+        backend: &dyn SigningBackend,
+        reports: &[CompletionReport],
+        queued: &[QueuedReport],
+    ) {
+        let mut results = Vec::with_capacity(reports.len());
+        for report in reports {
+            match backend.report(report).await {
+                Err(error) if error.is_batch_level() => {
+                    let done = results.len();
+                    self.settle_all(&reports[..done], results);
+                    self.postpone(&queued[done..], error);
+                    return;
+                }
+                result => results.push(result),
+            }
+        }
+        self.settle_all(reports, results);
     }
 
     fn settle_all(&self, reports: &[CompletionReport], results: Vec<Result<(), BackendError>>) {
@@ -245,6 +276,73 @@ fn retry_delay(attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{FileToSign, Signed};
+
+    /// Refuses every batch as a whole, as the backend does when one entry is malformed, and
+    /// judges single reports by their file name.
+    struct RefusesBatches;
+
+    #[async_trait::async_trait]
+    impl SigningBackend for RefusesBatches {
+        fn max_presign_batch(&self) -> usize {
+            100
+        }
+        fn max_file_size(&self) -> u64 {
+            u64::MAX
+        }
+        async fn presign(&self, _files: &[FileToSign]) -> Result<Vec<Signed>, BackendError> {
+            unreachable!("reports only")
+        }
+        async fn report(&self, report: &CompletionReport) -> Result<(), BackendError> {
+            match report.file_name.as_str() {
+                "bad" => Err(BackendError::Rejected { status: 422, message: "malformed".into() }),
+                _ => Ok(()),
+            }
+        }
+        async fn report_batch(&self, _: &[CompletionReport]) -> Result<Vec<Result<(), BackendError>>, BackendError> {
+            Err(BackendError::Rejected { status: 422, message: "report 1 is malformed".into() })
+        }
+        async fn check(&self) -> Result<(), BackendError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_over_one_report_is_delivered_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("history.sqlite")).unwrap());
+        let report = |id: &str, name: &str| CompletionReport {
+            upload_id: id.into(),
+            key: Some(format!("uploads/{id}")),
+            object_url: format!("http://s3.test/uploads/{id}"),
+            file_name: name.into(),
+            size: 1,
+            content_type: "text/plain".into(),
+            checksum_sha256: "x".into(),
+        };
+        let queued: Vec<(String, CompletionReport)> = [("a", "good"), ("b", "bad"), ("c", "good")]
+            .iter()
+            .map(|(id, name)| (id.to_string(), report(id, name)))
+            .collect();
+        let rows: Vec<(&str, Option<&str>, String)> =
+            queued.iter().map(|(id, r)| (id.as_str(), None, serde_json::to_string(r).unwrap())).collect();
+        for (id, _) in &queued {
+            crate::store::tests::add(&store, id, &format!("{id}.txt"));
+        }
+        store.enqueue_reports(&rows).unwrap();
+        let deliverer = Deliverer {
+            outbox: Arc::new(Outbox::default()),
+            store: Arc::clone(&store),
+            connect: Box::new(|| Ok(Arc::new(RefusesBatches) as Arc<dyn SigningBackend>)),
+            emit: Box::new(|_| {}),
+            shutdown: CancellationToken::new(),
+        };
+        let delivery = Arc::new(deliverer).next_delivery().expect("three reports are due");
+        delivery.await;
+        let left: Vec<(String, bool)> =
+            store.queued_reports().unwrap().into_iter().map(|r| (r.upload_id, r.rejected)).collect();
+        assert_eq!(left, vec![("b".to_owned(), true)], "the good reports are delivered, the bad one set aside");
+    }
 
     #[test]
     fn retry_waits_grow_to_the_cap_and_not_beyond() {

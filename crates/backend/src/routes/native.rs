@@ -475,6 +475,31 @@ struct BatchReport {
     report: ReportBody,
 }
 
+/// Refuses the whole batch when a report breaks the shape openapi.json gives it (an id that is
+/// no UUID, a checksum that is no checksum): that is a malformed request, which no client
+/// following the document sends, not a report to be judged on its own. What the document cannot
+/// say (a key never issued, an object that differs) is still answered per report.
+fn check_batch_shape(reports: &[BatchReport]) -> Result<(), ApiError> {
+    for (index, item) in reports.iter().enumerate() {
+        let problem = if canonical_upload_id(&item.client_upload_id).is_none() {
+            Some(("invalid_client_upload_id", "client_upload_id is not a UUID"))
+        } else if item.report.checksum_sha256.as_deref().is_some_and(|c| !is_object_checksum(c)) {
+            Some(("invalid_checksum", "checksum_sha256 is not a SHA-256 checksum in base64"))
+        } else if item.report.checksum_crc32c.as_deref().is_some_and(|c| !is_object_crc32c(c)) {
+            Some(("invalid_checksum", "checksum_crc32c is not a composite CRC32C in base64"))
+        } else {
+            None
+        };
+        if let Some((code, what)) = problem {
+            return Err(ApiError::unprocessable(
+                code,
+                format!("Report {index} (counting from 0): {what}; nothing in this batch was recorded."),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `POST /api/v1/reports`: each report is verified and recorded on its own; the answer lists a
 /// result per report, in request order. A failure on the backend's side (S3 unreachable, the
 /// database) fails the whole request instead, so "rejected" always means "fix the report".
@@ -489,6 +514,7 @@ pub async fn report_batch(
     ApiJson(request): ApiJson<BatchReportRequest>,
 ) -> Result<Json<Value>, ApiError> {
     check_batch_size("reports", request.reports.len(), MAX_BATCH)?;
+    check_batch_shape(&request.reports)?;
     let count = request.reports.len();
     let mut results: Vec<Option<Value>> = vec![None; count];
     let mut audit = Vec::with_capacity(count);

@@ -500,10 +500,10 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    pub(super) fn add(store: &Store, id: &str, name: &str) {
+    pub(crate) fn add(store: &Store, id: &str, name: &str) {
         store
             .insert(&NewUpload {
                 upload_id: id,
