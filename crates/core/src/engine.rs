@@ -174,6 +174,20 @@ impl Sent {
     }
 }
 
+/// The one HTTP client of an engine, for backend calls and uploads alike.
+pub(crate) fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("dropship/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        // No redirects, for uploads or backend calls. An upload URL is checked (scheme,
+        // allowed hosts) before a byte is sent; a redirect would carry the file past those
+        // checks to wherever the server points. A backend call carries the bearer token,
+        // which must reach only the backend URL in Settings. A 3xx is an error instead.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 impl Engine {
     /// Opens the data directory (settings and history) and runs batches on `runtime`.
     pub fn open(data_dir: &Path, runtime: Handle) -> Result<Engine, Error> {
@@ -185,12 +199,7 @@ impl Engine {
         // Reports left by an earlier run go out now rather than after their backoff.
         store.reports_due_now()?;
         let settings = Settings::load(data_dir)?;
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("dropship/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| Error::InvalidSettings(format!("could not set up HTTP: {e}")))?;
+        let http = http_client().map_err(|e| Error::InvalidSettings(format!("could not set up HTTP: {e}")))?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let transfer = settings.as_ref().map(|s| s.transfer).unwrap_or_default();
         let permits = transfer.concurrency as usize * transfer::PERMITS_PER_SLOT as usize;

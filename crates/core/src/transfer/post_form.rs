@@ -52,6 +52,9 @@ pub async fn post_form(
         .send()
         .await
         .map_err(|e| TransferError::Network { detail: crate::backend::http_error_detail(&e) })?;
+    if let Some(redirected) = super::put::redirect_error(&response) {
+        return Err(redirected);
+    }
     let status = response.status();
     if status.is_success() {
         return Ok(());

@@ -197,6 +197,9 @@ async fn finish(request: reqwest::RequestBuilder, path: &Path, range: Range) -> 
                 .unwrap_or(TransferError::Network { detail: crate::backend::http_error_detail(&e) }))
         }
     };
+    if let Some(redirected) = redirect_error(&response) {
+        return Err(redirected);
+    }
     let status = response.status();
     if status.is_success() {
         // S3 has a consistent snapshot, but not of the file as it is now: a file still being
@@ -216,6 +219,24 @@ async fn finish(request: reqwest::RequestBuilder, path: &Path, range: Range) -> 
         (403, _) => TransferError::UrlRejected { code, message },
         (status, _) => TransferError::S3Error { status, code, message },
     })
+}
+
+/// `Some(Redirected)` when the answer is a redirect. The client follows none (see where the
+/// engine builds it), so the bytes went only to the URL that passed the checks; the error says
+/// where the server wanted them instead, without the query string of either URL.
+pub(super) fn redirect_error(response: &reqwest::Response) -> Option<TransferError> {
+    if !response.status().is_redirection() {
+        return None;
+    }
+    let from = response.url();
+    let to = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|location| from.join(location).ok())
+        .map(|to| to.host_str().map_or_else(|| crate::backend::redact_url(&to), str::to_owned))
+        .unwrap_or_else(|| "an address it did not give".to_owned());
+    Some(TransferError::Redirected { from: from.host_str().unwrap_or("?").to_owned(), to })
 }
 
 /// `Some(FileChanged)` when the file at `path` is gone or no longer `expected_size` bytes long.
