@@ -328,7 +328,8 @@ fn counting_listener(address: &str) -> (String, Arc<AtomicUsize>) {
             let mut buf = [0u8; 65536];
             let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
             while stream.read(&mut buf).is_ok_and(|n| n > 0) {}
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\netag: \"stolen\"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\netag: \"stolen\"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         }
     });
     (url, connections)

@@ -533,17 +533,28 @@ impl Engine {
         };
         let transfer = settings.map(|s| s.transfer).unwrap_or_default();
 
-        let (found, unreadable) = match tokio::task::spawn_blocking(move || scan::expand(&paths)).await {
-            Ok(result) => result,
-            Err(e) => {
-                let error = Error::Unreadable { path: "the dropped paths".into(), detail: e.to_string() };
-                return self.fail_batch(summary, error);
-            }
-        };
+        let scan::Expanded { files: found, failures: unreadable, skipped } =
+            match tokio::task::spawn_blocking(move || scan::expand(&paths)).await {
+                Ok(result) => result,
+                Err(e) => {
+                    let error = Error::Unreadable { path: "the dropped paths".into(), detail: e.to_string() };
+                    return self.fail_batch(summary, error);
+                }
+            };
         for (path, error) in unreadable {
             let outcome = self.record_unreadable(&batch_id, &path, source, error);
             summary.files.push(outcome);
         }
+        summary.files.extend(skipped.into_iter().map(|(path, reason)| FileOutcome {
+            path,
+            status: FileStatus::Skipped,
+            key: None,
+            size: None,
+            upload_id: None,
+            object_url: None,
+            checksum_sha256: None,
+            error: Some(ErrorInfo { code: "link_outside_folder".into(), message: reason }),
+        }));
 
         // A file whose upload an earlier run left unfinished carries on under the same history
         // row (and, for parts, the same multipart upload), never as a second one.
