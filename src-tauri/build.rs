@@ -27,6 +27,9 @@ fn main() {
         "export_history_csv",
         "retry_uploads",
         "reveal_upload",
+        "get_damaged_file",
+        "move_damaged_aside",
+        "open_data_folder",
     ]);
     tauri_build::try_build(tauri_build::Attributes::new().app_manifest(commands)).expect("failed to run tauri-build");
 }

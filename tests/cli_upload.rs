@@ -360,3 +360,35 @@ fn a_link_out_of_an_uploaded_folder_is_skipped_with_a_warning_and_a_link_inside_
         "the warning names the link and says why: {stderr}"
     );
 }
+
+#[test]
+fn a_settings_file_cut_short_is_one_line_that_names_it_and_says_to_move_it_aside() {
+    let backend = Backend::start(S3Server::shared());
+    let workspace = Workspace::new();
+    let file = workspace.file("a.txt", b"a");
+    std::fs::create_dir_all(workspace.data_dir()).unwrap();
+    std::fs::write(workspace.data_dir().join("settings.json"), br#"{"backend_url": "http://127.0.0.1:1", "to"#)
+        .unwrap();
+    let mut command = workspace.dropship(&backend, "native");
+    command.args(["upload"]).arg(&file);
+    assert_one_clear_line(&run(command), &["settings.json", "damaged", "Move it aside"]);
+}
+
+#[test]
+fn a_history_cut_short_is_one_line_that_names_it_and_says_to_move_it_aside() {
+    let backend = Backend::start(S3Server::shared());
+    let workspace = Workspace::new();
+    let file = workspace.file("a.txt", b"a");
+    let mut first = workspace.dropship(&backend, "native");
+    first.args(["upload"]).arg(&file);
+    assert!(run(first).status.success(), "a first upload makes the history");
+    let history = workspace.data_dir().join("history.sqlite");
+    let bytes = std::fs::read(&history).unwrap();
+    std::fs::write(&history, &bytes[..bytes.len() / 2]).unwrap();
+    for companion in ["history.sqlite-wal", "history.sqlite-shm"] {
+        let _ = std::fs::remove_file(workspace.data_dir().join(companion));
+    }
+    let mut command = workspace.dropship(&backend, "native");
+    command.args(["upload"]).arg(&file);
+    assert_one_clear_line(&run(command), &["history.sqlite", "damaged", "Move it aside"]);
+}

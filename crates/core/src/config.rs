@@ -245,8 +245,10 @@ impl OnDisk {
 fn read_on_disk(data_dir: &Path) -> Result<Option<OnDisk>, Error> {
     let path = data_dir.join(SETTINGS_FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::InvalidSettings(format!("{} is not valid settings JSON ({e}); fix or delete it", path.display()))
+        // Cut short or overwritten: the person must be able to move it aside, not be stuck.
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Damaged {
+            path: path.display().to_string(),
+            detail: format!("not valid settings JSON: {e}"),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::Unreadable { path: path.display().to_string(), detail: e.to_string() }),

@@ -195,7 +195,8 @@ impl Engine {
             path: data_dir.display().to_string(),
             detail: format!("could not mark Dropship as running there ({e})"),
         })?;
-        let store = Arc::new(Store::open(&data_dir.join(HISTORY_FILE))?.with_owner(instance.id().to_owned()));
+        let store = Store::open(&data_dir.join(HISTORY_FILE)).map_err(crate::recovery::damaged_or)?;
+        let store = Arc::new(store.with_owner(instance.id().to_owned()));
         // Reports left by an earlier run go out now rather than after their backoff.
         store.reports_due_now()?;
         let settings = Settings::load(data_dir)?;

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub use watch_index::{FileVersion, IndexedFile};
 
+const DAMAGED_HINT: &str = "The file is damaged; move it aside to start a new history.";
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("The upload history at {path} {action} ({detail}). {hint}")]
 pub struct StoreError {
@@ -27,15 +29,19 @@ pub struct StoreError {
 }
 
 impl StoreError {
+    /// The file is not a database, or one SQLite found malformed (cut short, overwritten):
+    /// only moving it aside lets Dropship start. The path and what SQLite said, in that case.
+    pub fn damaged(&self) -> Option<(&str, &str)> {
+        (self.hint == DAMAGED_HINT).then_some((self.path.as_str(), self.detail.as_str()))
+    }
+
     fn new(path: &Path, action: &'static str, e: rusqlite::Error) -> Self {
         let hint = match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DiskFull) => "Free some disk space and try again.",
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 "Another program holds it locked; close it and try again."
             }
-            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
-                "The file is damaged; move it aside to start a new history."
-            }
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => DAMAGED_HINT,
             Some(
                 rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::PermissionDenied,
             ) => "Check that the data folder exists and is writable.",
