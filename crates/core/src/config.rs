@@ -259,7 +259,7 @@ fn read_on_disk(data_dir: &Path) -> Result<Option<OnDisk>, Error> {
 fn write_on_disk(data_dir: &Path, on_disk: &OnDisk) -> Result<(), Error> {
     let unwritable =
         |e: std::io::Error| Error::InvalidSettings(format!("cannot write settings to {}: {e}", data_dir.display()));
-    std::fs::create_dir_all(data_dir).map_err(unwritable)?;
+    create_private_dir(data_dir).map_err(unwritable)?;
     let path = data_dir.join(SETTINGS_FILE);
     let tmp = data_dir.join(format!("{SETTINGS_FILE}.tmp"));
     let json = serde_json::to_vec_pretty(on_disk).expect("settings serialise");
@@ -267,11 +267,23 @@ fn write_on_disk(data_dir: &Path, on_disk: &OnDisk) -> Result<(), Error> {
     std::fs::rename(&tmp, &path).map_err(unwritable)
 }
 
+/// The data folder holds the history and maybe the token: readable by its owner only when
+/// Dropship creates it (an existing folder keeps the mode someone gave it).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 #[cfg(unix)]
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // `mode` applies only to a file it creates: a temp file left by a crash keeps its own.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(bytes)?;
     file.sync_all()
 }
@@ -293,6 +305,23 @@ pub fn default_data_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_folder_is_created_0700_and_settings_are_always_written_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("new/dropship");
+        let engine_runtime = tokio::runtime::Runtime::new().unwrap();
+        drop(crate::Engine::open(&data, engine_runtime.handle().clone()).unwrap());
+        assert_eq!(mode(&data), 0o700, "only its owner may look into the data folder");
+        // A temp file left behind by a crash, readable by all, must not make a readable settings file.
+        std::fs::write(data.join("settings.json.tmp"), b"").unwrap();
+        std::fs::set_permissions(data.join("settings.json.tmp"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        settings("https://up.example.com").save_with_token_in_file(&data).unwrap();
+        assert_eq!(mode(&data.join("settings.json")), 0o600, "the token may be in it");
+    }
 
     fn settings(url: &str) -> Settings {
         Settings {

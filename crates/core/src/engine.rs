@@ -191,6 +191,10 @@ pub(crate) fn http_client() -> reqwest::Result<reqwest::Client> {
 impl Engine {
     /// Opens the data directory (settings and history) and runs batches on `runtime`.
     pub fn open(data_dir: &Path, runtime: Handle) -> Result<Engine, Error> {
+        crate::config::create_private_dir(data_dir).map_err(|e| Error::Unreadable {
+            path: data_dir.display().to_string(),
+            detail: format!("could not create the data folder ({e})"),
+        })?;
         let instance = InstanceLock::acquire(data_dir).map_err(|e| Error::Unreadable {
             path: data_dir.display().to_string(),
             detail: format!("could not mark Dropship as running there ({e})"),

@@ -55,6 +55,7 @@ impl BackendHttp {
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, BackendError> {
         let mut request = request.header(reqwest::header::ACCEPT, "application/json");
         if !self.token.is_empty() {
+            super::check_token_destination(&self.base)?;
             request = request.bearer_auth(&self.token);
         }
         let url = self.base_shown();

@@ -87,6 +87,34 @@ pub fn redact_url(url: &url::Url) -> String {
     shown.to_string()
 }
 
+/// An object URL as the backend gave it, without a query string, fragment or password: it is
+/// kept in the history and shown, and a backend may hand out a signed URL here by mistake.
+pub fn object_url_without_query(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(url) => redact_url(&url),
+        Err(_) => raw.split(['?', '#']).next().unwrap_or_default().to_owned(),
+    }
+}
+
+/// Whether the URL's host is this machine (plain http is acceptable only there).
+pub(crate) fn is_this_machine(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// The bearer token goes in clear text only to this machine: over the network a plain-http
+/// backend would hand it to anyone on the way. Checked before a request carrying it is sent.
+pub(crate) fn check_token_destination(base: &url::Url) -> Result<(), BackendError> {
+    if base.scheme() == "http" && !is_this_machine(base) {
+        return Err(BackendError::InsecureUrl { url: redact_url(base).trim_end_matches('/').to_owned() });
+    }
+    Ok(())
+}
+
 /// One file's presigned upload, or why this file got none.
 pub type Signed = Result<PresignedUpload, BackendError>;
 
@@ -326,6 +354,8 @@ pub enum BackendError {
     ServerError { url: String, status: u16, message: String },
     #[error("The backend sent an upload URL for {host}, which is not in the allowed upload hosts in Settings. Nothing was sent; add the host to the list if it is yours, or tell whoever runs the backend.")]
     HostNotAllowed { host: String },
+    #[error("The backend URL {url} is plain http to another machine, so the access token would cross the network unencrypted; nothing was sent. Use its https:// address in Settings (or --backend); plain http is only for a backend on this machine.")]
+    InsecureUrl { url: String },
 }
 
 fn detail_suffix(message: &str) -> String {
@@ -346,6 +376,7 @@ impl BackendError {
             BackendError::ServerError { .. } => "backend_error",
             BackendError::Unsupported { .. } => "unsupported",
             BackendError::HostNotAllowed { .. } => "upload_host_not_allowed",
+            BackendError::InsecureUrl { .. } => "insecure_backend_url",
         }
     }
 
@@ -388,6 +419,24 @@ mod tests {
         assert_eq!(refused.code(), "upload_host_not_allowed");
         assert!(refused.to_string().contains("attacker.test") && !refused.to_string().contains("Signature"));
         assert!(!refused.is_batch_level(), "it fails the files the URL was for, not the batch");
+    }
+
+    #[tokio::test]
+    async fn the_token_is_never_sent_in_clear_text_to_another_machine() {
+        // TEST-NET-1: nothing answers there, so only a refusal before sending is quick.
+        let http = http::BackendHttp::new(reqwest::Client::new(), url("http://192.0.2.1:9/api"), "secret".into());
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(2), http.get::<serde_json::Value>("/x"))
+            .await
+            .expect("refused at once, without trying to connect")
+            .unwrap_err();
+        assert_eq!(refused.code(), "insecure_backend_url", "{refused}");
+        assert!(refused.to_string().contains("192.0.2.1") && refused.to_string().contains("https://"), "{refused}");
+        assert!(!is_outage(&refused), "not an outage to wait out");
+        assert!(check_token_destination(&url("http://127.0.0.1:8080")).is_ok(), "loopback http stays for local stacks");
+        assert!(check_token_destination(&url("http://localhost/")).is_ok());
+        assert!(check_token_destination(&url("http://[::1]:1/")).is_ok());
+        assert!(check_token_destination(&url("https://backend.example.com")).is_ok());
+        assert!(check_token_destination(&url("http://10.0.0.2/")).is_err(), "a LAN address is another machine");
     }
 
     #[test]

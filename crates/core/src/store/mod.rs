@@ -273,7 +273,8 @@ impl Store {
         self.in_transaction(|tx| {
             let mut update = tx.prepare_cached(MARK_UPLOADING)?;
             for file in files {
-                update.execute(params![file.upload_id, file.checksum, file.key, file.object_url, at])?;
+                let object_url = crate::backend::object_url_without_query(file.object_url);
+                update.execute(params![file.upload_id, file.checksum, file.key, object_url, at])?;
             }
             Ok(())
         })
@@ -286,6 +287,8 @@ impl Store {
         key: Option<&str>,
         object_url: &str,
     ) -> Result<(), StoreError> {
+        // Whatever a flavour hands over, the history keeps no signature.
+        let object_url = crate::backend::object_url_without_query(object_url);
         self.write(MARK_UPLOADING, params![upload_id, checksum, key, object_url, now()])
     }
 
@@ -539,6 +542,26 @@ mod tests {
         }
         let found = store.history(&HistoryQuery { search: Some("k2/b".into()), ..Default::default() }).unwrap();
         assert_eq!(found.iter().map(|e| e.upload_id.as_str()).collect::<Vec<_>>(), ["u2"], "the search index follows");
+    }
+
+    #[test]
+    fn the_history_keeps_object_urls_without_their_query_string() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
+        add(&store, "u1", "a.txt");
+        add(&store, "u2", "b.txt");
+        let signed = "https://b.s3.example.com/k/a.txt?X-Amz-Signature=abc&X-Amz-Credential=AK#x";
+        store.mark_uploading("u1", None, Some("k/a.txt"), signed).unwrap();
+        store
+            .mark_all_uploading(&[Uploading { upload_id: "u2", checksum: None, key: None, object_url: signed }])
+            .unwrap();
+        for id in ["u1", "u2"] {
+            let url = store.get(id).unwrap().unwrap().object_url.unwrap();
+            assert_eq!(
+                url, "https://b.s3.example.com/k/a.txt",
+                "a signature a backend put in the object URL is not kept"
+            );
+        }
     }
 
     #[test]

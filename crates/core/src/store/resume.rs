@@ -160,7 +160,7 @@ impl Store {
                     upload_id,
                     state.s3_upload_id,
                     state.key,
-                    state.object_url,
+                    crate::backend::object_url_without_query(&state.object_url),
                     state.part_size as i64,
                     state.file.size as i64,
                     state.file.mtime_ns,

@@ -59,7 +59,7 @@ pub async fn post_form(
     if status.is_success() {
         return Ok(());
     }
-    let body = response.text().await.unwrap_or_default();
+    let body = super::put::read_error_body(response).await;
     Err(form_error(status.as_u16(), &body))
 }
 

@@ -210,7 +210,7 @@ async fn finish(request: reqwest::RequestBuilder, path: &Path, range: Range) -> 
         let etag = response.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
         return Ok(etag);
     }
-    let body = response.text().await.unwrap_or_default();
+    let body = read_error_body(response).await;
     let (code, message) = parse_s3_error(&body);
     Err(match (status.as_u16(), code.as_str()) {
         (400, "BadDigest" | "XAmzContentChecksumMismatch" | "InvalidDigest") => {
@@ -257,13 +257,33 @@ fn gone_or(e: std::io::Error) -> String {
     }
 }
 
+/// S3's error bodies are a few hundred bytes of XML. Whatever answers at an upload URL, no
+/// more than this is read of one, so a hostile or broken server cannot make the client buffer
+/// without bound.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// The most of a code or message kept from an error body: enough for any S3 message.
+const MAX_ERROR_FIELD: usize = 500;
+
+/// The start of an error response's body, at most [`MAX_ERROR_BODY`] bytes; the rest is never
+/// read (the connection is dropped with the response).
+pub(super) async fn read_error_body(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < MAX_ERROR_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(MAX_ERROR_BODY - body.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// S3 errors are XML: `<Error><Code>…</Code><Message>…</Message></Error>`.
 pub(super) fn parse_s3_error(body: &str) -> (String, String) {
     let field = |tag: &str| {
         let open = format!("<{tag}>");
         let start = body.find(&open)? + open.len();
         let end = body[start..].find(&format!("</{tag}>"))? + start;
-        Some(body[start..end].trim().to_owned())
+        Some(body[start..end].trim().chars().take(MAX_ERROR_FIELD).collect())
     };
     let code = field("Code").unwrap_or_else(|| "UnknownError".into());
     let message = field("Message").unwrap_or_else(|| {
@@ -323,6 +343,42 @@ mod tests {
         let gone = changed_since(&path, 10).await.expect("a deleted file is a change");
         assert_eq!(gone.code(), "file_changed");
         assert!(gone.to_string().contains("deleted or moved"), "{gone}");
+    }
+
+    #[tokio::test]
+    async fn a_huge_error_body_is_read_only_up_to_the_cap() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url: url::Url = format!("http://{}/b/k", listener.local_addr().unwrap()).parse().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            // A client that stopped reading blocks the writes: time out rather than hang.
+            stream.set_write_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let gib = 1u64 << 30;
+            let _ = write!(stream, "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {gib}\r\n\r\n<Error><Code>");
+            let mut sent = 0u64;
+            let chunk = vec![b'x'; 64 * 1024];
+            while sent < gib && stream.write_all(&chunk).is_ok() {
+                sent += chunk.len() as u64;
+            }
+            sent
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let range = Range { offset: 0, len: 10, file_size: 10 };
+        let client = reqwest::Client::new();
+        let throttle = Arc::new(Throttle::default());
+        let error =
+            put_range(&client, &url, &BTreeMap::new(), &path, range, Arc::new(|_| {}), &throttle).await.unwrap_err();
+        drop(client);
+        // Joined off the runtime's thread, which must stay free to close the connection.
+        let sent = tokio::task::spawn_blocking(move || server.join().unwrap()).await.unwrap();
+        assert_eq!(error.code(), "s3_error", "{error}");
+        assert!(error.to_string().len() < 1000, "the message stays short: {} bytes", error.to_string().len());
+        assert!(sent < 64 << 20, "the client stopped reading long before the gigabyte: {sent} bytes sent");
     }
 
     #[test]
