@@ -395,4 +395,27 @@ mod tests {
         assert_eq!("Rails".parse::<ApiFlavour>().unwrap(), ApiFlavour::Rails);
         assert!("graphql".parse::<ApiFlavour>().is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_as_settings_json_are_read_or_refused_and_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(SETTINGS_FILE), &bytes).unwrap();
+            match read_on_disk(dir.path()) {
+                Ok(Some(on_disk)) => drop(on_disk.settings.validate()),
+                Ok(None) => proptest::prop_assert!(false, "the file is there"),
+                Err(e) => proptest::prop_assert_eq!(e.code(), "damaged_file"),
+            }
+        }
+
+        #[test]
+        fn settings_shaped_json_with_any_values_never_panics(url in ".{0,40}", token in ".{0,20}", concurrency in proptest::prelude::any::<u32>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let json = serde_json::json!({"backend_url": url, "token": token, "token_storage": "file", "transfer": {"concurrency": concurrency}});
+            std::fs::write(dir.path().join(SETTINGS_FILE), json.to_string()).unwrap();
+            if let Ok(Some(on_disk)) = read_on_disk(dir.path()) {
+                let _ = on_disk.settings.validate();
+            }
+        }
+    }
 }

@@ -264,4 +264,14 @@ mod tests {
         let http = BackendHttp::new(reqwest::Client::new(), "http://h/base".parse().unwrap(), String::new());
         assert_eq!(http.url("/api/v1/ping").as_str(), "http://h/base/api/v1/ping");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_as_an_error_body_give_a_message_and_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), json in ".{0,80}") {
+            let _ = error_message(&body, reqwest::StatusCode::BAD_REQUEST);
+            let _ = error_message(json.as_bytes(), reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+            let nested = format!("{{\"errors\": {json}}}");
+            let _ = error_message(nested.as_bytes(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+        }
+    }
 }

@@ -444,4 +444,45 @@ mod tests {
         let shown = redact_url(&url("https://user:pw@h/b/k?X-Amz-Signature=abc&X-Amz-Credential=AK#frag"));
         assert_eq!(shown, "https://user@h/b/k");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn an_exact_entry_allows_its_host_and_no_host_that_merely_ends_with_it(
+            label in "[a-z0-9]{1,12}", domain in "[a-z]{1,10}\\.[a-z]{2,4}", prefix in "[a-z0-9-]{1,8}",
+        ) {
+            let host = format!("{label}.{domain}");
+            let hosts = UploadHosts::new(std::slice::from_ref(&host)).expect("a list");
+            proptest::prop_assert!(hosts.allows(&url(&format!("https://{host}/k"))), "{host} itself");
+            proptest::prop_assert!(!hosts.allows(&url(&format!("https://{prefix}{host}/k"))), "an exact entry is not a suffix");
+            proptest::prop_assert!(!hosts.allows(&url(&format!("https://{host}.{domain}/k"))), "{host} under another domain");
+        }
+
+        #[test]
+        fn a_domain_entry_allows_whole_labels_under_it_only(
+            sub in "[a-z0-9]{1,10}", domain in "[a-z]{1,10}\\.[a-z]{2,4}", glued in "[a-z0-9]{1,8}",
+        ) {
+            let hosts = UploadHosts::new(&[format!(".{domain}")]).expect("a list");
+            proptest::prop_assert!(hosts.allows(&url(&format!("https://{sub}.{domain}/k"))), "{sub} under {domain}");
+            proptest::prop_assert!(hosts.allows(&url(&format!("https://{domain}/k"))), "{domain} itself");
+            proptest::prop_assert!(!hosts.allows(&url(&format!("https://{glued}{domain}/k"))), "whole labels only");
+        }
+
+        #[test]
+        fn any_string_as_an_allow_list_or_upload_url_never_panics(entries in proptest::collection::vec(".{0,20}", 0..4), raw in ".{0,60}") {
+            let hosts = UploadHosts::new(&entries);
+            if let Ok(parsed) = parse_upload_url(&raw) {
+                proptest::prop_assert!(matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some());
+                if let Some(hosts) = &hosts {
+                    let _ = hosts.allows(&parsed);
+                }
+                let _ = check_token_destination(&parsed);
+            }
+        }
+
+        #[test]
+        fn an_object_url_is_never_kept_with_a_query_or_fragment(raw in ".{0,80}") {
+            let kept = object_url_without_query(&raw);
+            proptest::prop_assert!(!kept.contains('?') && !kept.contains('#'), "{raw:?} -> {kept:?}");
+        }
+    }
 }

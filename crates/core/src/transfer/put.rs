@@ -385,4 +385,30 @@ mod tests {
     fn a_non_xml_error_body_is_still_shown() {
         assert_eq!(parse_s3_error("oops").1, "oops");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_error_body_gives_a_short_code_and_message_and_never_panics(body in ".{0,3000}") {
+            let (code, message) = parse_s3_error(&body);
+            proptest::prop_assert!(!code.is_empty() && !message.is_empty());
+            proptest::prop_assert!(code.chars().count() <= MAX_ERROR_FIELD && message.chars().count() <= MAX_ERROR_FIELD);
+        }
+
+        #[test]
+        fn a_well_formed_error_gives_back_its_code_and_message(code in "[A-Za-z]{1,40}", message in "[^<]{1,300}") {
+            let xml = format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>");
+            let (got_code, got_message) = parse_s3_error(&xml);
+            proptest::prop_assert_eq!(got_code, code);
+            proptest::prop_assert_eq!(got_message, message.trim());
+        }
+
+        #[test]
+        fn only_https_or_this_machine_passes_the_destination_check(raw in "(https?|ftp)://[a-z0-9.:\\[\\]-]{0,30}/[a-z?=&]{0,10}") {
+            if let Ok(url) = raw.parse::<url::Url>() {
+                if check_destination(&url).is_ok() {
+                    proptest::prop_assert!(url.scheme() == "https" || crate::backend::is_this_machine(&url), "{url}");
+                }
+            }
+        }
+    }
 }
