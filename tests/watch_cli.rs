@@ -578,3 +578,37 @@ fn a_link_out_of_a_watched_folder_is_skipped_with_a_warning_and_a_link_inside_it
         assert!(s3.get_object(key).unwrap() != secret, "the secret is nowhere in the bucket ({key})");
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn a_file_whose_name_is_not_utf8_goes_up_once_and_is_known_again_after_a_restart() {
+    use std::os::unix::ffi::OsStrExt;
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let dir = watched_dir(&workspace);
+    let odd = dir.join(std::ffi::OsStr::from_bytes(b"scan-\xff\xfe.pdf"));
+    std::fs::write(&odd, b"latin-1 name").unwrap();
+    let shown = odd.to_string_lossy().into_owned();
+    let uploaded_odd = |watching: &Watching| {
+        watching.lines().into_iter().find(|l| l["path"].as_str() == Some(shown.as_str()) && l["status"] == "uploaded")
+    };
+
+    let first = Watching::start(&workspace, &backend, &dir, &[]);
+    let line = wait_for("the non-UTF-8 file to go up", Duration::from_secs(30), || uploaded_odd(&first))
+        .unwrap_or_else(|e| panic!("{e}; lines: {:?}", first.lines()));
+    let (status, _, stderr) = first.terminate();
+    assert!(status.success(), "{stderr}");
+    assert_landed_from_watch(s3, &workspace, &line, b"latin-1 name");
+
+    // Restarted: the catch-up must find the file in the index by its real name, not send it again.
+    let later = dir.join("later.txt");
+    std::fs::write(&later, b"later").unwrap();
+    let second = Watching::start(&workspace, &backend, &dir, &[]);
+    second.wait_uploaded(&later, 1, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, lines, stderr) = second.terminate();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(lines.len(), 1, "only the new file; the non-UTF-8 one is known: {lines:#?}");
+    assert_eq!(backend.records().len(), 2, "each file recorded once");
+}

@@ -89,6 +89,8 @@ pub enum FileStatus {
 /// What happened to one file of a batch (the CLI prints these as JSON lines).
 #[derive(Debug, Clone, Serialize)]
 pub struct FileOutcome {
+    /// Shown lossily in JSON: a name that is not UTF-8 would otherwise fail the whole line.
+    #[serde(serialize_with = "path_lossy")]
     pub path: PathBuf,
     pub status: FileStatus,
     pub key: Option<String>,
@@ -98,6 +100,10 @@ pub struct FileOutcome {
     pub checksum_sha256: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+}
+
+pub(crate) fn path_lossy<S: serde::Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&path.to_string_lossy())
 }
 
 #[derive(Debug)]

@@ -17,6 +17,33 @@ use serde::{Deserialize, Serialize};
 
 pub use watch_index::{FileVersion, IndexedFile};
 
+/// The OS's bytes of a path that is not UTF-8, kept beside its display text (`path`), which
+/// cannot lead back to the file; `None` for a UTF-8 path, whose text is exact.
+pub(crate) fn raw_path(path: &Path) -> Option<Vec<u8>> {
+    if path.to_str().is_some() {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Some(path.as_os_str().as_bytes().to_vec())
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// The path a row names: its raw bytes when it has them, else its text.
+pub(crate) fn path_from_row(text: String, raw: Option<Vec<u8>>) -> PathBuf {
+    #[cfg(unix)]
+    if let Some(raw) = raw {
+        use std::os::unix::ffi::OsStringExt;
+        return PathBuf::from(std::ffi::OsString::from_vec(raw));
+    }
+    #[cfg(not(unix))]
+    drop(raw);
+    PathBuf::from(text)
+}
+
 const DAMAGED_HINT: &str = "The file is damaged; move it aside to start a new history.";
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -240,8 +267,8 @@ impl Store {
         let at = now();
         self.in_transaction(|tx| {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO uploads (upload_id, batch_id, path, file_name, size, content_type, source, status, created_at, updated_at, owner)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9)",
+                "INSERT INTO uploads (upload_id, batch_id, path, file_name, size, content_type, source, status, created_at, updated_at, owner, path_raw)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9, ?10)",
             )?;
             for upload in uploads {
                 insert.execute(params![
@@ -253,7 +280,8 @@ impl Store {
                     upload.content_type,
                     upload.source.as_str(),
                     at,
-                    self.owner
+                    self.owner,
+                    raw_path(upload.path)
                 ])?;
             }
             Ok(())
@@ -310,11 +338,15 @@ impl Store {
     /// again. Ids that are unknown or did not fail are skipped: only files that were dropped,
     /// picked or watched before ever come back this way, never a path the caller names.
     pub fn failed_paths(&self, upload_ids: &[String]) -> Result<Vec<PathBuf>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let read = |e| StoreError::new(&self.path, "could not be read", e);
+        let mut statement = conn
+            .prepare_cached("SELECT path, path_raw FROM uploads WHERE upload_id = ?1 AND status = 'failed'")
+            .map_err(read)?;
         let mut paths = Vec::new();
         for id in upload_ids {
-            if let Some(entry) = self.get(id)?.filter(|e| e.status == UploadStatus::Failed) {
-                paths.push(PathBuf::from(entry.path));
-            }
+            let row = statement.query_row([id], |row| Ok(path_from_row(row.get(0)?, row.get(1)?))).optional();
+            paths.extend(row.map_err(read)?);
         }
         Ok(paths)
     }
@@ -542,6 +574,39 @@ mod tests {
         }
         let found = store.history(&HistoryQuery { search: Some("k2/b".into()), ..Default::default() }).unwrap();
         assert_eq!(found.iter().map(|e| e.upload_id.as_str()).collect::<Vec<_>>(), ["u2"], "the search index follows");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_name_that_is_not_utf8_is_found_again_by_retry_resume_and_the_watch_index() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
+        let folder = dir.path().join("watched");
+        let path = folder.join(std::ffi::OsStr::from_bytes(b"scan-\xff\xfe.pdf"));
+        let upload = |id: &'static str| NewUpload {
+            upload_id: id,
+            batch_id: "b",
+            path: &path,
+            file_name: "scan-\u{fffd}\u{fffd}.pdf",
+            size: 3,
+            content_type: "application/pdf",
+            source: Source::Watch,
+        };
+        store.insert(&upload("failed")).unwrap();
+        store.insert(&upload("interrupted")).unwrap();
+        store.mark_failed("failed", "network", "down").unwrap();
+        assert_eq!(store.failed_paths(&["failed".into()]).unwrap(), [path.clone()], "retry finds the very file");
+        let unfinished = store.unfinished_elsewhere().unwrap();
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(unfinished[0].path, path, "resume finds the very file");
+        let shown = store.get("failed").unwrap().unwrap().path;
+        assert!(shown.ends_with("scan-\u{fffd}\u{fffd}.pdf"), "the history shows it readably: {shown}");
+
+        let version = FileVersion { path: &path, folder: &folder, size: 3, mtime_ns: 7 };
+        store.watch_index_mark_done(&[(version, Some("c2hh"), Some("failed"))]).unwrap();
+        let index = store.watch_index_of_folder(&folder).unwrap();
+        assert!(index.contains_key(&path), "the watched-folder index knows the file by its real name: {index:?}");
     }
 
     #[test]
