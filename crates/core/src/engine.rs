@@ -327,8 +327,8 @@ impl Engine {
         let mut by_source: Vec<(Source, Vec<PathBuf>)> = Vec::new();
         for upload in self.interrupted()? {
             match by_source.iter_mut().find(|(source, _)| *source == upload.source) {
-                Some((_, paths)) => paths.push(PathBuf::from(upload.path)),
-                None => by_source.push((upload.source, vec![PathBuf::from(upload.path)])),
+                Some((_, paths)) => paths.push(upload.path),
+                None => by_source.push((upload.source, vec![upload.path])),
             }
         }
         let mut summaries = Vec::with_capacity(by_source.len());
@@ -347,7 +347,7 @@ impl Engine {
         // batch adopts the interrupted upload then.
         for source in [Source::Window, Source::Cli] {
             let paths: Vec<PathBuf> =
-                interrupted.iter().filter(|u| u.source == source).map(|u| PathBuf::from(&u.path)).collect();
+                interrupted.iter().filter(|u| u.source == source).map(|u| u.path.clone()).collect();
             if !paths.is_empty() {
                 self.submit(paths, source);
             }

@@ -596,7 +596,11 @@ mod tests {
         store.insert(&upload("failed")).unwrap();
         store.insert(&upload("interrupted")).unwrap();
         store.mark_failed("failed", "network", "down").unwrap();
-        assert_eq!(store.failed_paths(&["failed".into()]).unwrap(), [path.clone()], "retry finds the very file");
+        assert_eq!(
+            store.failed_paths(&["failed".into()]).unwrap(),
+            std::slice::from_ref(&path),
+            "retry finds the very file"
+        );
         let unfinished = store.unfinished_elsewhere().unwrap();
         assert_eq!(unfinished.len(), 1);
         assert_eq!(unfinished[0].path, path, "resume finds the very file");
