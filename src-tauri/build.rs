@@ -31,6 +31,9 @@ fn main() {
         "sign_in",
         "sign_out",
         "token_is_set",
+        "get_damaged_file",
+        "move_damaged_aside",
+        "open_data_folder",
     ]);
     tauri_build::try_build(tauri_build::Attributes::new().app_manifest(commands)).expect("failed to run tauri-build");
 }

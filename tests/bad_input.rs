@@ -124,6 +124,8 @@ enum Presign {
     PlainHttpForHostile,
     /// Like `PlainHttpForHostile`, but the `hostile*` entries carry a number where the URL belongs.
     WrongTypeForHostile,
+    /// Well-formed loopback URLs on this fake, whose PUT answers 307 to the address given.
+    RedirectTo(&'static str),
 }
 
 struct FakeBackend {
@@ -182,6 +184,11 @@ fn serve_fake(mut stream: std::net::TcpStream, presign: Presign, base: &str, put
         let _ = stream.write_all(head.as_bytes());
         let _ = stream.write_all(body);
     };
+    if let (Presign::RedirectTo(elsewhere), true) = (presign, request_line.starts_with("PUT /s3/")) {
+        puts.fetch_add(1, Ordering::SeqCst);
+        let location = format!("location: {elsewhere}/stolen?X-Amz-Signature=0123456789abcdef\r\n");
+        return reply(&mut stream, "307 Temporary Redirect", &location, b"");
+    }
     if request_line.starts_with("PUT /s3/") {
         puts.fetch_add(1, Ordering::SeqCst);
         return reply(&mut stream, "200 OK", "etag: \"fake\"\r\n", b"");
@@ -195,7 +202,7 @@ fn serve_fake(mut stream: std::net::TcpStream, presign: Presign, base: &str, put
                 body.extend_from_slice(br#""]}"#);
                 return reply(&mut stream, "200 OK", "", &body);
             }
-            Presign::PlainHttpForHostile | Presign::WrongTypeForHostile => {
+            Presign::PlainHttpForHostile | Presign::WrongTypeForHostile | Presign::RedirectTo(_) => {
                 let request: Value = serde_json::from_slice(&body).unwrap();
                 let uploads: Vec<Value> = request["files"]
                     .as_array()
@@ -305,6 +312,67 @@ fn a_huge_answer_is_refused_without_buffering_it_all() {
     let line = line_for(&lines, "one.txt");
     assert_eq!(line["error"]["code"], "backend_bad_response", "{line}");
     assert!(line["error"]["message"].as_str().unwrap().contains("larger than 8 MiB"), "{line}");
+}
+
+/// A listener that counts the connections it is offered and accepts every request like S3,
+/// so a client that followed a redirect there would believe the upload went through.
+fn counting_listener(address: &str) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind(address).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 65536];
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+            while stream.read(&mut buf).is_ok_and(|n| n > 0) {}
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\netag: \"stolen\"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, connections)
+}
+
+#[test]
+fn an_upload_url_that_redirects_to_another_host_fails_the_file_and_sends_nothing_there() {
+    // 127.0.0.2 is this machine too, but another host as far as the allow-list can tell.
+    let (elsewhere, received) = counting_listener("127.0.0.2:0");
+    let leaked: &'static str = Box::leak(elsewhere.clone().into_boxed_str());
+    let fake = FakeBackend::start(Presign::RedirectTo(leaked));
+    let workspace = Workspace::new();
+    workspace.file("report.pdf", &pattern(4000, 3));
+    std::fs::create_dir_all(workspace.data_dir()).unwrap();
+    let settings = json!({ "backend_url": fake.url, "token": "t", "upload_hosts": ["127.0.0.1"] });
+    std::fs::write(workspace.data_dir().join("settings.json"), settings.to_string()).unwrap();
+    let mut command = std::process::Command::new(dropship_testkit::target_bin("dropship"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DROPSHIP_LOG", "debug")
+        .args(["upload", "--json", "--data-dir"])
+        .arg(workspace.data_dir())
+        .arg(workspace.dir.path().join("files"));
+    let output = command.output().expect("run dropship");
+    let lines = json_lines(&output);
+
+    assert_eq!(output.status.code(), Some(1), "a failed file exits 1: {}", texts(&output).join("\n"));
+    let line = line_for(&lines, "report.pdf");
+    assert_eq!(line["status"], "failed", "a redirected upload is not an upload: {line}");
+    assert_eq!(line["error"]["code"], "upload_redirected", "{line}");
+    let message = line["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("127.0.0.2") && message.contains("tell whoever runs the backend"),
+        "names where it was sent and what to do: {message}"
+    );
+    assert_eq!(fake.puts.load(Ordering::SeqCst), 1, "one PUT to the allowed host, not retried");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(received.load(Ordering::SeqCst), 0, "the host it redirected to received nothing");
+    let history = workspace.history();
+    assert_eq!(history[0]["status"], "failed", "history agrees: {:?}", history);
+    assert_eq!(history[0]["error_code"], "upload_redirected", "{:?}", history);
+    assert_no_signature_written(&workspace, &texts(&output));
 }
 
 // ---------------------------------------------------------------------------------------------

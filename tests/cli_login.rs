@@ -103,7 +103,7 @@ fn mode_of(path: &Path) -> u32 {
 fn signing_in_in_the_browser_lets_the_cli_upload_as_that_person_until_logout_revokes_it() {
     let s3 = S3Server::shared();
     let provider = OidcProvider::start();
-    let backend = backend_for(&s3, &provider);
+    let backend = backend_for(s3, &provider);
     let workspace = Workspace::new();
 
     sign_in(&workspace, &backend, &provider, ALICE);
@@ -174,7 +174,7 @@ fn records_as(backend: &Backend, access_token: &str) -> Vec<Value> {
 fn an_access_token_that_expires_mid_upload_is_refreshed_and_survives_a_key_rotation() {
     let s3 = S3Server::shared();
     let provider = OidcProvider::start_with(OidcOptions { access_token_ttl_secs: 8, ..Default::default() });
-    let backend = backend_for(&s3, &provider);
+    let backend = backend_for(s3, &provider);
     let workspace = Workspace::new();
     sign_in(&workspace, &backend, &provider, BOB);
     let first_token = session_file(&workspace)["access_token"].as_str().expect("an access token").to_owned();
@@ -210,7 +210,7 @@ fn an_access_token_that_expires_mid_upload_is_refreshed_and_survives_a_key_rotat
 fn signing_in_on_another_device_with_a_code() {
     let s3 = S3Server::shared();
     let provider = OidcProvider::start();
-    let backend = backend_for(&s3, &provider);
+    let backend = backend_for(s3, &provider);
     let workspace = Workspace::new();
 
     let (child, lines) = start_login(&workspace, &["login", "--device", "--backend", &backend.url]);
@@ -227,7 +227,7 @@ fn signing_in_on_another_device_with_a_code() {
 #[test]
 fn login_against_a_backend_without_an_identity_provider_says_to_use_a_token() {
     let s3 = S3Server::shared();
-    let backend = Backend::start(&s3);
+    let backend = Backend::start(s3);
     let workspace = Workspace::new();
     let output = output_of(dropship(&workspace, &["login", "--no-browser", "--backend", &backend.url]));
     assert_eq!(output.status.code(), Some(2), "a setup error");

@@ -296,3 +296,99 @@ fn a_key_prefix_puts_the_keys_in_that_folder_and_one_that_climbs_is_cleaned() {
     assert_eq!(lines[0]["error"]["code"], "backend_rejected", "{lines:?}");
     assert!(lines[0]["error"]["message"].as_str().unwrap().contains("at most 4"), "{lines:?}");
 }
+
+/// A folder holding a real file, a link to it, and a link to a "private key" outside the
+/// folder; the secret's bytes are unique to this test, so the bucket can be searched for them.
+#[cfg(unix)]
+fn folder_with_links(workspace: &Workspace) -> (PathBuf, Vec<u8>) {
+    let secret = pattern(3000, 41);
+    let outside = workspace.dir.path().join("home/.ssh");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("id_ed25519"), &secret).unwrap();
+    workspace.file("sub/real.txt", b"inside the folder");
+    let root = workspace.dir.path().join("files");
+    std::os::unix::fs::symlink(root.join("sub/real.txt"), root.join("inside.txt")).unwrap();
+    std::os::unix::fs::symlink(outside.join("id_ed25519"), root.join("report.pdf")).unwrap();
+    std::os::unix::fs::symlink(root.join("sub"), root.join("sub-again")).unwrap();
+    (root, secret)
+}
+
+#[cfg(unix)]
+#[test]
+fn a_link_out_of_an_uploaded_folder_is_skipped_with_a_warning_and_a_link_inside_it_goes_up() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let (root, secret) = folder_with_links(&workspace);
+
+    let mut command = workspace.dropship(&backend, "native");
+    command.args(["upload", "--json"]).arg(&root);
+    let output = run(command);
+    let lines = json_lines(&output);
+    assert!(output.status.success(), "a skipped link is not a failure: {lines:?}");
+    let line = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"].as_str() == Some(root.join(name).to_str().unwrap()))
+            .unwrap_or_else(|| panic!("a line for {name}: {lines:?}"))
+            .clone()
+    };
+    assert_eq!(line("inside.txt")["status"], "uploaded", "a link to a file inside the folder goes up");
+    assert_eq!(line("sub/real.txt")["status"], "uploaded");
+    let skipped = line("report.pdf");
+    assert_eq!(skipped["status"], "skipped", "the link out of the folder is left out: {skipped}");
+    assert_eq!(skipped["error"]["code"], "link_outside_folder", "{skipped}");
+    assert!(skipped["error"]["message"].as_str().unwrap().contains("id_ed25519"), "names the target: {skipped}");
+    assert_eq!(lines.len(), 3, "the linked sub-folder is not walked twice: {lines:?}");
+    let records = backend.records();
+    assert_eq!(records.len(), 2, "only the two inside files are recorded: {records:?}");
+    for record in &records {
+        let key = record["key"].as_str().unwrap();
+        assert!(s3.get_object(key).unwrap() != secret, "the secret is nowhere in the bucket ({key})");
+    }
+
+    // Without --json, a person sees a warning naming the link.
+    let again = Workspace::new();
+    let (root, _) = folder_with_links(&again);
+    let mut command = again.dropship(&backend, "native");
+    command.args(["upload"]).arg(&root);
+    let output = run(command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: skipped") && stderr.contains("report.pdf") && stderr.contains("outside"),
+        "the warning names the link and says why: {stderr}"
+    );
+}
+
+#[test]
+fn a_settings_file_cut_short_is_one_line_that_names_it_and_says_to_move_it_aside() {
+    let backend = Backend::start(S3Server::shared());
+    let workspace = Workspace::new();
+    let file = workspace.file("a.txt", b"a");
+    std::fs::create_dir_all(workspace.data_dir()).unwrap();
+    std::fs::write(workspace.data_dir().join("settings.json"), br#"{"backend_url": "http://127.0.0.1:1", "to"#)
+        .unwrap();
+    let mut command = workspace.dropship(&backend, "native");
+    command.args(["upload"]).arg(&file);
+    assert_one_clear_line(&run(command), &["settings.json", "damaged", "Move it aside"]);
+}
+
+#[test]
+fn a_history_cut_short_is_one_line_that_names_it_and_says_to_move_it_aside() {
+    let backend = Backend::start(S3Server::shared());
+    let workspace = Workspace::new();
+    let file = workspace.file("a.txt", b"a");
+    let mut first = workspace.dropship(&backend, "native");
+    first.args(["upload"]).arg(&file);
+    assert!(run(first).status.success(), "a first upload makes the history");
+    let history = workspace.data_dir().join("history.sqlite");
+    let bytes = std::fs::read(&history).unwrap();
+    std::fs::write(&history, &bytes[..bytes.len() / 2]).unwrap();
+    for companion in ["history.sqlite-wal", "history.sqlite-shm"] {
+        let _ = std::fs::remove_file(workspace.data_dir().join(companion));
+    }
+    let mut command = workspace.dropship(&backend, "native");
+    command.args(["upload"]).arg(&file);
+    assert_one_clear_line(&run(command), &["history.sqlite", "damaged", "Move it aside"]);
+}

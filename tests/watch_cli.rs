@@ -564,3 +564,84 @@ fn a_folder_with_a_key_prefix_puts_its_files_under_that_folder_in_the_bucket() {
     let records = backend.records();
     assert_eq!(records.iter().filter(|r| r["key"] == key).count(), 1, "the backend recorded it: {records:?}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_link_out_of_a_watched_folder_is_skipped_with_a_warning_and_a_link_inside_it_goes_up() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let dir = watched_dir(&workspace);
+    let secret = pattern(3000, 43);
+    let outside = workspace.dir.path().join("home/.ssh");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("id_ed25519"), &secret).unwrap();
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("sub/real.txt"), b"inside the folder").unwrap();
+    // One link there before the watch starts (found by the catch-up walk), one made while it
+    // runs (found through an event), and a link to a sub-folder, which must not loop.
+    std::os::unix::fs::symlink(outside.join("id_ed25519"), dir.join("before.pdf")).unwrap();
+    std::os::unix::fs::symlink(&dir, dir.join("sub/loop")).unwrap();
+    let watching = Watching::start(&workspace, &backend, &dir, &[]);
+    std::os::unix::fs::symlink(outside.join("id_ed25519"), dir.join("report.pdf")).unwrap();
+    std::os::unix::fs::symlink(dir.join("sub/real.txt"), dir.join("inside.txt")).unwrap();
+
+    let timeout = Duration::from_secs(30);
+    let inside = watching.wait_uploaded(&dir.join("inside.txt"), 1, timeout).remove(0);
+    watching.wait_uploaded(&dir.join("sub/real.txt"), 1, timeout);
+    watching.wait_for_stderr("report.pdf", timeout);
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, lines, stderr) = watching.terminate();
+
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert_landed_from_watch(s3, &workspace, &inside, b"inside the folder");
+    for name in ["before.pdf", "report.pdf"] {
+        assert!(
+            stderr.lines().any(|l| l.contains("warning: skipped") && l.contains(name) && l.contains("outside")),
+            "a warning names {name} and says why: {stderr}"
+        );
+        assert!(
+            lines.iter().all(|l| !l["path"].as_str().unwrap_or("").ends_with(name)),
+            "{name} never goes up: {lines:?}"
+        );
+    }
+    assert_eq!(lines.len(), 2, "the inside link and the real file, once each: {lines:#?}");
+    for record in backend.records() {
+        let key = record["key"].as_str().unwrap();
+        assert!(s3.get_object(key).unwrap() != secret, "the secret is nowhere in the bucket ({key})");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_file_whose_name_is_not_utf8_goes_up_once_and_is_known_again_after_a_restart() {
+    use std::os::unix::ffi::OsStrExt;
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let workspace = Workspace::new();
+    let dir = watched_dir(&workspace);
+    let odd = dir.join(std::ffi::OsStr::from_bytes(b"scan-\xff\xfe.pdf"));
+    std::fs::write(&odd, b"latin-1 name").unwrap();
+    let shown = odd.to_string_lossy().into_owned();
+    let uploaded_odd = |watching: &Watching| {
+        watching.lines().into_iter().find(|l| l["path"].as_str() == Some(shown.as_str()) && l["status"] == "uploaded")
+    };
+
+    let first = Watching::start(&workspace, &backend, &dir, &[]);
+    let line = wait_for("the non-UTF-8 file to go up", Duration::from_secs(30), || uploaded_odd(&first))
+        .unwrap_or_else(|e| panic!("{e}; lines: {:?}", first.lines()));
+    let (status, _, stderr) = first.terminate();
+    assert!(status.success(), "{stderr}");
+    assert_landed_from_watch(s3, &workspace, &line, b"latin-1 name");
+
+    // Restarted: the catch-up must find the file in the index by its real name, not send it again.
+    let later = dir.join("later.txt");
+    std::fs::write(&later, b"later").unwrap();
+    let second = Watching::start(&workspace, &backend, &dir, &[]);
+    second.wait_uploaded(&later, 1, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, lines, stderr) = second.terminate();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(lines.len(), 1, "only the new file; the non-UTF-8 one is known: {lines:#?}");
+    assert_eq!(backend.records().len(), 2, "each file recorded once");
+}

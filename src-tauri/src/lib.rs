@@ -6,10 +6,11 @@ mod commands;
 mod events;
 mod notify;
 mod prefs;
+mod recovery;
 mod tray;
 mod watch_commands;
 
-use dropship_core::{default_data_dir, Engine, Source, WatchSettings, Watcher};
+use dropship_core::{default_data_dir, DamagedFile, Engine, Source, WatchSettings, Watcher};
 use tauri::{DragDropEvent, Emitter, Manager, RunEvent, Window, WindowEvent};
 use tracing_subscriber::EnvFilter;
 
@@ -64,27 +65,14 @@ pub fn run() {
         .plugin(tauri_plugin_notification::init())
         .plugin(tauri_plugin_opener::init())
         .setup(|app| {
-            let data_dir = default_data_dir();
-            let engine = Engine::open(&data_dir, engine_runtime()?)?;
-            tracing::info!(data_dir = %data_dir.display(), "engine opened");
-            // A second connection to the same history, for the window's queries and exports.
-            app.manage(dropship_core::store::Store::open(&data_dir.join(dropship_core::config::HISTORY_FILE))?);
-            app.manage(prefs::Prefs::load(&data_dir));
-            app.manage(events::Forwarder::start(app.handle().clone(), engine.subscribe()));
-            // Uploads that a crash, a kill or a power cut interrupted carry on where they stopped.
-            match engine.submit_interrupted() {
-                Ok(0) => {}
-                Ok(count) => tracing::info!(count, "resuming interrupted uploads"),
-                Err(e) => tracing::warn!("could not look for interrupted uploads: {e}"),
-            }
-            start_background_sync(app, &engine, &data_dir);
-            if let Some(window) = app.get_webview_window("main") {
-                show_user_in_title(&window, engine.signed_in_user().as_deref());
-            }
-            app.manage(engine);
-            if !std::env::args().any(|a| a == tray::HIDDEN_ARG) {
+            // A damaged settings file or history opens the window on the recovery screen
+            // rather than stopping the app.
+            let damaged = start(app.handle())?;
+            let hidden = std::env::args().any(|a| a == tray::HIDDEN_ARG);
+            if damaged.is_some() || !hidden {
                 tray::show_main_window(app.handle());
             }
+            app.manage(recovery::Recovery(std::sync::Mutex::new(damaged)));
             Ok(())
         })
         .on_window_event(on_window_event)
@@ -118,6 +106,9 @@ pub fn run() {
             commands::export_history_csv,
             commands::retry_uploads,
             commands::reveal_upload,
+            recovery::get_damaged_file,
+            recovery::move_damaged_aside,
+            recovery::open_data_folder,
         ])
         .build(tauri::generate_context!())
         .expect("the Dropship window could not be created");
@@ -141,10 +132,55 @@ pub fn run() {
     });
 }
 
+/// Opens the engine and starts everything that hangs off it. `Ok(Some(file))` when a file in
+/// the data folder is damaged: nothing is started, and the window offers to move it aside.
+pub(crate) fn start(app: &tauri::AppHandle) -> Result<Option<DamagedFile>, dropship_core::Error> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    let data_dir = default_data_dir();
+    // One runtime for the app's life, also when the first start stopped at a damaged file.
+    let runtime = match RUNTIME.get() {
+        Some(runtime) => runtime.clone(),
+        None => {
+            let runtime = engine_runtime()
+                .map_err(|e| dropship_core::Error::Internal(format!("the engine's threads could not start: {e}")))?;
+            RUNTIME.get_or_init(|| runtime).clone()
+        }
+    };
+    let engine = match Engine::open(&data_dir, runtime) {
+        Ok(engine) => engine,
+        Err(e) => {
+            let damaged = DamagedFile::from_error(&e).ok_or(e)?;
+            tracing::error!(path = %damaged.path, "a file in the data folder is damaged: {}", damaged.detail);
+            return Ok(Some(damaged));
+        }
+    };
+    tracing::info!(data_dir = %data_dir.display(), "engine opened");
+    // A second connection to the same history, for the window's queries and exports.
+    app.manage(dropship_core::store::Store::open(&data_dir.join(dropship_core::config::HISTORY_FILE))?);
+    app.manage(prefs::Prefs::load(&data_dir));
+    app.manage(events::Forwarder::start(app.clone(), engine.subscribe()));
+    // Uploads that a crash, a kill or a power cut interrupted carry on where they stopped.
+    match engine.submit_interrupted() {
+        Ok(0) => {}
+        Ok(count) => tracing::info!(count, "resuming interrupted uploads"),
+        Err(e) => tracing::warn!("could not look for interrupted uploads: {e}"),
+    }
+    start_background_sync(app, &engine, &data_dir);
+    if let Some(window) = app.get_webview_window("main") {
+        show_user_in_title(&window, engine.signed_in_user().as_deref());
+    }
+    app.manage(engine);
+    Ok(None)
+}
+
 /// Native drag and drop: the paths go from the window system straight to the engine, so the
 /// webview never gets to name files to read. The webview only learns whether to highlight.
 fn on_window_event(window: &Window, event: &WindowEvent) {
     if let WindowEvent::CloseRequested { api, .. } = event {
+        // On the recovery screen nothing runs and there is no tray: closing quits.
+        if window.try_state::<Engine>().is_none() {
+            return;
+        }
         // Closing the window keeps Dropship syncing from the tray; Quit is in the tray menu.
         api.prevent_close();
         let _ = window.hide();
@@ -157,7 +193,9 @@ fn on_window_event(window: &Window, event: &WindowEvent) {
         // Dragged text or links carry no paths: nothing to upload.
         DragDropEvent::Drop { paths, .. } if paths.is_empty() => events::DragState::Leave,
         DragDropEvent::Drop { paths, .. } => {
-            let batch_id = window.state::<Engine>().submit(paths.clone(), Source::Window);
+            // No engine while the recovery screen shows: nothing to upload with.
+            let Some(engine) = window.try_state::<Engine>() else { return };
+            let batch_id = engine.submit(paths.clone(), Source::Window);
             tracing::info!(%batch_id, paths = paths.len(), "dropped onto the window");
             events::DragState::Drop
         }
@@ -170,7 +208,7 @@ fn on_window_event(window: &Window, event: &WindowEvent) {
 }
 
 /// Watched folders and the tray. A problem here is logged and leaves the window working.
-fn start_background_sync(app: &tauri::App, engine: &Engine, data_dir: &std::path::Path) {
+fn start_background_sync(app: &tauri::AppHandle, engine: &Engine, data_dir: &std::path::Path) {
     let settings = WatchSettings::load(data_dir).unwrap_or_else(|e| {
         tracing::error!("watched folders not started: {e}");
         WatchSettings::default()
@@ -179,7 +217,7 @@ fn start_background_sync(app: &tauri::App, engine: &Engine, data_dir: &std::path
         Ok(watcher) => drop(app.manage(watcher)),
         Err(e) => tracing::error!("watched folders not started: {e}"),
     }
-    match tray::start(app.handle(), engine) {
+    match tray::start(app, engine) {
         Ok(tray) => drop(app.manage(tray)),
         Err(e) => tracing::warn!("no tray icon (the desktop may not offer one): {e}"),
     }

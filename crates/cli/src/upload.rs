@@ -141,7 +141,8 @@ async fn drive(
     if interrupted {
         return ExitCode::from(130);
     }
-    if summaries.iter().all(|s| s.count(FileStatus::Uploaded) == s.files.len()) {
+    // A skipped file (a link leading out of the folder) was left out on purpose, with a warning.
+    if summaries.iter().all(|s| s.count(FileStatus::Uploaded) + s.count(FileStatus::Skipped) == s.files.len()) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -207,6 +208,7 @@ fn print_outcomes(summary: &BatchSummary, json: bool) {
             (FileStatus::Uploaded, _) => {
                 let _ = writeln!(out, "uploaded  {}  →  {}", file.path.display(), file.key.as_deref().unwrap_or("?"));
             }
+            (FileStatus::Skipped, Some(why)) => eprintln!("dropship: warning: skipped {}", why.message),
             (_, Some(error)) if !same_as_batch => {
                 let _ = writeln!(out, "failed    {}: {}", file.path.display(), error.message);
             }

@@ -245,8 +245,10 @@ impl OnDisk {
 fn read_on_disk(data_dir: &Path) -> Result<Option<OnDisk>, Error> {
     let path = data_dir.join(SETTINGS_FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::InvalidSettings(format!("{} is not valid settings JSON ({e}); fix or delete it", path.display()))
+        // Cut short or overwritten: the person must be able to move it aside, not be stuck.
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Damaged {
+            path: path.display().to_string(),
+            detail: format!("not valid settings JSON: {e}"),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::Unreadable { path: path.display().to_string(), detail: e.to_string() }),
@@ -257,7 +259,7 @@ fn read_on_disk(data_dir: &Path) -> Result<Option<OnDisk>, Error> {
 fn write_on_disk(data_dir: &Path, on_disk: &OnDisk) -> Result<(), Error> {
     let unwritable =
         |e: std::io::Error| Error::InvalidSettings(format!("cannot write settings to {}: {e}", data_dir.display()));
-    std::fs::create_dir_all(data_dir).map_err(unwritable)?;
+    create_private_dir(data_dir).map_err(unwritable)?;
     let path = data_dir.join(SETTINGS_FILE);
     let tmp = data_dir.join(format!("{SETTINGS_FILE}.tmp"));
     let json = serde_json::to_vec_pretty(on_disk).expect("settings serialise");
@@ -265,11 +267,23 @@ fn write_on_disk(data_dir: &Path, on_disk: &OnDisk) -> Result<(), Error> {
     std::fs::rename(&tmp, &path).map_err(unwritable)
 }
 
+/// The data folder holds the history and maybe the token: readable by its owner only when
+/// Dropship creates it (an existing folder keeps the mode someone gave it).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 #[cfg(unix)]
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // `mode` applies only to a file it creates: a temp file left by a crash keeps its own.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(bytes)?;
     file.sync_all()
 }
@@ -304,6 +318,23 @@ pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_folder_is_created_0700_and_settings_are_always_written_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("new/dropship");
+        let engine_runtime = tokio::runtime::Runtime::new().unwrap();
+        drop(crate::Engine::open(&data, engine_runtime.handle().clone()).unwrap());
+        assert_eq!(mode(&data), 0o700, "only its owner may look into the data folder");
+        // A temp file left behind by a crash, readable by all, must not make a readable settings file.
+        std::fs::write(data.join("settings.json.tmp"), b"").unwrap();
+        std::fs::set_permissions(data.join("settings.json.tmp"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        settings("https://up.example.com").save_with_token_in_file(&data).unwrap();
+        assert_eq!(mode(&data.join("settings.json")), 0o600, "the token may be in it");
+    }
 
     fn settings(url: &str) -> Settings {
         Settings {
@@ -376,5 +407,28 @@ mod tests {
     fn flavours_parse_case_insensitively_and_reject_unknown_names() {
         assert_eq!("Rails".parse::<ApiFlavour>().unwrap(), ApiFlavour::Rails);
         assert!("graphql".parse::<ApiFlavour>().is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_as_settings_json_are_read_or_refused_and_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(SETTINGS_FILE), &bytes).unwrap();
+            match read_on_disk(dir.path()) {
+                Ok(Some(on_disk)) => drop(on_disk.settings.validate()),
+                Ok(None) => proptest::prop_assert!(false, "the file is there"),
+                Err(e) => proptest::prop_assert_eq!(e.code(), "damaged_file"),
+            }
+        }
+
+        #[test]
+        fn settings_shaped_json_with_any_values_never_panics(url in ".{0,40}", token in ".{0,20}", concurrency in proptest::prelude::any::<u32>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let json = serde_json::json!({"backend_url": url, "token": token, "token_storage": "file", "transfer": {"concurrency": concurrency}});
+            std::fs::write(dir.path().join(SETTINGS_FILE), json.to_string()).unwrap();
+            if let Ok(Some(on_disk)) = read_on_disk(dir.path()) {
+                let _ = on_disk.settings.validate();
+            }
+        }
     }
 }

@@ -93,6 +93,8 @@ pub enum FileStatus {
 /// What happened to one file of a batch (the CLI prints these as JSON lines).
 #[derive(Debug, Clone, Serialize)]
 pub struct FileOutcome {
+    /// Shown lossily in JSON: a name that is not UTF-8 would otherwise fail the whole line.
+    #[serde(serialize_with = "path_lossy")]
     pub path: PathBuf,
     pub status: FileStatus,
     pub key: Option<String>,
@@ -102,6 +104,10 @@ pub struct FileOutcome {
     pub checksum_sha256: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+}
+
+pub(crate) fn path_lossy<S: serde::Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&path.to_string_lossy())
 }
 
 #[derive(Debug)]
@@ -178,23 +184,37 @@ impl Sent {
     }
 }
 
+/// The one HTTP client of an engine, for backend calls and uploads alike.
+pub(crate) fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("dropship/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        // No redirects, for uploads or backend calls. An upload URL is checked (scheme,
+        // allowed hosts) before a byte is sent; a redirect would carry the file past those
+        // checks to wherever the server points. A backend call carries the bearer token,
+        // which must reach only the backend URL in Settings. A 3xx is an error instead.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 impl Engine {
     /// Opens the data directory (settings and history) and runs batches on `runtime`.
     pub fn open(data_dir: &Path, runtime: Handle) -> Result<Engine, Error> {
+        crate::config::create_private_dir(data_dir).map_err(|e| Error::Unreadable {
+            path: data_dir.display().to_string(),
+            detail: format!("could not create the data folder ({e})"),
+        })?;
         let instance = InstanceLock::acquire(data_dir).map_err(|e| Error::Unreadable {
             path: data_dir.display().to_string(),
             detail: format!("could not mark Dropship as running there ({e})"),
         })?;
-        let store = Arc::new(Store::open(&data_dir.join(HISTORY_FILE))?.with_owner(instance.id().to_owned()));
+        let store = Store::open(&data_dir.join(HISTORY_FILE)).map_err(crate::recovery::damaged_or)?;
+        let store = Arc::new(store.with_owner(instance.id().to_owned()));
         // Reports left by an earlier run go out now rather than after their backoff.
         store.reports_due_now()?;
         let settings = Settings::load(data_dir)?;
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("dropship/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| Error::InvalidSettings(format!("could not set up HTTP: {e}")))?;
+        let http = http_client().map_err(|e| Error::InvalidSettings(format!("could not set up HTTP: {e}")))?;
         let session = match auth::load_session(data_dir) {
             Ok(session) => session.map(|s| LiveSession::new(data_dir, http.clone(), s)),
             Err(e) => {
@@ -319,8 +339,8 @@ impl Engine {
         let mut by_source: Vec<(Source, Vec<PathBuf>)> = Vec::new();
         for upload in self.interrupted()? {
             match by_source.iter_mut().find(|(source, _)| *source == upload.source) {
-                Some((_, paths)) => paths.push(PathBuf::from(upload.path)),
-                None => by_source.push((upload.source, vec![PathBuf::from(upload.path)])),
+                Some((_, paths)) => paths.push(upload.path),
+                None => by_source.push((upload.source, vec![upload.path])),
             }
         }
         let mut summaries = Vec::with_capacity(by_source.len());
@@ -339,7 +359,7 @@ impl Engine {
         // batch adopts the interrupted upload then.
         for source in [Source::Window, Source::Cli] {
             let paths: Vec<PathBuf> =
-                interrupted.iter().filter(|u| u.source == source).map(|u| PathBuf::from(&u.path)).collect();
+                interrupted.iter().filter(|u| u.source == source).map(|u| u.path.clone()).collect();
             if !paths.is_empty() {
                 self.submit(paths, source);
             }
@@ -559,17 +579,28 @@ impl Engine {
         };
         let transfer = settings.map(|s| s.transfer).unwrap_or_default();
 
-        let (found, unreadable) = match tokio::task::spawn_blocking(move || scan::expand(&paths)).await {
-            Ok(result) => result,
-            Err(e) => {
-                let error = Error::Unreadable { path: "the dropped paths".into(), detail: e.to_string() };
-                return self.fail_batch(summary, error);
-            }
-        };
+        let scan::Expanded { files: found, failures: unreadable, skipped } =
+            match tokio::task::spawn_blocking(move || scan::expand(&paths)).await {
+                Ok(result) => result,
+                Err(e) => {
+                    let error = Error::Unreadable { path: "the dropped paths".into(), detail: e.to_string() };
+                    return self.fail_batch(summary, error);
+                }
+            };
         for (path, error) in unreadable {
             let outcome = self.record_unreadable(&batch_id, &path, source, error);
             summary.files.push(outcome);
         }
+        summary.files.extend(skipped.into_iter().map(|(path, reason)| FileOutcome {
+            path,
+            status: FileStatus::Skipped,
+            key: None,
+            size: None,
+            upload_id: None,
+            object_url: None,
+            checksum_sha256: None,
+            error: Some(ErrorInfo { code: "link_outside_folder".into(), message: reason }),
+        }));
 
         // A file whose upload an earlier run left unfinished carries on under the same history
         // row (and, for parts, the same multipart upload), never as a second one.

@@ -45,6 +45,11 @@ pub enum Error {
          from History (or `dropship reports --retry`) once the backend accepts it."
     )]
     ReportRejected { message: String },
+    #[error(
+        "Dropship cannot read {path}: the file is damaged ({detail}). Move it aside (rename it, for example \
+         to add .damaged to its name) and Dropship starts fresh with a new one; or put back a good copy."
+    )]
+    Damaged { path: String, detail: String },
     #[error("Something went wrong inside Dropship: {0}. Please report this.")]
     Internal(String),
     #[error(
@@ -72,6 +77,7 @@ impl Error {
             Error::Cancelled => "cancelled",
             Error::ReportPending { .. } => "report_pending",
             Error::ReportRejected { .. } => "report_rejected",
+            Error::Damaged { .. } => "damaged_file",
             Error::Internal(_) => "internal",
             Error::KeyringUnavailable(_) => "keyring_unavailable",
             Error::KeyringFailed(_) => "keyring_failed",
@@ -82,7 +88,7 @@ impl Error {
     /// rather than the one file being uploaded.
     pub fn is_batch_level(&self) -> bool {
         match self {
-            Error::NotConfigured | Error::InvalidSettings(_) | Error::Store(_) => true,
+            Error::NotConfigured | Error::InvalidSettings(_) | Error::Store(_) | Error::Damaged { .. } => true,
             Error::KeyringUnavailable(_) | Error::KeyringFailed(_) | Error::Auth(_) => true,
             Error::Backend(e) => e.is_batch_level(),
             _ => false,

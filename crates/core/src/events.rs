@@ -57,6 +57,7 @@ pub enum Event {
     FileFailed {
         upload_id: String,
         #[ts(type = "string")]
+        #[serde(serialize_with = "crate::engine::path_lossy")]
         path: PathBuf,
         error: ErrorInfo,
     },
@@ -96,6 +97,7 @@ pub enum Event {
 pub struct QueuedFile {
     pub upload_id: String,
     #[ts(type = "string")]
+    #[serde(serialize_with = "crate::engine::path_lossy")]
     pub path: PathBuf,
     pub file_name: String,
     #[ts(type = "number")]

@@ -2,6 +2,7 @@
 import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
 import type {
+  DamagedFile,
   DragState,
   EngineEvent,
   ErrorInfo,
@@ -46,6 +47,12 @@ export const cancelUpload = (uploadId: string) => invoke<boolean>("cancel_upload
 export const pauseAll = () => invoke<void>("pause_all");
 export const resumeAll = () => invoke<void>("resume_all");
 export const cancelAll = () => invoke<void>("cancel_all");
+
+/** The damaged file the app stopped at on start (the recovery screen), or null. */
+export const getDamagedFile = () => invoke<DamagedFile | null>("get_damaged_file");
+/** Moves it aside and starts the app; resolves to the next damaged file, or null once running. */
+export const moveDamagedAside = () => invoke<DamagedFile | null>("move_damaged_aside");
+export const openDataFolder = () => invoke<void>("open_data_folder");
 
 /** Engine events arrive in lists, at most ten a second, each file's progress at its latest. */
 export const onEngineEvents = (handler: (events: EngineEvent[]) => void): Promise<UnlistenFn> =>

@@ -1,6 +1,7 @@
 // The types that cross the IPC boundary are generated from dropship-core by ts-rs
 // (`cargo test -p dropship-core` rewrites ui/src/bindings; CI fails if they are stale).
 export type { ApiFlavour } from "../bindings/ApiFlavour";
+export type { DamagedFile } from "../bindings/DamagedFile";
 export type { EngineEvent } from "../bindings/EngineEvent";
 export type { ErrorInfo } from "../bindings/ErrorInfo";
 export type { HistoryEntry } from "../bindings/HistoryEntry";

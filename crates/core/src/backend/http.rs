@@ -131,6 +131,7 @@ impl BackendHttp {
         bearer: Option<&str>,
     ) -> Result<T, BackendError> {
         if let Some(token) = bearer {
+            super::check_token_destination(&self.base)?;
             request = request.bearer_auth(token);
         }
         let url = self.base_shown();
@@ -140,6 +141,10 @@ impl BackendHttp {
             .map_err(|e| BackendError::Unreachable { url: url.clone(), detail: describe_reqwest_error(&e) })?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let body = read_limited(response).await.map_err(|e| match e {
             // An answer too large to be a signing backend's is a bad answer, not a network fault.
             ReadError::TooLarge(detail) => BackendError::BadResponse { url: url.clone(), detail },
@@ -152,6 +157,18 @@ impl BackendHttp {
             200..=299 => serde_json::from_slice(&body).map_err(|e| BackendError::BadResponse {
                 url,
                 detail: format!("{e}; the body began with {:?}", preview(&body)),
+            }),
+            // The client follows no redirects (see the engine), so the token only ever goes to
+            // the URL in Settings: a redirect elsewhere is the user's to accept, by changing it.
+            300..=399 => Err(BackendError::BadResponse {
+                url,
+                detail: format!(
+                    "it redirected to {}; Dropship does not follow a backend's redirects, so that the token only goes \
+                     to the URL in Settings: set the backend URL to the address it redirects to",
+                    location
+                        .and_then(|l| self.base.join(&l).ok())
+                        .map_or_else(|| "nowhere given".to_owned(), |l| super::redact_url(&l))
+                ),
             }),
             401 | 403 => Err(BackendError::Unauthorized { url, status: status.as_u16() }),
             429 => Err(BackendError::RateLimited { url, retry_after: retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT) }),
@@ -296,6 +313,40 @@ mod tests {
         );
     }
 
+    /// A loopback server that answers every request with `head` and counts the requests.
+    fn answering(head: String) -> (url::Url, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap()).parse().unwrap();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = count.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = write!(stream, "{head}content-length: 2\r\nconnection: close\r\n\r\n{{}}");
+            }
+        });
+        (url, count)
+    }
+
+    #[tokio::test]
+    async fn a_backend_redirect_is_not_followed_so_the_token_stays_with_the_backend() {
+        let (elsewhere, reached) = answering("HTTP/1.1 200 OK\r\n".into());
+        let (backend, _) = answering(format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}steal\r\n"));
+        let client = crate::engine::http_client().unwrap();
+        let http = BackendHttp::new(client, backend, "secret-token".into());
+        let error = http.get::<serde_json::Value>("/api/v1/ping").await.unwrap_err();
+        assert_eq!(error.code(), "backend_bad_response", "a redirect is a bad answer: {error}");
+        assert!(
+            error.to_string().contains(elsewhere.as_str()) && error.to_string().contains("set the backend URL"),
+            "says where it redirected and what to do: {error}"
+        );
+        assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0, "the other origin never saw the token");
+    }
+
     #[test]
     fn retry_after_is_read_in_seconds_and_other_forms_read_as_absent() {
         let mut headers = reqwest::header::HeaderMap::new();
@@ -310,5 +361,15 @@ mod tests {
     fn routes_keep_a_base_path_prefix() {
         let http = BackendHttp::new(reqwest::Client::new(), "http://h/base".parse().unwrap(), String::new());
         assert_eq!(http.url("/api/v1/ping").as_str(), "http://h/base/api/v1/ping");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_as_an_error_body_give_a_message_and_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), json in ".{0,80}") {
+            let _ = error_message(&body, reqwest::StatusCode::BAD_REQUEST);
+            let _ = error_message(json.as_bytes(), reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+            let nested = format!("{{\"errors\": {json}}}");
+            let _ = error_message(nested.as_bytes(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+        }
     }
 }

@@ -88,6 +88,34 @@ pub fn redact_url(url: &url::Url) -> String {
     shown.to_string()
 }
 
+/// An object URL as the backend gave it, without a query string, fragment or password: it is
+/// kept in the history and shown, and a backend may hand out a signed URL here by mistake.
+pub fn object_url_without_query(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(url) => redact_url(&url),
+        Err(_) => raw.split(['?', '#']).next().unwrap_or_default().to_owned(),
+    }
+}
+
+/// Whether the URL's host is this machine (plain http is acceptable only there).
+pub(crate) fn is_this_machine(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// The bearer token goes in clear text only to this machine: over the network a plain-http
+/// backend would hand it to anyone on the way. Checked before a request carrying it is sent.
+pub(crate) fn check_token_destination(base: &url::Url) -> Result<(), BackendError> {
+    if base.scheme() == "http" && !is_this_machine(base) {
+        return Err(BackendError::InsecureUrl { url: redact_url(base).trim_end_matches('/').to_owned() });
+    }
+    Ok(())
+}
+
 /// One file's presigned upload, or why this file got none.
 pub type Signed = Result<PresignedUpload, BackendError>;
 
@@ -345,6 +373,8 @@ pub enum BackendError {
     SignInExpired { detail: String },
     #[error("The backend sent an upload URL for {host}, which is not in the allowed upload hosts in Settings. Nothing was sent; add the host to the list if it is yours, or tell whoever runs the backend.")]
     HostNotAllowed { host: String },
+    #[error("The backend URL {url} is plain http to another machine, so the access token would cross the network unencrypted; nothing was sent. Use its https:// address in Settings (or --backend); plain http is only for a backend on this machine.")]
+    InsecureUrl { url: String },
 }
 
 fn detail_suffix(message: &str) -> String {
@@ -367,6 +397,7 @@ impl BackendError {
             BackendError::Unsupported { .. } => "unsupported",
             BackendError::HostNotAllowed { .. } => "upload_host_not_allowed",
             BackendError::SignInExpired { .. } => "sign_in_expired",
+            BackendError::InsecureUrl { .. } => "insecure_backend_url",
         }
     }
 
@@ -411,9 +442,68 @@ mod tests {
         assert!(!refused.is_batch_level(), "it fails the files the URL was for, not the batch");
     }
 
+    #[tokio::test]
+    async fn the_token_is_never_sent_in_clear_text_to_another_machine() {
+        // TEST-NET-1: nothing answers there, so only a refusal before sending is quick.
+        let http = http::BackendHttp::new(reqwest::Client::new(), url("http://192.0.2.1:9/api"), "secret".into());
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(2), http.get::<serde_json::Value>("/x"))
+            .await
+            .expect("refused at once, without trying to connect")
+            .unwrap_err();
+        assert_eq!(refused.code(), "insecure_backend_url", "{refused}");
+        assert!(refused.to_string().contains("192.0.2.1") && refused.to_string().contains("https://"), "{refused}");
+        assert!(!is_outage(&refused), "not an outage to wait out");
+        assert!(check_token_destination(&url("http://127.0.0.1:8080")).is_ok(), "loopback http stays for local stacks");
+        assert!(check_token_destination(&url("http://localhost/")).is_ok());
+        assert!(check_token_destination(&url("http://[::1]:1/")).is_ok());
+        assert!(check_token_destination(&url("https://backend.example.com")).is_ok());
+        assert!(check_token_destination(&url("http://10.0.0.2/")).is_err(), "a LAN address is another machine");
+    }
+
     #[test]
     fn redacted_urls_keep_no_signature_or_password() {
         let shown = redact_url(&url("https://user:pw@h/b/k?X-Amz-Signature=abc&X-Amz-Credential=AK#frag"));
         assert_eq!(shown, "https://user@h/b/k");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn an_exact_entry_allows_its_host_and_no_host_that_merely_ends_with_it(
+            label in "[a-z0-9]{1,12}", domain in "[a-z]{1,10}\\.[a-z]{2,4}", prefix in "[a-z0-9-]{1,8}",
+        ) {
+            let host = format!("{label}.{domain}");
+            let hosts = UploadHosts::new(std::slice::from_ref(&host)).expect("a list");
+            proptest::prop_assert!(hosts.allows(&url(&format!("https://{host}/k"))), "{host} itself");
+            proptest::prop_assert!(!hosts.allows(&url(&format!("https://{prefix}{host}/k"))), "an exact entry is not a suffix");
+            proptest::prop_assert!(!hosts.allows(&url(&format!("https://{host}.{domain}/k"))), "{host} under another domain");
+        }
+
+        #[test]
+        fn a_domain_entry_allows_whole_labels_under_it_only(
+            sub in "[a-z0-9]{1,10}", domain in "[a-z]{1,10}\\.[a-z]{2,4}", glued in "[a-z0-9]{1,8}",
+        ) {
+            let hosts = UploadHosts::new(&[format!(".{domain}")]).expect("a list");
+            proptest::prop_assert!(hosts.allows(&url(&format!("https://{sub}.{domain}/k"))), "{sub} under {domain}");
+            proptest::prop_assert!(hosts.allows(&url(&format!("https://{domain}/k"))), "{domain} itself");
+            proptest::prop_assert!(!hosts.allows(&url(&format!("https://{glued}{domain}/k"))), "whole labels only");
+        }
+
+        #[test]
+        fn any_string_as_an_allow_list_or_upload_url_never_panics(entries in proptest::collection::vec(".{0,20}", 0..4), raw in ".{0,60}") {
+            let hosts = UploadHosts::new(&entries);
+            if let Ok(parsed) = parse_upload_url(&raw) {
+                proptest::prop_assert!(matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some());
+                if let Some(hosts) = &hosts {
+                    let _ = hosts.allows(&parsed);
+                }
+                let _ = check_token_destination(&parsed);
+            }
+        }
+
+        #[test]
+        fn an_object_url_is_never_kept_with_a_query_or_fragment(raw in ".{0,80}") {
+            let kept = object_url_without_query(&raw);
+            proptest::prop_assert!(!kept.contains('?') && !kept.contains('#'), "{raw:?} -> {kept:?}");
+        }
     }
 }

@@ -185,7 +185,8 @@ impl SigningBackend for NativeBackend {
                     return Err(bad(format!("unsupported upload method {:?}", entry.method)));
                 }
                 let url = super::parse_upload_url(&entry.url).map_err(bad)?;
-                let object_url = entry.object_url.unwrap_or_else(|| super::redact_url(&url));
+                let object_url =
+                    entry.object_url.map_or_else(|| super::redact_url(&url), |u| super::object_url_without_query(&u));
                 Ok(PresignedUpload {
                     upload_id: entry.client_upload_id,
                     key: Some(entry.key),
@@ -240,7 +241,11 @@ impl SigningBackend for NativeBackend {
             "key_prefix": file.key_prefix,
         });
         let created: CreatedMultipart = self.http.post("api/v1/multipart", &body).await?;
-        Ok(MultipartUpload { key: created.key, upload_id: created.upload_id, object_url: created.object_url })
+        Ok(MultipartUpload {
+            key: created.key,
+            upload_id: created.upload_id,
+            object_url: super::object_url_without_query(&created.object_url),
+        })
     }
 
     async fn sign_parts(

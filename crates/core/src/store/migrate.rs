@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("migrations/0003_watch_index.sql")),
     (4, include_str!("migrations/0004_history_search.sql")),
     (5, include_str!("migrations/0005_uploaded_by.sql")),
+    (6, include_str!("migrations/0006_raw_paths.sql")),
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<u32> {
@@ -62,6 +63,8 @@ mod tests {
         assert_eq!((status.as_str(), owner), ("uploaded", None), "earlier rows are kept as they were");
         let queued: i64 = conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0)).unwrap();
         assert_eq!(queued, 0, "the outbox starts empty");
+        let raw: Option<Vec<u8>> = conn.query_row("SELECT path_raw FROM uploads", [], |r| r.get(0)).unwrap();
+        assert_eq!(raw, None, "an earlier row's text path stays the exact one");
     }
 
     #[test]

@@ -17,6 +17,35 @@ use serde::{Deserialize, Serialize};
 
 pub use watch_index::{FileVersion, IndexedFile};
 
+/// The OS's bytes of a path that is not UTF-8, kept beside its display text (`path`), which
+/// cannot lead back to the file; `None` for a UTF-8 path, whose text is exact.
+pub(crate) fn raw_path(path: &Path) -> Option<Vec<u8>> {
+    if path.to_str().is_some() {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Some(path.as_os_str().as_bytes().to_vec())
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// The path a row names: its raw bytes when it has them, else its text.
+pub(crate) fn path_from_row(text: String, raw: Option<Vec<u8>>) -> PathBuf {
+    #[cfg(unix)]
+    if let Some(raw) = raw {
+        use std::os::unix::ffi::OsStringExt;
+        return PathBuf::from(std::ffi::OsString::from_vec(raw));
+    }
+    #[cfg(not(unix))]
+    drop(raw);
+    PathBuf::from(text)
+}
+
+const DAMAGED_HINT: &str = "The file is damaged; move it aside to start a new history.";
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("The upload history at {path} {action} ({detail}). {hint}")]
 pub struct StoreError {
@@ -27,15 +56,19 @@ pub struct StoreError {
 }
 
 impl StoreError {
+    /// The file is not a database, or one SQLite found malformed (cut short, overwritten):
+    /// only moving it aside lets Dropship start. The path and what SQLite said, in that case.
+    pub fn damaged(&self) -> Option<(&str, &str)> {
+        (self.hint == DAMAGED_HINT).then_some((self.path.as_str(), self.detail.as_str()))
+    }
+
     fn new(path: &Path, action: &'static str, e: rusqlite::Error) -> Self {
         let hint = match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DiskFull) => "Free some disk space and try again.",
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 "Another program holds it locked; close it and try again."
             }
-            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
-                "The file is damaged; move it aside to start a new history."
-            }
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => DAMAGED_HINT,
             Some(
                 rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::PermissionDenied,
             ) => "Check that the data folder exists and is writable.",
@@ -238,8 +271,8 @@ impl Store {
         let at = now();
         self.in_transaction(|tx| {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO uploads (upload_id, batch_id, path, file_name, size, content_type, source, status, created_at, updated_at, owner, uploaded_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9, ?10)",
+                "INSERT INTO uploads (upload_id, batch_id, path, file_name, size, content_type, source, status, created_at, updated_at, owner, uploaded_by, path_raw)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9, ?10, ?11)",
             )?;
             for upload in uploads {
                 insert.execute(params![
@@ -252,7 +285,8 @@ impl Store {
                     upload.source.as_str(),
                     at,
                     self.owner,
-                    upload.uploaded_by
+                    upload.uploaded_by,
+                    raw_path(upload.path)
                 ])?;
             }
             Ok(())
@@ -272,7 +306,8 @@ impl Store {
         self.in_transaction(|tx| {
             let mut update = tx.prepare_cached(MARK_UPLOADING)?;
             for file in files {
-                update.execute(params![file.upload_id, file.checksum, file.key, file.object_url, at])?;
+                let object_url = crate::backend::object_url_without_query(file.object_url);
+                update.execute(params![file.upload_id, file.checksum, file.key, object_url, at])?;
             }
             Ok(())
         })
@@ -285,6 +320,8 @@ impl Store {
         key: Option<&str>,
         object_url: &str,
     ) -> Result<(), StoreError> {
+        // Whatever a flavour hands over, the history keeps no signature.
+        let object_url = crate::backend::object_url_without_query(object_url);
         self.write(MARK_UPLOADING, params![upload_id, checksum, key, object_url, now()])
     }
 
@@ -306,11 +343,15 @@ impl Store {
     /// again. Ids that are unknown or did not fail are skipped: only files that were dropped,
     /// picked or watched before ever come back this way, never a path the caller names.
     pub fn failed_paths(&self, upload_ids: &[String]) -> Result<Vec<PathBuf>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let read = |e| StoreError::new(&self.path, "could not be read", e);
+        let mut statement = conn
+            .prepare_cached("SELECT path, path_raw FROM uploads WHERE upload_id = ?1 AND status = 'failed'")
+            .map_err(read)?;
         let mut paths = Vec::new();
         for id in upload_ids {
-            if let Some(entry) = self.get(id)?.filter(|e| e.status == UploadStatus::Failed) {
-                paths.push(PathBuf::from(entry.path));
-            }
+            let row = statement.query_row([id], |row| Ok(path_from_row(row.get(0)?, row.get(1)?))).optional();
+            paths.extend(row.map_err(read)?);
         }
         Ok(paths)
     }
@@ -540,6 +581,64 @@ pub(crate) mod tests {
         }
         let found = store.history(&HistoryQuery { search: Some("k2/b".into()), ..Default::default() }).unwrap();
         assert_eq!(found.iter().map(|e| e.upload_id.as_str()).collect::<Vec<_>>(), ["u2"], "the search index follows");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_name_that_is_not_utf8_is_found_again_by_retry_resume_and_the_watch_index() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
+        let folder = dir.path().join("watched");
+        let path = folder.join(std::ffi::OsStr::from_bytes(b"scan-\xff\xfe.pdf"));
+        let upload = |id: &'static str| NewUpload {
+            upload_id: id,
+            batch_id: "b",
+            path: &path,
+            file_name: "scan-\u{fffd}\u{fffd}.pdf",
+            size: 3,
+            content_type: "application/pdf",
+            source: Source::Watch,
+            uploaded_by: None,
+        };
+        store.insert(&upload("failed")).unwrap();
+        store.insert(&upload("interrupted")).unwrap();
+        store.mark_failed("failed", "network", "down").unwrap();
+        assert_eq!(
+            store.failed_paths(&["failed".into()]).unwrap(),
+            std::slice::from_ref(&path),
+            "retry finds the very file"
+        );
+        let unfinished = store.unfinished_elsewhere().unwrap();
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(unfinished[0].path, path, "resume finds the very file");
+        let shown = store.get("failed").unwrap().unwrap().path;
+        assert!(shown.ends_with("scan-\u{fffd}\u{fffd}.pdf"), "the history shows it readably: {shown}");
+
+        let version = FileVersion { path: &path, folder: &folder, size: 3, mtime_ns: 7 };
+        store.watch_index_mark_done(&[(version, Some("c2hh"), Some("failed"))]).unwrap();
+        let index = store.watch_index_of_folder(&folder).unwrap();
+        assert!(index.contains_key(&path), "the watched-folder index knows the file by its real name: {index:?}");
+    }
+
+    #[test]
+    fn the_history_keeps_object_urls_without_their_query_string() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
+        add(&store, "u1", "a.txt");
+        add(&store, "u2", "b.txt");
+        let signed = "https://b.s3.example.com/k/a.txt?X-Amz-Signature=abc&X-Amz-Credential=AK#x";
+        store.mark_uploading("u1", None, Some("k/a.txt"), signed).unwrap();
+        store
+            .mark_all_uploading(&[Uploading { upload_id: "u2", checksum: None, key: None, object_url: signed }])
+            .unwrap();
+        for id in ["u1", "u2"] {
+            let url = store.get(id).unwrap().unwrap().object_url.unwrap();
+            assert_eq!(
+                url, "https://b.s3.example.com/k/a.txt",
+                "a signature a backend put in the object URL is not kept"
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! and the state of each multipart upload as its parts finish, so a restart sends only the
 //! parts S3 does not hold yet.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{params, OptionalExtension};
 
@@ -59,7 +59,8 @@ pub struct FinishedPart {
 #[derive(Debug, Clone)]
 pub struct Unfinished {
     pub upload_id: String,
-    pub path: String,
+    /// The file, exactly as the OS names it (not UTF-8 perhaps).
+    pub path: PathBuf,
     pub status: UploadStatus,
     pub owner: Option<String>,
     pub source: super::Source,
@@ -92,7 +93,7 @@ impl Store {
         let read = |e| StoreError::new(&self.path, "could not be read", e);
         let mut statement = conn
             .prepare_cached(
-                "SELECT upload_id, path, status, owner, source FROM uploads
+                "SELECT upload_id, path, status, owner, source, path_raw FROM uploads
                  WHERE status IN ('queued', 'uploading', 'reporting') AND (?1 IS NULL OR owner IS NOT ?1)
                  ORDER BY created_at, rowid",
             )
@@ -101,7 +102,7 @@ impl Store {
             .query_map([me], |row| {
                 Ok(Unfinished {
                     upload_id: row.get(0)?,
-                    path: row.get(1)?,
+                    path: super::path_from_row(row.get(1)?, row.get(5)?),
                     status: UploadStatus::parse(&row.get::<_, String>(2)?).unwrap_or(UploadStatus::Queued),
                     owner: row.get(3)?,
                     source: super::Source::parse(&row.get::<_, String>(4)?),
@@ -160,7 +161,7 @@ impl Store {
                     upload_id,
                     state.s3_upload_id,
                     state.key,
-                    state.object_url,
+                    crate::backend::object_url_without_query(&state.object_url),
                     state.part_size as i64,
                     state.file.size as i64,
                     state.file.mtime_ns,

@@ -37,12 +37,12 @@ impl Store {
         let read = |e| StoreError::new(&self.path, "could not be read", e);
         let mut statement = conn
             .prepare_cached(
-                "SELECT path, size, mtime_ns, content_sha256, upload_id, state, updated_at FROM watch_index WHERE folder = ?1",
+                "SELECT path, size, mtime_ns, content_sha256, upload_id, state, updated_at, path_raw FROM watch_index WHERE folder = ?1",
             )
             .map_err(read)?;
         let rows = statement
             .query_map([folder.to_string_lossy()], |row| {
-                Ok((PathBuf::from(row.get::<_, String>(0)?), row_to_indexed(row)?))
+                Ok((super::path_from_row(row.get(0)?, row.get(7)?), row_to_indexed(row)?))
             })
             .map_err(read)?;
         rows.collect::<Result<_, _>>().map_err(read)
@@ -65,9 +65,9 @@ impl Store {
         let at = now();
         self.in_transaction(|tx| {
             let mut upsert = tx.prepare_cached(
-                "INSERT INTO watch_index (path, folder, size, mtime_ns, state, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 'sending', ?5)
-                 ON CONFLICT (path) DO UPDATE SET folder = ?2, size = ?3, mtime_ns = ?4, state = 'sending', updated_at = ?5",
+                "INSERT INTO watch_index (path, folder, size, mtime_ns, state, updated_at, path_raw)
+                 VALUES (?1, ?2, ?3, ?4, 'sending', ?5, ?6)
+                 ON CONFLICT (path) DO UPDATE SET folder = ?2, size = ?3, mtime_ns = ?4, state = 'sending', updated_at = ?5, path_raw = ?6",
             )?;
             for file in files {
                 upsert.execute(params![
@@ -75,7 +75,8 @@ impl Store {
                     file.folder.to_string_lossy(),
                     file.size as i64,
                     file.mtime_ns,
-                    at
+                    at,
+                    super::raw_path(file.path)
                 ])?;
             }
             Ok(())
@@ -91,10 +92,10 @@ impl Store {
         let at = now();
         self.in_transaction(|tx| {
             let mut upsert = tx.prepare_cached(
-                "INSERT INTO watch_index (path, folder, size, mtime_ns, content_sha256, upload_id, state, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'done', ?7)
+                "INSERT INTO watch_index (path, folder, size, mtime_ns, content_sha256, upload_id, state, updated_at, path_raw)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'done', ?7, ?8)
                  ON CONFLICT (path) DO UPDATE SET folder = ?2, size = ?3, mtime_ns = ?4, content_sha256 = ?5,
-                     upload_id = ?6, state = 'done', updated_at = ?7",
+                     upload_id = ?6, state = 'done', updated_at = ?7, path_raw = ?8",
             )?;
             for (file, checksum, upload_id) in files {
                 upsert.execute(params![
@@ -104,7 +105,8 @@ impl Store {
                     file.mtime_ns,
                     checksum,
                     upload_id,
-                    at
+                    at,
+                    super::raw_path(file.path)
                 ])?;
             }
             Ok(())

@@ -36,6 +36,8 @@ pub enum TransferError {
     MissingEtag { part: u32 },
     #[error("The backend handed out an upload URL that Dropship will not use: {reason}. Nothing was sent; tell whoever runs the backend.")]
     UnsafeUrl { reason: String },
+    #[error("The upload to {from} was redirected to {to}. Dropship does not follow redirects for uploads, so nothing was sent to {to}; tell whoever runs the backend that its upload URLs must point straight at the bucket's endpoint (the right region and host).")]
+    Redirected { from: String, to: String },
 }
 
 impl TransferError {
@@ -49,6 +51,7 @@ impl TransferError {
             TransferError::TooLarge { .. } => "file_too_large",
             TransferError::MissingEtag { .. } => "s3_error",
             TransferError::UnsafeUrl { .. } => "unsafe_upload_url",
+            TransferError::Redirected { .. } => "upload_redirected",
         }
     }
 }

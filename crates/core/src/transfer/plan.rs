@@ -77,4 +77,22 @@ mod tests {
         assert!(PartPlan::new(0, 8 * MIB).is_none());
         assert!(PartPlan::new(MAX_OBJECT_SIZE + 1, 8 * MIB).is_none());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_size_up_to_the_largest_object_is_cut_into_parts_s3_accepts(
+            size in 1..=MAX_OBJECT_SIZE,
+            preferred in proptest::prelude::any::<u64>(),
+        ) {
+            let plan = PartPlan::new(size, preferred).expect("every size S3 takes has a plan");
+            proptest::prop_assert!(plan.part_count >= 1 && plan.part_count as u64 <= MAX_PARTS, "{plan:?}");
+            proptest::prop_assert!((MIN_PART_SIZE..=MAX_PART_SIZE).contains(&plan.part_size), "{plan:?}");
+            let (first_offset, first_len) = plan.range(1);
+            proptest::prop_assert_eq!(first_offset, 0);
+            proptest::prop_assert!(first_len >= 1 && first_len <= plan.part_size);
+            let (last_offset, last_len) = plan.range(plan.part_count);
+            proptest::prop_assert_eq!(last_offset + last_len, size, "the parts cover the file exactly");
+            proptest::prop_assert!(last_len >= 1, "no empty last part: {plan:?}");
+        }
+    }
 }

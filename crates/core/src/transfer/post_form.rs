@@ -52,11 +52,14 @@ pub async fn post_form(
         .send()
         .await
         .map_err(|e| TransferError::Network { detail: crate::backend::http_error_detail(&e) })?;
+    if let Some(redirected) = super::put::redirect_error(&response) {
+        return Err(redirected);
+    }
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
-    let body = response.text().await.unwrap_or_default();
+    let body = super::put::read_error_body(response).await;
     Err(form_error(status.as_u16(), &body))
 }
 

@@ -197,6 +197,9 @@ async fn finish(request: reqwest::RequestBuilder, path: &Path, range: Range) -> 
                 .unwrap_or(TransferError::Network { detail: crate::backend::http_error_detail(&e) }))
         }
     };
+    if let Some(redirected) = redirect_error(&response) {
+        return Err(redirected);
+    }
     let status = response.status();
     if status.is_success() {
         // S3 has a consistent snapshot, but not of the file as it is now: a file still being
@@ -207,7 +210,7 @@ async fn finish(request: reqwest::RequestBuilder, path: &Path, range: Range) -> 
         let etag = response.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
         return Ok(etag);
     }
-    let body = response.text().await.unwrap_or_default();
+    let body = read_error_body(response).await;
     let (code, message) = parse_s3_error(&body);
     Err(match (status.as_u16(), code.as_str()) {
         (400, "BadDigest" | "XAmzContentChecksumMismatch" | "InvalidDigest") => {
@@ -216,6 +219,24 @@ async fn finish(request: reqwest::RequestBuilder, path: &Path, range: Range) -> 
         (403, _) => TransferError::UrlRejected { code, message },
         (status, _) => TransferError::S3Error { status, code, message },
     })
+}
+
+/// `Some(Redirected)` when the answer is a redirect. The client follows none (see where the
+/// engine builds it), so the bytes went only to the URL that passed the checks; the error says
+/// where the server wanted them instead, without the query string of either URL.
+pub(super) fn redirect_error(response: &reqwest::Response) -> Option<TransferError> {
+    if !response.status().is_redirection() {
+        return None;
+    }
+    let from = response.url();
+    let to = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|location| from.join(location).ok())
+        .map(|to| to.host_str().map_or_else(|| crate::backend::redact_url(&to), str::to_owned))
+        .unwrap_or_else(|| "an address it did not give".to_owned());
+    Some(TransferError::Redirected { from: from.host_str().unwrap_or("?").to_owned(), to })
 }
 
 /// `Some(FileChanged)` when the file at `path` is gone or no longer `expected_size` bytes long.
@@ -236,13 +257,33 @@ fn gone_or(e: std::io::Error) -> String {
     }
 }
 
+/// S3's error bodies are a few hundred bytes of XML. Whatever answers at an upload URL, no
+/// more than this is read of one, so a hostile or broken server cannot make the client buffer
+/// without bound.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// The most of a code or message kept from an error body: enough for any S3 message.
+const MAX_ERROR_FIELD: usize = 500;
+
+/// The start of an error response's body, at most [`MAX_ERROR_BODY`] bytes; the rest is never
+/// read (the connection is dropped with the response).
+pub(super) async fn read_error_body(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < MAX_ERROR_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(MAX_ERROR_BODY - body.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// S3 errors are XML: `<Error><Code>…</Code><Message>…</Message></Error>`.
 pub(super) fn parse_s3_error(body: &str) -> (String, String) {
     let field = |tag: &str| {
         let open = format!("<{tag}>");
         let start = body.find(&open)? + open.len();
         let end = body[start..].find(&format!("</{tag}>"))? + start;
-        Some(body[start..end].trim().to_owned())
+        Some(body[start..end].trim().chars().take(MAX_ERROR_FIELD).collect())
     };
     let code = field("Code").unwrap_or_else(|| "UnknownError".into());
     let message = field("Message").unwrap_or_else(|| {
@@ -304,8 +345,70 @@ mod tests {
         assert!(gone.to_string().contains("deleted or moved"), "{gone}");
     }
 
+    #[tokio::test]
+    async fn a_huge_error_body_is_read_only_up_to_the_cap() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url: url::Url = format!("http://{}/b/k", listener.local_addr().unwrap()).parse().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            // A client that stopped reading blocks the writes: time out rather than hang.
+            stream.set_write_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let gib = 1u64 << 30;
+            let _ = write!(stream, "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {gib}\r\n\r\n<Error><Code>");
+            let mut sent = 0u64;
+            let chunk = vec![b'x'; 64 * 1024];
+            while sent < gib && stream.write_all(&chunk).is_ok() {
+                sent += chunk.len() as u64;
+            }
+            sent
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let range = Range { offset: 0, len: 10, file_size: 10 };
+        let client = reqwest::Client::new();
+        let throttle = Arc::new(Throttle::default());
+        let error =
+            put_range(&client, &url, &BTreeMap::new(), &path, range, Arc::new(|_| {}), &throttle).await.unwrap_err();
+        drop(client);
+        // Joined off the runtime's thread, which must stay free to close the connection.
+        let sent = tokio::task::spawn_blocking(move || server.join().unwrap()).await.unwrap();
+        assert_eq!(error.code(), "s3_error", "{error}");
+        assert!(error.to_string().len() < 1000, "the message stays short: {} bytes", error.to_string().len());
+        assert!(sent < 64 << 20, "the client stopped reading long before the gigabyte: {sent} bytes sent");
+    }
+
     #[test]
     fn a_non_xml_error_body_is_still_shown() {
         assert_eq!(parse_s3_error("oops").1, "oops");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_error_body_gives_a_short_code_and_message_and_never_panics(body in ".{0,3000}") {
+            let (code, message) = parse_s3_error(&body);
+            proptest::prop_assert!(!code.is_empty() && !message.is_empty());
+            proptest::prop_assert!(code.chars().count() <= MAX_ERROR_FIELD && message.chars().count() <= MAX_ERROR_FIELD);
+        }
+
+        #[test]
+        fn a_well_formed_error_gives_back_its_code_and_message(code in "[A-Za-z]{1,40}", message in "[^<]{1,300}") {
+            let xml = format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>");
+            let (got_code, got_message) = parse_s3_error(&xml);
+            proptest::prop_assert_eq!(got_code, code);
+            proptest::prop_assert_eq!(got_message, message.trim());
+        }
+
+        #[test]
+        fn only_https_or_this_machine_passes_the_destination_check(raw in "(https?|ftp)://[a-z0-9.:\\[\\]-]{0,30}/[a-z?=&]{0,10}") {
+            if let Ok(url) = raw.parse::<url::Url>() {
+                if check_destination(&url).is_ok() {
+                    proptest::prop_assert!(url.scheme() == "https" || crate::backend::is_this_machine(&url), "{url}");
+                }
+            }
+        }
     }
 }

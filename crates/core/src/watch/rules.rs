@@ -143,4 +143,19 @@ mod tests {
         folder.ignore.push("[unclosed".into());
         assert!(IgnoreRules::new(&folder).unwrap_err().to_string().contains("[unclosed"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_ignore_pattern_is_taken_or_refused_and_any_path_is_judged_without_panicking(
+            patterns in proptest::collection::vec(".{0,16}", 0..5),
+            path in "[a-zA-Z0-9 ._~$#/-]{0,40}",
+            is_dir in proptest::prelude::any::<bool>(),
+        ) {
+            let mut folder = WatchedFolder::new("/w");
+            folder.ignore = patterns;
+            if let Ok(rules) = IgnoreRules::new(&folder) {
+                let _ = rules.ignores(std::path::Path::new(&path), is_dir);
+            }
+        }
+    }
 }

@@ -374,14 +374,20 @@ impl Service {
             if relative.as_os_str().is_empty() {
                 continue;
             }
-            let is_dir = std::fs::symlink_metadata(path).map(|m| m.is_dir()).unwrap_or(false);
+            let meta = std::fs::symlink_metadata(path).ok();
+            let is_dir = meta.as_ref().is_some_and(|m| m.is_dir());
             if folder.rules.ignores(relative, is_dir) {
                 continue;
             }
             if is_dir {
                 self.new_subfolder(index, path.clone());
+            } else if let Some(reason) = walk::link_out_of(folder.root(), path) {
+                self.warn(folder.root(), format!("skipped {reason}"));
             } else {
-                self.pending.touch(id, path, touch, now);
+                // A link is whole the moment it is made (symlink(2) is atomic) and is never
+                // closed after writing: do not wait out the grace for unclosed files.
+                let is_link = meta.as_ref().is_some_and(|m| m.file_type().is_symlink());
+                self.pending.touch(id, path, if is_link { Touch::Appeared } else { touch }, now);
             }
         }
     }
@@ -411,9 +417,19 @@ impl Service {
         for file in walked.files {
             self.pending.found(id, file.path, file.stat, Duration::ZERO, now);
         }
+        let root = folder.root().to_owned();
+        for warning in walked.warnings {
+            self.warn(&root, warning);
+        }
         if limit_hit {
             self.fall_back_to_polling(index, inotify_limit_reason());
         }
+    }
+
+    /// Something in a watched folder was left out that a person may want to know about.
+    fn warn(&self, root: &Path, warning: String) {
+        tracing::warn!(folder = %root.display(), "{warning}");
+        let _ = self.events.send(WatchEvent::Warning(warning));
     }
 
     fn fall_back_to_polling(&mut self, index: usize, reason: String) {

@@ -200,6 +200,12 @@ pub(super) fn vet(settled: Vec<Settled>, store: &Store, folders: &HashMap<u64, (
             continue;
         }
         let Some((root, after_upload)) = folders.get(&file.folder) else { continue };
+        // Checked when the file was found, and again now: a link may have been pointed
+        // elsewhere meanwhile.
+        if let Some(reason) = walk::link_out_of(root, &file.path) {
+            tracing::warn!(folder = %root.display(), "skipped {reason}");
+            continue;
+        }
         let indexed = store.watch_index_get(&file.path).ok().flatten();
         match decide(&file.path, file.stat, indexed.as_ref(), store) {
             Decision::Unchanged => {}
