@@ -22,8 +22,9 @@ use self::browser::{Browser, Typing, WalkEnd};
 use crate::process::{spawn_tied_to_process, stop_child};
 use crate::{block_on, log_tail, repo_root};
 
-/// How long Node gets to print its `listening on` line and answer discovery.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long Node gets to print its `listening on` line and answer discovery: a few seconds
+/// alone, but up to a minute on two cores busy compiling (the suite timed out at 30 s once).
+const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// The client's registered redirect URI; a loopback redirect on any port matches it.
 const REGISTERED_REDIRECT: &str = "http://127.0.0.1/callback";
 /// What [`OidcProvider::tokens_for`] and the device flow ask for: an ID token with the user's
