@@ -196,11 +196,12 @@ pub fn retry_uploads(engine: State<'_, Engine>, upload_ids: Vec<String>) -> Comm
     engine.retry(&upload_ids, Source::Window).map_err(|e| e.info())
 }
 
-/// Shows the uploaded file in the file manager. The window names the upload, never a path.
+/// Shows the uploaded file in the file manager. The window names the upload, never a path; the
+/// path is the OS's own, also for a name that is not UTF-8.
 #[tauri::command(async)]
 pub fn reveal_upload(app: AppHandle, history: State<'_, Store>, upload_id: String) -> CommandResult<()> {
-    let entry = history.get(&upload_id).map_err(|e| dropship_core::Error::from(e).info())?;
-    let path = entry.map(|e| PathBuf::from(e.path)).filter(|p| p.exists()).ok_or_else(|| ErrorInfo {
+    let path = history.local_path(&upload_id).map_err(|e| dropship_core::Error::from(e).info())?;
+    let path = path.filter(|p| p.exists()).ok_or_else(|| ErrorInfo {
         code: "file_not_found".into(),
         message: "The local file is no longer where it was uploaded from; it was moved or deleted.".into(),
     })?;
