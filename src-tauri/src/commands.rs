@@ -196,11 +196,12 @@ pub fn retry_uploads(engine: State<'_, Engine>, upload_ids: Vec<String>) -> Comm
     engine.retry(&upload_ids, Source::Window).map_err(|e| e.info())
 }
 
-/// Shows the uploaded file in the file manager. The window names the upload, never a path.
+/// Shows the uploaded file in the file manager. The window names the upload, never a path; the
+/// path is the OS's own, also for a name that is not UTF-8.
 #[tauri::command(async)]
 pub fn reveal_upload(app: AppHandle, history: State<'_, Store>, upload_id: String) -> CommandResult<()> {
-    let entry = history.get(&upload_id).map_err(|e| dropship_core::Error::from(e).info())?;
-    let path = entry.map(|e| PathBuf::from(e.path)).filter(|p| p.exists()).ok_or_else(|| ErrorInfo {
+    let path = history.local_path(&upload_id).map_err(|e| dropship_core::Error::from(e).info())?;
+    let path = path.filter(|p| p.exists()).ok_or_else(|| ErrorInfo {
         code: "file_not_found".into(),
         message: "The local file is no longer where it was uploaded from; it was moved or deleted.".into(),
     })?;
@@ -272,7 +273,7 @@ fn submit_picked(engine: &Engine, picked: Vec<FilePath>) -> CommandResult<Option
     Ok(Some(engine.submit(paths, Source::Window)))
 }
 
-fn local_path(picked: FilePath) -> CommandResult<PathBuf> {
+pub(crate) fn local_path(picked: FilePath) -> CommandResult<PathBuf> {
     let shown = picked.to_string();
     picked.into_path().map_err(|_| ErrorInfo {
         code: "not_a_local_file".into(),

@@ -292,6 +292,23 @@ pub fn xdotool(display: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Answers the app's GTK folder picker titled `title` with `folder`, as a person typing its
+/// path does. The picker is a native dialog of the app's own: the page cannot answer it.
+pub fn choose_in_folder_picker(display: &str, title: &str, folder: &Path) -> anyhow::Result<()> {
+    let picker = wait_for(&format!("the folder picker {title:?}"), Duration::from_secs(30), || {
+        xdotool(display, &["search", "--onlyvisible", "--name", &format!("^{title}$")]).ok()
+    })?;
+    let picker = picker.lines().next().context("no picker window id")?.trim().to_owned();
+    xdotool(display, &["windowfocus", "--sync", &picker])?;
+    // A "/" typed into the picker opens GTK's location bar with it; Return there chooses the
+    // folder typed.
+    let typed = format!("{}/", folder.display());
+    xdotool(display, &["type", "--delay", "20", &typed])?;
+    std::thread::sleep(Duration::from_millis(300));
+    xdotool(display, &["key", "Return"])?;
+    Ok(())
+}
+
 /// The on-screen rectangle (x, y, width, height) of the first visible window whose title
 /// matches `title_regex`.
 pub fn window_geometry(display: &str, title_regex: &str) -> anyhow::Result<(i32, i32, i32, i32)> {

@@ -101,11 +101,11 @@ fn watch_settings(args: &WatchArgs) -> Result<WatchSettings, Error> {
             .filter(|p| p.is_dir())
             .ok_or_else(|| Error::NotFound { path: dir.display().to_string() })?;
         let mut folder = WatchedFolder::new(path);
-        folder.ignore.extend(args.ignore.iter().cloned());
-        folder.include_hidden = args.include_hidden;
-        folder.key_prefix = args.key_prefix.clone().unwrap_or_default();
-        folder.polling = args.poll;
-        folder.after_upload = match (&args.move_uploaded_to, args.delete_after_upload) {
+        folder.options.ignore.extend(args.ignore.iter().cloned());
+        folder.options.include_hidden = args.include_hidden;
+        folder.options.key_prefix = args.key_prefix.clone().unwrap_or_default();
+        folder.options.polling = args.poll;
+        folder.options.after_upload = match (&args.move_uploaded_to, args.delete_after_upload) {
             (Some(subfolder), _) => AfterUpload::MoveTo { subfolder: subfolder.clone() },
             (None, true) => AfterUpload::Delete,
             (None, false) => AfterUpload::Keep,

@@ -50,6 +50,11 @@ pub enum Error {
          to add .damaged to its name) and Dropship starts fresh with a new one; or put back a good copy."
     )]
     Damaged { path: String, detail: String },
+    #[error(
+        "No watched folder has the id {id:?}; it may have been removed meanwhile. Reopen Settings to see the \
+         folders watched now."
+    )]
+    UnknownFolder { id: String },
     #[error("Something went wrong inside Dropship: {0}. Please report this.")]
     Internal(String),
     #[error(
@@ -78,6 +83,7 @@ impl Error {
             Error::ReportPending { .. } => "report_pending",
             Error::ReportRejected { .. } => "report_rejected",
             Error::Damaged { .. } => "damaged_file",
+            Error::UnknownFolder { .. } => "unknown_folder",
             Error::Internal(_) => "internal",
             Error::KeyringUnavailable(_) => "keyring_unavailable",
             Error::KeyringFailed(_) => "keyring_failed",

@@ -31,4 +31,4 @@ pub use recovery::DamagedFile;
 pub use report::Delivery;
 pub use sign_in::{Me, SignInState};
 pub use store::{HistoryEntry, HistoryQuery, QueuedReport, Source, Unfinished, UploadStatus};
-pub use watch::{WatchSettings, WatchedFolder, Watcher};
+pub use watch::{FolderOptions, FolderView, WatchSettings, WatchedFolder, Watcher};

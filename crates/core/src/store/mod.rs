@@ -339,6 +339,17 @@ impl Store {
             .map_err(|e| StoreError::new(&self.path, "could not be read", e))
     }
 
+    /// Where this upload's local file was, exactly as the OS names it (raw bytes for a name
+    /// that is not UTF-8); `None` for an unknown id. The window names uploads, never paths.
+    pub fn local_path(&self, upload_id: &str) -> Result<Option<PathBuf>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.query_row("SELECT path, path_raw FROM uploads WHERE upload_id = ?1", [upload_id], |row| {
+            Ok(path_from_row(row.get(0)?, row.get(1)?))
+        })
+        .optional()
+        .map_err(|e| StoreError::new(&self.path, "could not be read", e))
+    }
+
     /// The local files of these uploads that failed (cancelled ones included), to upload them
     /// again. Ids that are unknown or did not fail are skipped: only files that were dropped,
     /// picked or watched before ever come back this way, never a path the caller names.
@@ -614,6 +625,8 @@ pub(crate) mod tests {
         assert_eq!(unfinished[0].path, path, "resume finds the very file");
         let shown = store.get("failed").unwrap().unwrap().path;
         assert!(shown.ends_with("scan-\u{fffd}\u{fffd}.pdf"), "the history shows it readably: {shown}");
+        assert_eq!(store.local_path("interrupted").unwrap(), Some(path.clone()), "reveal finds the very file");
+        assert_eq!(store.local_path("no-such-upload").unwrap(), None);
 
         let version = FileVersion { path: &path, folder: &folder, size: 3, mtime_ns: 7 };
         store.watch_index_mark_done(&[(version, Some("c2hh"), Some("failed"))]).unwrap();

@@ -5,6 +5,7 @@
 //! which version of each file went up, and a version is marked done only after the engine
 //! reports it uploaded. Nothing local being deleted or moved ever deletes anything in S3.
 
+mod edit;
 mod open_files;
 mod pending;
 mod rules;
@@ -24,10 +25,11 @@ use crate::config::HISTORY_FILE;
 use crate::store::Store;
 use crate::{Engine, Error, ErrorInfo, FileOutcome};
 
+pub use edit::FolderView;
 pub use rules::IgnoreRules;
 pub use settings::{
-    AfterUpload, WatchSettings, WatchedFolder, DEFAULT_IGNORE, DEFAULT_POLL_INTERVAL_MS, DEFAULT_STABLE_FOR_MS,
-    WATCH_FILE,
+    AfterUpload, FolderOptions, WatchSettings, WatchedFolder, DEFAULT_IGNORE, DEFAULT_POLL_INTERVAL_MS,
+    DEFAULT_STABLE_FOR_MS, WATCH_FILE,
 };
 
 /// What one watched folder is doing, for the settings list and the tray.
@@ -86,6 +88,10 @@ pub enum WatchEvent {
 
 /// The handle on the running watcher. Dropping it does not stop it: call [`Watcher::stop`].
 pub struct Watcher {
+    /// The folders being watched, as saved: the one copy the shell's edits go through, so ids
+    /// handed to the window stay valid while it runs.
+    settings: Mutex<WatchSettings>,
+    data_dir: PathBuf,
     commands: mpsc::UnboundedSender<service::Command>,
     status: Arc<Mutex<WatchStatus>>,
     events: broadcast::Sender<WatchEvent>,
@@ -115,17 +121,30 @@ impl Watcher {
             .collect();
         let status = Arc::new(Mutex::new(WatchStatus { folders, error: None }));
         let (events, _) = broadcast::channel(4096);
+        let (kept, data_dir) = (Mutex::new(settings.clone()), engine.data_dir().to_owned());
         let service = service::Service::new(engine, store, settings, status.clone(), events.clone());
         let task = runtime.spawn(service.run(receiver));
-        Ok(Watcher { commands, status, events, task: Mutex::new(Some(task)) })
+        Ok(Watcher { settings: kept, data_dir, commands, status, events, task: Mutex::new(Some(task)) })
     }
 
-    /// Applies new settings: folders added are scanned and watched, folders removed or paused
-    /// stop being watched (what is uploading finishes), folders resumed catch up.
-    pub fn configure(&self, settings: WatchSettings) -> Result<(), Error> {
-        settings.validate()?;
-        let _ = self.commands.send(service::Command::Configure(settings));
-        Ok(())
+    /// The folders watched now, as the window shows them.
+    pub fn folders(&self) -> Vec<FolderView> {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).folder_views()
+    }
+
+    /// Applies `change` to the settings, saves them in the engine's data folder and applies them
+    /// at once: folders added are scanned and watched, folders removed or paused stop being
+    /// watched (what is uploading finishes), folders resumed catch up. When `change` or the
+    /// save fails, nothing changes, on disk or in what is watched.
+    pub fn edit<T>(&self, change: impl FnOnce(&mut WatchSettings) -> Result<T, Error>) -> Result<T, Error> {
+        // Held across the save, so two edits at once cannot lose one another.
+        let mut current = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = current.clone();
+        let out = change(&mut next)?;
+        next.save(&self.data_dir)?;
+        let _ = self.commands.send(service::Command::Configure(next.clone()));
+        *current = next;
+        Ok(out)
     }
 
     pub fn status(&self) -> WatchStatus {

@@ -24,7 +24,7 @@ impl IgnoreRules {
     pub fn new(folder: &WatchedFolder) -> Result<IgnoreRules, Error> {
         let (mut names, mut anchored, mut folder_names) =
             (GlobSetBuilder::new(), GlobSetBuilder::new(), GlobSetBuilder::new());
-        for raw in &folder.ignore {
+        for raw in &folder.options.ignore {
             let pattern = raw.trim();
             if pattern.is_empty() || pattern.starts_with('#') {
                 continue;
@@ -49,7 +49,7 @@ impl IgnoreRules {
         let build = |b: GlobSetBuilder| {
             b.build().map_err(|e| Error::InvalidSettings(format!("the ignore patterns are not valid ({e})")))
         };
-        let moved_into = match &folder.after_upload {
+        let moved_into = match &folder.options.after_upload {
             AfterUpload::MoveTo { subfolder } => Some(subfolder.trim_matches('/').to_owned()),
             _ => None,
         };
@@ -57,7 +57,7 @@ impl IgnoreRules {
             names: build(names)?,
             anchored: build(anchored)?,
             folder_names: build(folder_names)?,
-            include_hidden: folder.include_hidden,
+            include_hidden: folder.options.include_hidden,
             moved_into,
         })
     }
@@ -96,7 +96,7 @@ mod tests {
 
     fn rules(patterns: &[&str]) -> IgnoreRules {
         let mut folder = WatchedFolder::new("/w");
-        folder.ignore.extend(patterns.iter().map(|p| (*p).to_owned()));
+        folder.options.ignore.extend(patterns.iter().map(|p| (*p).to_owned()));
         IgnoreRules::new(&folder).unwrap()
     }
 
@@ -115,7 +115,7 @@ mod tests {
     fn hidden_names_are_skipped_unless_the_folder_asks_for_them() {
         let mut folder = WatchedFolder::new("/w");
         assert!(IgnoreRules::new(&folder).unwrap().ignores(Path::new(".git/config"), false));
-        folder.include_hidden = true;
+        folder.options.include_hidden = true;
         assert!(!IgnoreRules::new(&folder).unwrap().ignores(Path::new(".env"), false));
     }
 
@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn the_folder_uploaded_files_move_into_is_never_watched() {
         let mut folder = WatchedFolder::new("/w");
-        folder.after_upload = AfterUpload::MoveTo { subfolder: "Uploaded".into() };
+        folder.options.after_upload = AfterUpload::MoveTo { subfolder: "Uploaded".into() };
         let r = IgnoreRules::new(&folder).unwrap();
         assert!(r.ignores(Path::new("Uploaded/a.pdf"), false));
         assert!(!r.ignores(Path::new("a.pdf"), false));
@@ -140,7 +140,7 @@ mod tests {
     #[test]
     fn a_broken_pattern_is_explained() {
         let mut folder = WatchedFolder::new("/w");
-        folder.ignore.push("[unclosed".into());
+        folder.options.ignore.push("[unclosed".into());
         assert!(IgnoreRules::new(&folder).unwrap_err().to_string().contains("[unclosed"));
     }
 
@@ -152,7 +152,7 @@ mod tests {
             is_dir in proptest::prelude::any::<bool>(),
         ) {
             let mut folder = WatchedFolder::new("/w");
-            folder.ignore = patterns;
+            folder.options.ignore = patterns;
             if let Ok(rules) = IgnoreRules::new(&folder) {
                 let _ = rules.ignores(std::path::Path::new(&path), is_dir);
             }

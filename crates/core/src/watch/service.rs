@@ -63,7 +63,7 @@ impl Folder {
     }
 
     fn key_prefix(&self) -> Option<String> {
-        Some(self.config.key_prefix.trim().to_owned()).filter(|p| !p.is_empty())
+        Some(self.config.options.key_prefix.trim().to_owned()).filter(|p| !p.is_empty())
     }
 
     /// Taking files: watched, polled, or still in its first scan (whose source is busy
@@ -237,7 +237,7 @@ impl Service {
     /// Scans the folder and starts watching it (or notes why it cannot).
     fn start_folder(&mut self, folder: &mut Folder) {
         folder.source = None;
-        if folder.config.paused {
+        if folder.config.options.paused {
             folder.state = FolderState::Paused;
             folder.detail = None;
             return;
@@ -272,7 +272,7 @@ impl Service {
         }
         folder.state = if done.polling_reason.is_some() { FolderState::Polling } else { FolderState::Watching };
         folder.detail = done.polling_reason.clone();
-        if let (Some(reason), false) = (&done.polling_reason, folder.config.polling) {
+        if let (Some(reason), false) = (&done.polling_reason, folder.config.options.polling) {
             tracing::warn!(folder = %folder.root().display(), "{reason}");
             let _ = self.events.send(WatchEvent::Warning(format!("{}: {reason}", folder.root().display())));
         }
@@ -464,8 +464,11 @@ impl Service {
         }
         self.vetting.extend(settled.iter().map(|s| s.path.clone()));
         let store = self.store.clone();
-        let folders: HashMap<u64, (PathBuf, AfterUpload)> =
-            self.folders.iter().map(|f| (f.id, (f.config.path.clone(), f.config.after_upload.clone()))).collect();
+        let folders: HashMap<u64, (PathBuf, AfterUpload)> = self
+            .folders
+            .iter()
+            .map(|f| (f.id, (f.config.path.clone(), f.config.options.after_upload.clone())))
+            .collect();
         self.work.spawn_blocking(move || vet(settled, &store, &folders));
     }
 

@@ -35,14 +35,14 @@ pub const DEFAULT_STABLE_FOR_MS: u64 = 1000;
 /// How often a folder that cannot use inotify is walked for changes.
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 2000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
-#[ts(export)]
+/// The watched folders as saved. The window never sees this: it gets [`super::FolderView`]s
+/// and names folders by their id (see `watch/edit.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchSettings {
     #[serde(default)]
     pub folders: Vec<WatchedFolder>,
     /// Quiet time before a file counts as complete, in milliseconds.
     #[serde(default = "default_stable_for_ms")]
-    #[ts(type = "number")]
     pub stable_for_ms: u64,
 }
 
@@ -52,11 +52,22 @@ impl Default for WatchSettings {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchedFolder {
+    /// Opaque and kept in the file, so the window can name the folder without naming a path.
+    /// Files saved before ids existed get fresh ones when read (saved with the next change).
+    #[serde(default = "new_folder_id")]
+    pub id: String,
+    pub path: PathBuf,
+    /// Saved beside `id` and `path` (the file keeps its flat shape).
+    #[serde(flatten)]
+    pub options: FolderOptions,
+}
+
+/// What a person may change about a watched folder: everything but where it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[ts(export)]
-pub struct WatchedFolder {
-    #[ts(type = "string")]
-    pub path: PathBuf,
+pub struct FolderOptions {
     /// A folder in the bucket for this folder's files (`scans/2026`): the native backend puts
     /// their keys under it, below its own prefix. The rails and companion APIs have no such
     /// field, so there it is not used.
@@ -94,6 +105,24 @@ pub enum AfterUpload {
     Delete,
 }
 
+impl Default for FolderOptions {
+    /// The default rules a new folder starts with.
+    fn default() -> Self {
+        FolderOptions {
+            key_prefix: String::new(),
+            ignore: default_ignore(),
+            include_hidden: false,
+            paused: false,
+            polling: false,
+            after_upload: AfterUpload::Keep,
+        }
+    }
+}
+
+fn new_folder_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 fn default_ignore() -> Vec<String> {
     DEFAULT_IGNORE.iter().map(|p| (*p).to_owned()).collect()
 }
@@ -105,15 +134,7 @@ fn default_stable_for_ms() -> u64 {
 impl WatchedFolder {
     /// A folder with the default rules.
     pub fn new(path: impl Into<PathBuf>) -> WatchedFolder {
-        WatchedFolder {
-            path: path.into(),
-            key_prefix: String::new(),
-            ignore: default_ignore(),
-            include_hidden: false,
-            paused: false,
-            polling: false,
-            after_upload: AfterUpload::Keep,
-        }
+        WatchedFolder { id: new_folder_id(), path: path.into(), options: FolderOptions::default() }
     }
 }
 
@@ -131,13 +152,19 @@ impl WatchSettings {
                     "the watched folder {shown:?} must be a full path, such as /home/me/Scans"
                 )));
             }
+            if self.folders[..i].iter().any(|f| f.id == folder.id) {
+                return Err(Error::InvalidSettings(format!(
+                    "two watched folders have the id {:?}; remove one of them from {WATCH_FILE}",
+                    folder.id
+                )));
+            }
             if self.folders[..i].iter().any(|f| folder.path.starts_with(&f.path) || f.path.starts_with(&folder.path)) {
                 return Err(Error::InvalidSettings(format!(
                     "the watched folder {shown:?} is inside another watched folder, or holds one; watch only the outer one"
                 )));
             }
             super::rules::IgnoreRules::new(folder)?;
-            if let AfterUpload::MoveTo { subfolder } = &folder.after_upload {
+            if let AfterUpload::MoveTo { subfolder } = &folder.options.after_upload {
                 let plain = !subfolder.is_empty()
                     && Path::new(subfolder).components().all(|c| matches!(c, std::path::Component::Normal(_)));
                 if !plain {
@@ -191,7 +218,8 @@ mod tests {
     #[test]
     fn a_folder_saved_with_only_its_path_gets_the_default_rules() {
         let s: WatchSettings = serde_json::from_str(r#"{"folders":[{"path":"/scans"}]}"#).unwrap();
-        assert_eq!(s.folders[0], WatchedFolder::new("/scans"));
+        assert_eq!(s.folders[0].options, FolderOptions::default());
+        assert!(!s.folders[0].id.is_empty(), "a folder saved before ids existed gets one");
         assert_eq!(s.stable_for_ms, DEFAULT_STABLE_FOR_MS);
     }
 
@@ -209,7 +237,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(WatchSettings::load(dir.path()).unwrap(), WatchSettings::default());
         let mut folder = WatchedFolder::new("/scans");
-        folder.after_upload = AfterUpload::MoveTo { subfolder: "Uploaded".into() };
+        folder.options.after_upload = AfterUpload::MoveTo { subfolder: "Uploaded".into() };
         let s = WatchSettings { folders: vec![folder], stable_for_ms: 500 };
         s.save(dir.path()).unwrap();
         assert_eq!(WatchSettings::load(dir.path()).unwrap(), s);

@@ -76,7 +76,7 @@ pub(super) fn catch_up(
     let root = &folder.path;
     let mut polling_reason = None;
     let mut source: Option<FsSource> = None;
-    if folder.polling {
+    if folder.options.polling {
         polling_reason = Some(format!(
             "set to polling: checked every {} s (for network shares, whose changes inotify does not see)",
             DEFAULT_POLL_INTERVAL_MS / 1000
