@@ -11,6 +11,7 @@ mod engine;
 mod error;
 mod events;
 mod instance;
+pub mod logging;
 pub mod prefs;
 pub mod recovery;
 mod report;
@@ -26,6 +27,7 @@ pub use config::{default_data_dir, token_storage, ApiFlavour, Settings, TokenSto
 pub use engine::{BatchSummary, Engine, FileOutcome, FileStatus};
 pub use error::{Error, ErrorInfo};
 pub use events::{Event, QueuedFile};
+pub use logging::LogLevel;
 pub use prefs::WindowPrefs;
 pub use recovery::DamagedFile;
 pub use report::Delivery;
