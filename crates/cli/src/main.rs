@@ -1,5 +1,6 @@
 //! `dropship`: the headless uploader over dropship-core, for servers, scripts and tests.
 
+mod diagnose;
 mod history;
 mod login;
 mod reports;
@@ -47,6 +48,9 @@ enum Command {
     Logout(DataArgs),
     /// Show who the backend takes you for.
     Whoami(login::WhoamiArgs),
+    /// Write a diagnostics bundle (a zip for your support: version, settings without the
+    /// token, logs, recent failures, queued reports, connection tests); no secret ever goes in.
+    Diagnose(diagnose::DiagnoseArgs),
 }
 
 impl Command {
@@ -61,6 +65,7 @@ impl Command {
             Command::Login(args) => args.data.dir(),
             Command::Logout(args) => args.dir(),
             Command::Whoami(args) => args.data.dir(),
+            Command::Diagnose(args) => args.backend.data.dir(),
         }
     }
 }
@@ -123,6 +128,7 @@ fn main() -> ExitCode {
         Command::Login(args) => runtime.block_on(login::login(args)),
         Command::Logout(args) => runtime.block_on(login::logout(args)),
         Command::Whoami(args) => runtime.block_on(login::whoami(args)),
+        Command::Diagnose(args) => runtime.block_on(diagnose::run(args)),
     }
 }
 

@@ -50,6 +50,8 @@ pub enum Error {
          to add .damaged to its name) and Dropship starts fresh with a new one; or put back a good copy."
     )]
     Damaged { path: String, detail: String },
+    #[error("The diagnostics bundle could not be written to {path} ({detail}). Choose a folder you can write to.")]
+    BundleFailed { path: String, detail: String },
     #[error("Something went wrong inside Dropship: {0}. Please report this.")]
     Internal(String),
     #[error(
@@ -78,6 +80,7 @@ impl Error {
             Error::ReportPending { .. } => "report_pending",
             Error::ReportRejected { .. } => "report_rejected",
             Error::Damaged { .. } => "damaged_file",
+            Error::BundleFailed { .. } => "bundle_failed",
             Error::Internal(_) => "internal",
             Error::KeyringUnavailable(_) => "keyring_unavailable",
             Error::KeyringFailed(_) => "keyring_failed",

@@ -7,6 +7,7 @@ pub mod backend;
 mod checksum;
 pub mod config;
 mod control;
+pub mod diagnose;
 mod engine;
 mod error;
 mod events;
