@@ -272,7 +272,7 @@ fn submit_picked(engine: &Engine, picked: Vec<FilePath>) -> CommandResult<Option
     Ok(Some(engine.submit(paths, Source::Window)))
 }
 
-fn local_path(picked: FilePath) -> CommandResult<PathBuf> {
+pub(crate) fn local_path(picked: FilePath) -> CommandResult<PathBuf> {
     let shown = picked.to_string();
     picked.into_path().map_err(|_| ErrorInfo {
         code: "not_a_local_file".into(),

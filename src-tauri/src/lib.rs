@@ -3,6 +3,7 @@
 //! uploads or remembers lives in `dropship-core`; this crate only translates.
 
 mod commands;
+mod diagnose;
 mod events;
 mod notify;
 mod prefs;
@@ -104,6 +105,7 @@ pub fn run() {
             commands::export_history_csv,
             commands::retry_uploads,
             commands::reveal_upload,
+            diagnose::create_diagnostics_bundle,
             recovery::get_damaged_file,
             recovery::move_damaged_aside,
             recovery::open_data_folder,
