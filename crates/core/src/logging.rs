@@ -175,7 +175,7 @@ impl DailyFile {
             let written = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             *today = Today { date: Some(date), written, capped: written >= self.cap };
         }
-        let mut out = (&self.appender).make_writer();
+        let mut out = self.appender.make_writer();
         if today.written + line.len() as u64 > self.cap {
             if !today.capped {
                 today.capped = true;

@@ -349,7 +349,7 @@ fn last_logs(dir: &Path) -> Vec<(String, String)> {
         .filter(|e| e.path().extension().is_some_and(|x| x == crate::logging::LOG_SUFFIX))
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     let mut budget = LOG_BUDGET;
     let mut logs = Vec::new();
     // Each program keeps KEEP_DAYS files; three programs (desktop, cli, watch) at most.
