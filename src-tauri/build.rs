@@ -28,6 +28,7 @@ fn main() {
         "export_history_csv",
         "retry_uploads",
         "reveal_upload",
+        "create_diagnostics_bundle",
         "sign_in_state",
         "sign_in",
         "sign_out",

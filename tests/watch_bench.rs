@@ -32,6 +32,7 @@ fn engine(backend_url: &str, token: &str, data_dir: &Path) -> Engine {
             api: ApiFlavour::Native,
             token: token.into(),
             upload_hosts: Vec::new(),
+            log_level: Default::default(),
             transfer: Default::default(),
         })
         .expect("valid settings");

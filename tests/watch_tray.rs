@@ -21,6 +21,7 @@ fn engine(backend: &Backend, data_dir: &Path) -> Engine {
             api: ApiFlavour::Native,
             token: backend.token.clone(),
             upload_hosts: Vec::new(),
+            log_level: Default::default(),
             transfer: Default::default(),
         })
         .expect("valid settings");

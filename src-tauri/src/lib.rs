@@ -3,6 +3,7 @@
 //! uploads or remembers lives in `dropship-core`; this crate only translates.
 
 mod commands;
+mod diagnose;
 mod events;
 mod notify;
 mod prefs;
@@ -12,7 +13,6 @@ mod watch_commands;
 
 use dropship_core::{default_data_dir, DamagedFile, Engine, Source, WatchSettings, Watcher};
 use tauri::{DragDropEvent, Emitter, Manager, RunEvent, Window, WindowEvent};
-use tracing_subscriber::EnvFilter;
 
 /// The engine's own threads, a notch below the window's in the scheduler (Linux: nice 10, set
 /// per thread). Uploads are background work: when the CPU is short (hashing, TLS and SQLite
@@ -49,10 +49,9 @@ pub(crate) fn show_user_in_title(window: &tauri::WebviewWindow, user: Option<&st
 }
 
 pub fn run() {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("DROPSHIP_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(problem) = dropship_core::logging::init(&default_data_dir(), "desktop", Some("info")) {
+        eprintln!("dropship: {problem}");
+    }
 
     let app = tauri::Builder::default()
         // First, so a second launch hands over before anything else starts.
@@ -107,6 +106,7 @@ pub fn run() {
             commands::export_history_csv,
             commands::retry_uploads,
             commands::reveal_upload,
+            diagnose::create_diagnostics_bundle,
             recovery::get_damaged_file,
             recovery::move_damaged_aside,
             recovery::open_data_folder,

@@ -16,6 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 /// The argument autostart launches the app with: start in the tray, without a window.
 pub const HIDDEN_ARG: &str = "--hidden";
 const OPEN: &str = "open";
+const DIAGNOSE: &str = "diagnose";
 const QUIT: &str = "quit";
 /// The watcher's folder states (a folder going missing) are not events: look this often.
 const WATCH_STATUS_EVERY: Duration = Duration::from_secs(2);
@@ -43,6 +44,7 @@ pub fn start(app: &AppHandle, engine: &Engine) -> tauri::Result<Tray> {
             &MenuItem::with_id(app, TrayCommand::RESUME_ALL, "Resume all", true, None::<&str>)?,
             &PredefinedMenuItem::separator(app)?,
             &MenuItem::with_id(app, OPEN, "Open Dropship", true, None::<&str>)?,
+            &MenuItem::with_id(app, DIAGNOSE, "Create diagnostics bundle…", true, None::<&str>)?,
             &MenuItem::with_id(app, QUIT, "Quit", true, None::<&str>)?,
         ],
     )?;
@@ -61,6 +63,8 @@ fn on_menu(app: &AppHandle, id: &str) {
         command.apply(&app.state::<Engine>());
     } else if id == OPEN {
         show_main_window(app);
+    } else if id == DIAGNOSE {
+        crate::diagnose::from_tray(app);
     } else if id == QUIT {
         app.exit(0);
     }

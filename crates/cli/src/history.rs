@@ -12,7 +12,7 @@ use crate::{setup_error, DataArgs};
 #[derive(clap::Args)]
 pub struct HistoryArgs {
     #[command(flatten)]
-    data: DataArgs,
+    pub(crate) data: DataArgs,
     /// One JSON object per upload on stdout.
     #[arg(long)]
     json: bool,

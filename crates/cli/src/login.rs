@@ -22,7 +22,7 @@ pub struct LoginArgs {
     #[arg(long, conflicts_with = "no_browser")]
     device: bool,
     #[command(flatten)]
-    data: DataArgs,
+    pub(crate) data: DataArgs,
 }
 
 #[derive(clap::Args)]
@@ -37,7 +37,7 @@ pub struct WhoamiArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    data: DataArgs,
+    pub(crate) data: DataArgs,
 }
 
 pub async fn login(args: LoginArgs) -> ExitCode {
@@ -153,6 +153,7 @@ fn open_for(data: &DataArgs, backend: Option<&str>, token: Option<&str>) -> Resu
         token: String::new(),
         transfer: Default::default(),
         upload_hosts: Vec::new(),
+        log_level: Default::default(),
     });
     if let Some(backend) = backend {
         if settings.backend_url.trim_end_matches('/') != backend.trim_end_matches('/') {

@@ -1,5 +1,6 @@
 //! `dropship`: the headless uploader over dropship-core, for servers, scripts and tests.
 
+mod diagnose;
 mod history;
 mod login;
 mod reports;
@@ -21,7 +22,8 @@ use dropship_core::ApiFlavour;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log what happens to stderr (or set DROPSHIP_LOG=info|debug).
+    /// Log what happens to stderr too (RUST_LOG or DROPSHIP_LOG=info|debug set the level of
+    /// both; the log file in the data folder's `logs/` is always written).
     #[arg(long, short, global = true)]
     verbose: bool,
 }
@@ -46,6 +48,26 @@ enum Command {
     Logout(DataArgs),
     /// Show who the backend takes you for.
     Whoami(login::WhoamiArgs),
+    /// Write a diagnostics bundle (a zip for your support: version, settings without the
+    /// token, logs, recent failures, queued reports, connection tests); no secret ever goes in.
+    Diagnose(diagnose::DiagnoseArgs),
+}
+
+impl Command {
+    /// The data folder the command works in, where its log goes too.
+    fn data_dir(&self) -> PathBuf {
+        match self {
+            Command::Upload(args) => args.run.data_dir(),
+            Command::Resume(args) => args.data_dir(),
+            Command::Watch(args) => args.backend.data.dir(),
+            Command::History(args) => args.data.dir(),
+            Command::Reports(args) => args.run.data_dir(),
+            Command::Login(args) => args.data.dir(),
+            Command::Logout(args) => args.dir(),
+            Command::Whoami(args) => args.data.dir(),
+            Command::Diagnose(args) => args.backend.data.dir(),
+        }
+    }
 }
 
 /// Options shared by the commands that talk to a backend.
@@ -84,12 +106,11 @@ pub const EXIT_SETUP: u8 = 2;
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
-    let filter =
-        std::env::var("DROPSHIP_LOG").unwrap_or_else(|_| if cli.verbose { "info".into() } else { "off".into() });
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+    let program = if matches!(cli.command, Command::Watch(_)) { "watch" } else { "cli" };
+    let stderr = cli.verbose.then_some("info");
+    if let Err(problem) = dropship_core::logging::init(&cli.command.data_dir(), program, stderr) {
+        eprintln!("dropship: {problem}");
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -107,6 +128,7 @@ fn main() -> ExitCode {
         Command::Login(args) => runtime.block_on(login::login(args)),
         Command::Logout(args) => runtime.block_on(login::logout(args)),
         Command::Whoami(args) => runtime.block_on(login::whoami(args)),
+        Command::Diagnose(args) => runtime.block_on(diagnose::run(args)),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::upload::{open_engine, RunArgs};
 #[derive(clap::Args)]
 pub struct ReportsArgs {
     #[command(flatten)]
-    run: RunArgs,
+    pub(crate) run: RunArgs,
     /// Send every rejected report again (after fixing what the backend objected to), and
     /// wait for the backend's answers.
     #[arg(long)]

@@ -14,7 +14,7 @@ use crate::{setup_error, BackendArgs};
 #[derive(clap::Args)]
 pub struct UploadArgs {
     #[command(flatten)]
-    run: RunArgs,
+    pub(crate) run: RunArgs,
     /// Put the keys in this folder under the backend's own prefix, e.g. `scans/2026` (native
     /// API only).
     #[arg(long, env = "DROPSHIP_KEY_PREFIX", value_name = "FOLDER")]
@@ -191,6 +191,7 @@ pub fn resolve_settings(engine: &Engine, args: &BackendArgs) -> Settings {
         api: args.api.or_else(|| saved.as_ref().map(|s| s.api)).unwrap_or(ApiFlavour::Native),
         token: args.token.clone().or_else(|| saved.as_ref().map(|s| s.token.clone())).unwrap_or_default(),
         upload_hosts: saved.as_ref().map(|s| s.upload_hosts.clone()).unwrap_or_default(),
+        log_level: saved.as_ref().map(|s| s.log_level).unwrap_or_default(),
     }
 }
 

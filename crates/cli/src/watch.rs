@@ -21,7 +21,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 #[derive(clap::Args)]
 pub struct WatchArgs {
     #[command(flatten)]
-    backend: BackendArgs,
+    pub(crate) backend: BackendArgs,
     /// One JSON object per file on stdout, as `dropship upload --json` prints them.
     #[arg(long)]
     json: bool,

@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::logging::LogLevel;
 use crate::secrets::{self, SecretsError};
 use crate::Error;
 
@@ -70,6 +71,10 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[ts(optional, as = "Option<Vec<String>>")]
     pub upload_hosts: Vec<String>,
+    /// How much the log file keeps; `RUST_LOG` wins when set.
+    #[serde(default, skip_serializing_if = "LogLevel::is_default")]
+    #[ts(optional, as = "Option<LogLevel>")]
+    pub log_level: LogLevel,
 }
 
 /// How uploads use the network. The defaults suit a desktop on an office link.
@@ -112,6 +117,7 @@ impl fmt::Debug for Settings {
             .field("api", &self.api)
             .field("token", &if self.token.is_empty() { "<none>" } else { "<redacted>" })
             .field("upload_hosts", &self.upload_hosts)
+            .field("log_level", &self.log_level)
             .finish()
     }
 }
@@ -343,6 +349,7 @@ mod tests {
             token: "t".into(),
             transfer: Default::default(),
             upload_hosts: Vec::new(),
+            log_level: Default::default(),
         }
     }
 

@@ -380,6 +380,7 @@ impl Engine {
         settings.validate()?;
         self.resize_permits(settings.transfer.concurrency as usize);
         self.inner.throttle.set_rate(settings.transfer.bandwidth_limit);
+        crate::logging::apply_level(settings.log_level);
         *self.inner.settings.write().unwrap_or_else(|p| p.into_inner()) = Some(settings);
         // Reports waiting for a backend may have one now.
         self.inner.outbox.wake();

@@ -55,6 +55,8 @@ pub enum Error {
          folders watched now."
     )]
     UnknownFolder { id: String },
+    #[error("The diagnostics bundle could not be written to {path} ({detail}). Choose a folder you can write to.")]
+    BundleFailed { path: String, detail: String },
     #[error("Something went wrong inside Dropship: {0}. Please report this.")]
     Internal(String),
     #[error(
@@ -84,6 +86,7 @@ impl Error {
             Error::ReportRejected { .. } => "report_rejected",
             Error::Damaged { .. } => "damaged_file",
             Error::UnknownFolder { .. } => "unknown_folder",
+            Error::BundleFailed { .. } => "bundle_failed",
             Error::Internal(_) => "internal",
             Error::KeyringUnavailable(_) => "keyring_unavailable",
             Error::KeyringFailed(_) => "keyring_failed",

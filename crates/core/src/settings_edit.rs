@@ -70,6 +70,7 @@ mod tests {
             token: token.into(),
             transfer: Default::default(),
             upload_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            log_level: Default::default(),
         }
     }
 

@@ -34,6 +34,10 @@ export const savePrefs = (next: WindowPrefs) => invoke<void>("save_prefs", { nex
 export const testConnection = () => invoke<void>("test_connection");
 export const listHistory = (filter: HistoryFilter) => invoke<HistoryEntry[]>("list_history", { filter });
 /** Asks where to save; resolves to the number of rows written, or null when cancelled. */
+/** Where a diagnostics bundle went, and the connection tests that failed. */
+export type BundleWritten = { path: string; problems: string[] };
+/** Asks where to save in a native dialog (Rust side), then writes the bundle; `null` when cancelled. */
+export const createDiagnosticsBundle = () => invoke<BundleWritten | null>("create_diagnostics_bundle");
 export const exportHistoryCsv = (filter: HistoryFilter) => invoke<number | null>("export_history_csv", { filter });
 /** Uploads failed ones again as a new batch; resolves to its id, or null when none had failed. */
 export const retryUploads = (uploadIds: string[]) => invoke<string | null>("retry_uploads", { uploadIds });

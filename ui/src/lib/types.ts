@@ -7,6 +7,7 @@ export type { ErrorInfo } from "../bindings/ErrorInfo";
 export type { HistoryEntry } from "../bindings/HistoryEntry";
 export type { HistoryStatus } from "../bindings/HistoryStatus";
 export type { Settings } from "../bindings/Settings";
+export type { LogLevel } from "../bindings/LogLevel";
 export type { SignInInfo } from "../bindings/SignInInfo";
 export type { SignInState } from "../bindings/SignInState";
 export type { Source } from "../bindings/Source";

@@ -65,6 +65,11 @@ struct Me {
 }
 
 impl Session {
+    /// The tokens it holds, for a diagnostics bundle to make sure none of them gets in.
+    pub(crate) fn secrets(&self) -> Vec<String> {
+        std::iter::once(self.access_token.clone()).chain(self.refresh_token.clone()).collect()
+    }
+
     /// Builds the session from a token answer once the backend has accepted the access token
     /// and said whose it is.
     pub(super) async fn establish(

@@ -4,10 +4,12 @@
 mod migrate;
 mod outbox;
 mod resume;
+mod summary;
 mod watch_index;
 
 pub use outbox::{unix_millis, QueuedReport};
 pub use resume::{FileIdentity, FinishedPart, MultipartState, Unfinished};
+pub use summary::MultipartProgress;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
