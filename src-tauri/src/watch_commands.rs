@@ -4,7 +4,7 @@
 
 use dropship_core::watch::WatchStatus;
 use dropship_core::{ErrorInfo, FolderOptions, FolderView, Watcher};
-use tauri::{AppHandle, State, Window};
+use tauri::{AppHandle, Manager, State, Window};
 use tauri_plugin_autostart::ManagerExt;
 use tauri_plugin_dialog::DialogExt;
 use tokio::sync::oneshot;
@@ -28,7 +28,12 @@ pub async fn add_watched_folder(
     watcher: State<'_, Watcher>,
 ) -> CommandResult<Option<FolderView>> {
     let (tx, rx) = oneshot::channel();
-    let dialog = app.dialog().file().set_parent(&window).set_title("Choose a folder to watch");
+    let mut dialog = app.dialog().file().set_parent(&window).set_title("Choose a folder to watch");
+    // Watched folders live under the home folder (scans, exports, a synced share). Without a
+    // starting folder GTK opens on "Recent", where a typed folder path cannot be chosen.
+    if let Ok(home) = app.path().home_dir() {
+        dialog = dialog.set_directory(home);
+    }
     dialog.pick_folder(move |picked| {
         let _ = tx.send(picked);
     });

@@ -300,8 +300,14 @@ pub fn choose_in_folder_picker(display: &str, title: &str, folder: &Path) -> any
     })?;
     let picker = picker.lines().next().context("no picker window id")?.trim().to_owned();
     xdotool(display, &["windowfocus", "--sync", &picker])?;
-    // A "/" typed into the picker opens GTK's location bar with it; Return there chooses the
-    // folder typed.
+    // Ctrl+L opens GTK's location bar. A "/" typed into the file list opens it too, but the keys
+    // typed right after it can land before the bar has focus (CI once got "/mp/…"); and keys
+    // sent the moment the window maps can land before the dialog handles them. Ctrl+A then
+    // replaces whatever the bar was pre-filled with; Return chooses the folder typed.
+    std::thread::sleep(Duration::from_millis(500));
+    xdotool(display, &["key", "ctrl+l"])?;
+    std::thread::sleep(Duration::from_millis(500));
+    xdotool(display, &["key", "ctrl+a"])?;
     let typed = format!("{}/", folder.display());
     xdotool(display, &["type", "--delay", "20", &typed])?;
     std::thread::sleep(Duration::from_millis(300));
