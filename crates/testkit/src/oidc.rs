@@ -7,7 +7,7 @@ mod browser;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use crate::{block_on, log_tail, repo_root};
 
 /// How long Node gets to print its `listening on` line and answer discovery: a few seconds
 /// alone, but up to a minute on two cores busy compiling (the suite timed out at 30 s once).
-const START_TIMEOUT: Duration = Duration::from_secs(90);
+const START_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(45);
 /// The client's registered redirect URI; a loopback redirect on any port matches it.
 const REGISTERED_REDIRECT: &str = "http://127.0.0.1/callback";
 /// What [`OidcProvider::tokens_for`] and the device flow ask for: an ID token with the user's
@@ -164,43 +164,32 @@ impl OidcProvider {
             })
             .collect();
 
-        let mut command = Command::new("node");
-        command
-            .arg(&script)
-            // Port 0: the OS picks a free one and the script prints it.
-            .arg("0")
-            .env("OIDC_PROVIDER_MODULES", &modules)
-            .env("OIDC_CLIENT_ID", &options.client_id)
-            .env("OIDC_AUDIENCE", &options.audience)
-            .env("OIDC_ACCESS_TOKEN_TTL", options.access_token_ttl_secs.to_string())
-            .env("OIDC_USERS", Value::from(users).to_string())
-            .env_remove("DEBUG")
-            .env_remove("NODE_OPTIONS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log.try_clone().expect("the log file handle can be cloned"));
+        // Twice at most: on a loaded two-core machine Node has twice stalled before listening
+        // (its log held only the startup warning). A stalled start leaves Node's own report of
+        // where it was, so the next failure says why instead of only that it happened.
         let started = Instant::now();
-        let mut child = spawn_tied_to_process(command)
-            .unwrap_or_else(|e| panic!("cannot start node {}: {e} (is Node installed?)", script.display()));
-
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (found, issuer) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut log = log;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    let _ = found.send(url.trim().to_owned());
+        let mut stalls = Vec::new();
+        let (child, issuer) = loop {
+            let (mut child, issuer) = spawn_provider(&script, &modules, &options, &users, dir.path(), &log);
+            match issuer.recv_timeout(START_ATTEMPT_TIMEOUT) {
+                Ok(issuer) => break (child, issuer),
+                Err(_) => {
+                    stalls.push(stall_report(&mut child, dir.path()));
+                    stop_child(&mut child);
+                    if stalls.len() == 2 {
+                        panic!(
+                            "the OpenID provider did not print `listening on …` within {START_ATTEMPT_TIMEOUT:?}, twice; \
+                             where Node was:\n{}\nlast lines of its log:\n{}",
+                            stalls.join("\n"),
+                            log_tail(&log_path, 40)
+                        );
+                    }
+                    eprintln!(
+                        "dropship-testkit: the OpenID provider stalled before listening; starting it again\n{}",
+                        stalls[0]
+                    );
                 }
-                // Everything goes to the log too; ends when the process exits.
-                let _ = writeln!(log, "{line}");
             }
-        });
-        let Ok(issuer) = issuer.recv_timeout(START_TIMEOUT) else {
-            stop_child(&mut child);
-            panic!(
-                "the OpenID provider did not print `listening on …` within {START_TIMEOUT:?}; last lines of its log:\n{}",
-                log_tail(&log_path, 40)
-            );
         };
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -217,7 +206,7 @@ impl OidcProvider {
             child: Some(child),
             _dir: dir,
         };
-        provider.discovery = provider.wait_for_discovery(started + START_TIMEOUT);
+        provider.discovery = provider.wait_for_discovery(Instant::now() + START_ATTEMPT_TIMEOUT);
         eprintln!("dropship-testkit: OpenID provider ready at {} after {:.1?}", provider.issuer, started.elapsed());
         provider
     }
@@ -518,4 +507,94 @@ impl Drop for OidcProvider {
 /// PKCE's S256 challenge for `verifier`.
 pub fn code_challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// Starts `node oidc-provider.mjs` on a free port; the receiver gets the issuer URL once the
+/// script prints it. Stdout and stderr go to `log`.
+fn spawn_provider(
+    script: &Path,
+    modules: &Path,
+    options: &OidcOptions,
+    users: &[Value],
+    dir: &Path,
+    log: &std::fs::File,
+) -> (Child, mpsc::Receiver<String>) {
+    let mut command = Command::new("node");
+    command
+        // A report of where Node is, on demand: see `stall_report`.
+        .arg("--report-on-signal")
+        .arg("--report-signal=SIGUSR2")
+        .arg(format!("--report-directory={}", dir.display()))
+        .arg(script)
+        // Port 0: the OS picks a free one and the script prints it.
+        .arg("0")
+        .env("OIDC_PROVIDER_MODULES", modules)
+        .env("OIDC_CLIENT_ID", &options.client_id)
+        .env("OIDC_AUDIENCE", &options.audience)
+        .env("OIDC_ACCESS_TOKEN_TTL", options.access_token_ttl_secs.to_string())
+        .env("OIDC_USERS", Value::from(users.to_vec()).to_string())
+        .env_remove("DEBUG")
+        .env_remove("NODE_OPTIONS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log.try_clone().expect("the log file handle can be cloned"));
+    let mut child = spawn_tied_to_process(command)
+        .unwrap_or_else(|e| panic!("cannot start node {}: {e} (is Node installed?)", script.display()));
+
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut log = log.try_clone().expect("the log file handle can be cloned");
+    let (found, issuer) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = found.send(url.trim().to_owned());
+            }
+            // Everything goes to the log too; ends when the process exits.
+            let _ = writeln!(log, "{line}");
+        }
+    });
+    (child, issuer)
+}
+
+/// Asks a stalled Node for its diagnostic report and returns the JavaScript and native stacks
+/// from it, or why there is none.
+fn stall_report(child: &mut Child, dir: &Path) -> String {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else { return "no pid".to_owned() };
+    // Busy (R, CPU time climbing) or waiting (S, and on what in the kernel)?
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    let process = format!(
+        "state {}, user+system CPU ticks {}+{}, waiting in {wchan:?}",
+        fields.first().unwrap_or(&"?"),
+        fields.get(11).unwrap_or(&"?"),
+        fields.get(12).unwrap_or(&"?")
+    );
+    // SAFETY: kill(2) with a pid we spawned and have not reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGUSR2);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let report = std::fs::read_dir(dir).into_iter().flatten().flatten().find(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("report.") && name.contains(&pid.to_string()) && name.ends_with(".json")
+        });
+        if let Some(report) = report {
+            std::thread::sleep(Duration::from_millis(200));
+            let text = std::fs::read_to_string(report.path()).unwrap_or_default();
+            let Ok(report) = serde_json::from_str::<Value>(&text) else { continue };
+            return format!(
+                "{process}\njavascript stack: {}\nnative stack: {}",
+                report["javascriptStack"],
+                report["nativeStack"]
+                    .as_array()
+                    .map(|f| f.iter().take(25).map(|f| f["symbol"].to_string()).collect::<Vec<_>>().join(" < "))
+                    .unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    format!("{process}; Node (pid {pid}) wrote no diagnostic report within 5 s of SIGUSR2 (its JavaScript is busy)")
 }
