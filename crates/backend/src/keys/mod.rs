@@ -35,14 +35,16 @@ pub const MAX_RECORDED_NAME_BYTES: usize = 1024;
 /// Characters that are removed from names before they are stored or put in a key: controls
 /// (C0, DEL, C1), and the invisible format characters that make a name read differently from
 /// what is stored: zero-width space/joiners and direction marks (U+200B-U+200F), the word
-/// joiner (U+2060), the byte-order mark (U+FEFF), bidi embeddings and overrides
-/// (U+202A-U+202E; `invoice\u{202E}fdp.exe` shows as `invoiceexe.pdf`), bidi isolates
-/// (U+2066-U+2069) and tag characters (U+E0000-U+E007F).
+/// joiner (U+2060), the byte-order mark (U+FEFF), the Arabic letter mark (U+061C, a bidi
+/// control like the direction marks), bidi embeddings and overrides (U+202A-U+202E;
+/// `invoice\u{202E}fdp.exe` shows as `invoiceexe.pdf`), bidi isolates (U+2066-U+2069) and tag
+/// characters (U+E0000-U+E007F).
 pub fn is_invisible(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{200B}'..='\u{200F}'
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
                 | '\u{2060}'
                 | '\u{FEFF}'
                 | '\u{202A}'..='\u{202E}'
@@ -231,6 +233,13 @@ mod tests {
         assert_eq!(clean_file_name("caf\u{e9} \u{1F600}.txt"), "caf\u{e9} \u{1F600}.txt", "visible Unicode stays");
     }
 
+    /// Found by the property tests below: the one bidi control outside the U+2xxx blocks.
+    #[test]
+    fn the_arabic_letter_mark_is_removed_like_the_other_direction_marks() {
+        assert_eq!(sanitise_file_name("report\u{061C}.pdf"), "report.pdf");
+        assert_eq!(clean_file_name("\u{061C}report.pdf"), "report.pdf");
+    }
+
     #[test]
     fn a_hundred_thousand_character_name_is_cut_to_1024_bytes_not_refused() {
         let long = "\u{e9}".repeat(100_000);
@@ -357,6 +366,108 @@ mod tests {
             "uploads".to_owned(),
         ] {
             assert!(!scheme.is_issued_shape(&key), "{key:?} is not a key this backend issues");
+        }
+    }
+
+    /// Names as clients send them: any character, with the ones the sanitisers care about
+    /// (separators, dots, spaces, controls, invisible format characters) made common.
+    fn hostile_text(max_chars: usize) -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let interesting = prop_oneof![
+            Just('/'),
+            Just('\\'),
+            Just('.'),
+            Just(' '),
+            Just('\u{3000}'),
+            Just('\0'),
+            Just('\n'),
+            Just('\u{85}'),
+            Just('\u{200B}'),
+            Just('\u{202E}'),
+            Just('\u{2067}'),
+            Just('\u{061C}'),
+            Just('\u{FEFF}'),
+            Just('\u{E0041}'),
+            Just('\u{e9}'),
+            Just('\u{1F600}'),
+            Just('a'),
+        ];
+        proptest::collection::vec(prop_oneof![any::<char>(), interesting], 0..max_chars)
+            .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    /// What may never reach a record or a key, written out from the issue and Unicode's
+    /// Bidi_Control list rather than taken from [`is_invisible`], so that the properties below
+    /// check the code against the rule and not against itself.
+    fn must_not_be_stored(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}' | '\u{FEFF}' | '\u{E0000}'..='\u{E007F}')
+            || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    }
+
+    fn assert_visible_and_trimmed(text: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        proptest::prop_assert!(!text.chars().any(must_not_be_stored), "no control or format character in {text:?}");
+        proptest::prop_assert_eq!(text.trim(), text, "no surrounding whitespace");
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_sanitised_file_name_is_one_safe_bounded_segment_and_stays_put(raw in hostile_text(400)) {
+            let name = sanitise_file_name(&raw);
+            proptest::prop_assert!(!name.is_empty() && name.len() <= MAX_FILE_NAME_BYTES, "{} bytes", name.len());
+            proptest::prop_assert!(name != "." && name != "..", "never a dot segment");
+            proptest::prop_assert!(!name.contains(['/', '\\']), "one segment: {name:?}");
+            assert_visible_and_trimmed(&name)?;
+            proptest::prop_assert_eq!(sanitise_file_name(&name), name.clone(), "idempotent");
+        }
+
+        #[test]
+        fn a_recorded_file_name_is_bounded_visible_and_stays_put(raw in hostile_text(1_500)) {
+            let recorded = clean_file_name(&raw);
+            proptest::prop_assert!(recorded.len() <= MAX_RECORDED_NAME_BYTES, "{} bytes", recorded.len());
+            assert_visible_and_trimmed(&recorded)?;
+            proptest::prop_assert_eq!(clean_file_name(&recorded), recorded.clone(), "idempotent");
+        }
+
+        #[test]
+        fn a_sanitised_folder_has_only_bounded_safe_levels_and_stays_put(raw in hostile_text(200)) {
+            if let Ok(folder) = sanitise_folder(&raw) {
+                let levels: Vec<&str> = folder.split('/').filter(|level| !level.is_empty()).collect();
+                proptest::prop_assert!(levels.len() <= MAX_FOLDER_LEVELS);
+                proptest::prop_assert_eq!(levels.join("/"), folder.clone(), "no empty level");
+                for level in levels {
+                    proptest::prop_assert!(level.len() <= MAX_FOLDER_LEVEL_BYTES, "{level:?}");
+                    proptest::prop_assert!(level != "." && level != ".." && !level.contains('\\'), "{level:?}");
+                    assert_visible_and_trimmed(level)?;
+                }
+                proptest::prop_assert_eq!(sanitise_folder(&folder), Ok(folder.clone()), "idempotent");
+            }
+        }
+
+        #[test]
+        fn every_key_rendered_from_hostile_values_is_bounded_and_recognised_as_issued(
+            template in proptest::sample::select(vec![
+                DEFAULT_KEY_TEMPLATE,
+                "{prefix}/{user}/{date}/{uuid}/{name}",
+                "{prefix}/{uuid}-{name}",
+                "{name}/{folder}/{uuid}",
+                "in/{user}-{uuid}/{prefix}/{name}.bin",
+            ]),
+            prefix in proptest::sample::select(vec!["", "uploads", "org/uploads"]),
+            folder in hostile_text(120),
+            user in hostile_text(120),
+            name in hostile_text(400),
+        ) {
+            let scheme = KeyScheme::new(prefix, KeyTemplate::parse(template).unwrap());
+            let folder = sanitise_folder(&folder).unwrap_or_default();
+            let key = scheme.new_key_in(&folder, &name, &user);
+            proptest::prop_assert!(key.len() <= scheme.template.max_key_bytes(prefix).min(MAX_KEY_BYTES), "{} bytes: {key:?}", key.len());
+            for level in key.split('/') {
+                proptest::prop_assert!(!level.is_empty() && level != "." && level != "..", "{level:?} in {key:?}");
+                proptest::prop_assert!(!level.chars().any(must_not_be_stored), "{level:?}");
+            }
+            proptest::prop_assert!(scheme.is_issued_shape(&key), "a key this backend made is one it issued: {key:?}");
         }
     }
 }
