@@ -17,6 +17,30 @@ use super::{
     classify_conflict, now_rfc3339, presigned_cutoff, DbError, Flavour, NewRecord, PresignedPut, Record, RecordOutcome,
 };
 
+/// How often the WAL is copied into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Checkpoints the WAL every [`CHECKPOINT_INTERVAL`] from a thread with its own connection,
+/// until the store's connection is dropped. PASSIVE never waits for the writer, so requests
+/// never wait for it either; the writer starts the WAL over once a checkpoint has caught up,
+/// so it stays about one interval's writes long.
+fn start_checkpointer(path: &Path, store: std::sync::Weak<Mutex<Connection>>) -> Result<(), String> {
+    let conn = Connection::open(path).map_err(|e| e.to_string())?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".to_owned())
+        .spawn(move || {
+            while store.strong_count() > 0 {
+                std::thread::sleep(CHECKPOINT_INTERVAL);
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "could not checkpoint the SQLite WAL; it grows until the next try");
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// Migrations in order; the database's `user_version` is the number of the last one applied.
 /// Append only: a released migration never changes.
 pub(super) const MIGRATIONS: &[(u32, &str)] = &[
@@ -42,8 +66,18 @@ impl SqliteStore {
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Checkpoints (copying the WAL into the file, with an fsync) run on a connection of
+        // their own, not in whichever request's commit crosses the WAL's size mark: there they
+        // put 50-100 ms on one presign in fifty (p99 107 ms at 5,000 URLs/s; 23 ms without).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         migrate(&mut conn)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        let conn = Arc::new(Mutex::new(conn));
+        if let Err(e) = start_checkpointer(path, Arc::downgrade(&conn)) {
+            tracing::warn!(error = %e, "no checkpoint thread; commits checkpoint the SQLite WAL themselves");
+            let guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            guard.pragma_update(None, "wal_autocheckpoint", 1000)?;
+        }
+        Ok(Self { conn })
     }
 
     /// Runs `work` on the connection off the async runtime.

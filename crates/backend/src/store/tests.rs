@@ -96,6 +96,33 @@ fn sqlite_migrations_apply_to_an_empty_file_and_reopening_applies_nothing_twice(
 }
 
 #[test]
+fn sqlite_commits_leave_checkpoints_to_a_thread_of_their_own_and_the_file_still_gets_the_rows() {
+    let (_dir, path) = sqlite_file();
+    let db = open_sqlite(&path).unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    let puts = (0..2_000)
+        .map(|n| PresignedPut {
+            key: format!("uploads/{n:04}/photo.jpg"),
+            checksum_sha256: Some("ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=".to_owned()),
+            object_url: format!("http://s3/b/uploads/{n:04}/photo.jpg"),
+            uploaded_by: "alice".to_owned(),
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(db.remember_presigned(puts, vec![])).unwrap();
+    let wal = path.with_extension("sqlite-wal");
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0, "the commit went to the WAL");
+    // No commit checkpoints (wal_autocheckpoint is off), and the store stays open: only the
+    // checkpoint thread can move the rows into the database file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&path).unwrap().len() <= before {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint within 20 s: the file is still {before} bytes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(db);
+}
+
+#[test]
 fn sqlite_migrations_are_numbered_one_up_without_gaps() {
     for (index, (number, _)) in MIGRATIONS.iter().enumerate() {
         assert_eq!(*number as usize, index + 1, "migration numbers count up from 1");
@@ -297,6 +324,26 @@ async fn a_principal_sees_only_its_own_records() {
     let stolen = db.record_native(by("bob", new_record(Some("u1"), "k1"))).await.unwrap();
     assert_eq!(stolen, RecordOutcome::OthersRecord, "bob cannot re-record alice's upload, nor see it");
     assert_eq!(db.latest_of_everyone(10).await.unwrap().len(), 2, "everyone's, for admins");
+}
+
+#[tokio::test]
+async fn a_key_named_twice_in_one_presign_batch_keeps_its_last_signing() {
+    let test_db = TestDb::new();
+    let db = test_db.open().await;
+    let put = |owner: &str, n: usize| PresignedPut {
+        key: format!("k{n}"),
+        checksum_sha256: Some(format!("sum-{owner}")),
+        object_url: format!("http://s3/b/k{n}"),
+        uploaded_by: owner.to_owned(),
+    };
+    let batch = vec![put("alice", 1), put("alice", 2), put("bob", 1)];
+    db.remember_presigned(batch, vec![]).await.expect("a batch naming a key twice is stored");
+    assert_eq!(
+        db.key_owner("bob".to_owned(), "k1".to_owned()).await.unwrap(),
+        Ownership::Mine,
+        "the later signing wins"
+    );
+    assert_eq!(db.key_owner("alice".to_owned(), "k2".to_owned()).await.unwrap(), Ownership::Mine, "the rest are kept");
 }
 
 #[tokio::test]
