@@ -131,6 +131,10 @@ $servers        keepalive 64;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host \$http_host;
+            # With keep-alive upstreams, a buffered body goes out in a second small write that
+            # Nagle holds for the backend's delayed ACK: ~40 ms on every request (p50 52 ms
+            # against 8 ms direct). The bodies are small JSON; streaming them costs nothing.
+            proxy_request_buffering off;
         }
     }
 }
