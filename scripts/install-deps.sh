@@ -8,12 +8,17 @@ ROOT=$PWD
 SYSTEM_PACKAGES=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev
   libssl-dev build-essential pkg-config curl file xvfb xauth dbus-x11 webkit2gtk-driver
   at-spi2-core xdotool imagemagick python3-gi gir1.2-gtk-3.0 sqlite3 python3-venv
-  libdbus-1-dev gnome-keyring libsecret-tools postgresql-15 nginx-light)
+  libdbus-1-dev gnome-keyring libsecret-tools postgresql-15 nginx-light squid openssl
+  gsettings-desktop-schemas dbus-daemon python3-dbusmock)
 # libdbus-1-dev: the token lives in the OS keyring (Secret Service over D-Bus); gnome-keyring
 # and secret-tool: a real Secret Service for the window's tests, and a way to look into it.
 # postgresql-15 and nginx-light: the backend's tests on Postgres and its several instances
 # behind a balancer (the test kit runs initdb/pg_ctl from /usr/lib/postgresql/15/bin and
 # nginx with its own prefix; neither is started as a system service by the tests).
+# dbus-daemon and python3-dbusmock: a private bus with stand-ins for NetworkManager, UPower
+# and logind, for following metered networks, battery and sleep (run with /usr/bin/python3).
+# squid, openssl and gsettings-desktop-schemas: the network tests' proxy (run from its own
+# config on loopback), their test CA and certificates, and GNOME's proxy settings schema.
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -25,6 +30,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing system packages: ${missing[*]}"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Debian starts squid as a service listening on every interface; the tests start their own.
+  if [[ " ${missing[*]} " == *" squid "* ]] && [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now squid >/dev/null 2>&1 || true
+  fi
 fi
 
 # SeaweedFS (the S3 server) lives in a project-local venv.

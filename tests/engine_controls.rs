@@ -23,6 +23,7 @@ fn engine(backend: &Backend, data_dir: &Path) -> Engine {
             transfer,
             upload_hosts: Vec::new(),
             log_level: Default::default(),
+            network: Default::default(),
         })
         .expect("valid settings");
     engine

@@ -33,6 +33,7 @@ fn engine(backend_url: &str, token: &str, data_dir: &Path) -> Engine {
             token: token.into(),
             upload_hosts: Vec::new(),
             log_level: Default::default(),
+            network: Default::default(),
             transfer: Default::default(),
         })
         .expect("valid settings");

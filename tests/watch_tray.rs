@@ -22,6 +22,7 @@ fn engine(backend: &Backend, data_dir: &Path) -> Engine {
             token: backend.token.clone(),
             upload_hosts: Vec::new(),
             log_level: Default::default(),
+            network: Default::default(),
             transfer: Default::default(),
         })
         .expect("valid settings");

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use dropship_core::{auth, Engine, Error, Settings};
 
-use crate::{setup_error, DataArgs};
+use crate::{setup_error, DataArgs, NetworkArgs};
 
 #[derive(clap::Args)]
 pub struct LoginArgs {
@@ -21,6 +21,8 @@ pub struct LoginArgs {
     /// browser.
     #[arg(long, conflicts_with = "no_browser")]
     device: bool,
+    #[command(flatten)]
+    network: NetworkArgs,
     #[command(flatten)]
     pub(crate) data: DataArgs,
 }
@@ -37,11 +39,13 @@ pub struct WhoamiArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
     pub(crate) data: DataArgs,
 }
 
 pub async fn login(args: LoginArgs) -> ExitCode {
-    let engine = match open_for(&args.data, args.backend_url.as_deref(), None) {
+    let engine = match open_for(&args.data, args.backend_url.as_deref(), None, Some(&args.network)) {
         Ok(engine) => engine,
         Err(e) => return setup_error(&e),
     };
@@ -97,7 +101,7 @@ fn remember_backend(engine: &Engine, named: bool) {
 }
 
 pub async fn logout(args: DataArgs) -> ExitCode {
-    let engine = match open_for(&args, None, None) {
+    let engine = match open_for(&args, None, None, None) {
         Ok(engine) => engine,
         Err(e) => return setup_error(&e),
     };
@@ -119,7 +123,7 @@ pub async fn whoami(args: WhoamiArgs) -> ExitCode {
         eprintln!("dropship: not signed in. Run `dropship login --backend URL`, or pass a token with --token.");
         ExitCode::from(crate::EXIT_SETUP)
     };
-    let engine = match open_for(&args.data, args.backend_url.as_deref(), args.token.as_deref()) {
+    let engine = match open_for(&args.data, args.backend_url.as_deref(), args.token.as_deref(), Some(&args.network)) {
         Ok(engine) => engine,
         Err(Error::NotConfigured) => return not_signed_in(),
         Err(e) => return setup_error(&e),
@@ -145,7 +149,12 @@ pub async fn whoami(args: WhoamiArgs) -> ExitCode {
 
 /// The engine for the data folder, pointed at `backend` (else the saved backend, else the one
 /// the sign-in was made for).
-fn open_for(data: &DataArgs, backend: Option<&str>, token: Option<&str>) -> Result<Engine, Error> {
+fn open_for(
+    data: &DataArgs,
+    backend: Option<&str>,
+    token: Option<&str>,
+    network: Option<&NetworkArgs>,
+) -> Result<Engine, Error> {
     let engine = Engine::open(&data.dir(), tokio::runtime::Handle::current())?;
     let mut settings = engine.settings().unwrap_or_else(|| Settings {
         backend_url: String::new(),
@@ -154,6 +163,7 @@ fn open_for(data: &DataArgs, backend: Option<&str>, token: Option<&str>) -> Resu
         transfer: Default::default(),
         upload_hosts: Vec::new(),
         log_level: Default::default(),
+        network: Default::default(),
     });
     if let Some(backend) = backend {
         if settings.backend_url.trim_end_matches('/') != backend.trim_end_matches('/') {
@@ -168,6 +178,9 @@ fn open_for(data: &DataArgs, backend: Option<&str>, token: Option<&str>) -> Resu
     }
     if let Some(token) = token {
         settings.token = token.to_owned();
+    }
+    if let Some(network) = network {
+        network.apply(&mut settings.network);
     }
     engine.apply_settings(settings)?;
     Ok(engine)

@@ -83,7 +83,71 @@ pub struct BackendArgs {
     #[arg(long, env = "DROPSHIP_API", value_name = "native|rails|companion")]
     pub api: Option<ApiFlavour>,
     #[command(flatten)]
+    pub network: NetworkArgs,
+    #[command(flatten)]
+    pub sending: SendingArgs,
+    #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// When uploads go and how fast; each wins over the saved settings.
+#[derive(clap::Args)]
+pub struct SendingArgs {
+    /// Bandwidth limits by day and local time, rules separated by `;`, e.g.
+    /// "Mon-Fri 08:00-18:00 2MB/s; Sat,Sun 10:00-12:00 500KB/s". Outside the rules
+    /// --bandwidth-limit (or the saved limit) applies; "" for no schedule.
+    #[arg(long, env = "DROPSHIP_BANDWIDTH_SCHEDULE", value_name = "RULES")]
+    pub bandwidth_schedule: Option<dropship_core::schedule::BandwidthSchedule>,
+    /// Hold this run's uploads while the network is metered (a phone's hotspot) [default: the
+    /// saved setting: yes for watched folders, no for uploads started by hand].
+    #[arg(long, env = "DROPSHIP_PAUSE_ON_METERED", value_name = "yes|no",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub pause_on_metered: Option<bool>,
+    /// Hold this run's uploads while the machine runs on battery [default: the saved setting, no].
+    #[arg(long, env = "DROPSHIP_PAUSE_ON_BATTERY", value_name = "yes|no",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub pause_on_battery: Option<bool>,
+}
+
+impl SendingArgs {
+    pub fn apply(&self, network: &mut dropship_core::network::NetworkSettings) {
+        if let Some(schedule) = &self.bandwidth_schedule {
+            network.bandwidth_schedule = schedule.clone();
+        }
+        if let Some(pause) = self.pause_on_metered {
+            network.pause_on_metered_watched = pause;
+            network.pause_on_metered_manual = pause;
+        }
+        if let Some(pause) = self.pause_on_battery {
+            network.pause_on_battery = pause;
+        }
+    }
+}
+
+/// How requests reach the network; both win over the saved settings.
+#[derive(clap::Args)]
+pub struct NetworkArgs {
+    /// `system` (the desktop's proxy settings, then HTTPS_PROXY and the like), `none`, or a
+    /// proxy URL such as http://user:password@proxy.example.com:3128 [default: the saved
+    /// setting, else system].
+    #[arg(long, env = "DROPSHIP_PROXY", value_name = "URL|system|none", hide_env_values = true)]
+    pub proxy: Option<dropship_core::network::ProxySetting>,
+    /// A PEM file of certificate authorities to trust besides the system's (an organisation's
+    /// own CA, a TLS-inspecting proxy's).
+    #[arg(long, env = "DROPSHIP_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl NetworkArgs {
+    /// The saved network settings with these flags on top.
+    pub fn apply(&self, network: &mut dropship_core::network::NetworkSettings) {
+        if let Some(proxy) = &self.proxy {
+            network.proxy = proxy.clone();
+        }
+        if let Some(ca_file) = &self.ca_file {
+            network.ca_file = Some(ca_file.display().to_string());
+        }
+    }
 }
 
 #[derive(clap::Args)]

@@ -112,6 +112,7 @@ async fn drive(
     batches: impl std::future::Future<Output = Result<Vec<BatchSummary>, dropship_core::Error>>,
 ) -> ExitCode {
     let progress = (!json && std::io::stderr().is_terminal()).then(|| show_progress(engine));
+    let holds = tell_holds(engine);
     tokio::pin!(batches);
     let mut interrupted = false;
     let summaries = tokio::select! {
@@ -128,6 +129,7 @@ async fn drive(
         progress.abort();
         let _ = progress.await;
     }
+    holds.abort();
     let summaries = match summaries {
         Ok(summaries) => summaries,
         Err(e) => return setup_error(&e),
@@ -179,6 +181,9 @@ fn resolve_run_settings(engine: &Engine, run: &RunArgs) -> Settings {
 /// Flags and environment win over the data directory's settings file, field by field.
 pub fn resolve_settings(engine: &Engine, args: &BackendArgs) -> Settings {
     let saved = engine.settings();
+    let mut network = saved.as_ref().map(|s| s.network.clone()).unwrap_or_default();
+    args.network.apply(&mut network);
+    args.sending.apply(&mut network);
     Settings {
         transfer: saved.as_ref().map(|s| s.transfer).unwrap_or_default(),
         backend_url: args
@@ -192,6 +197,7 @@ pub fn resolve_settings(engine: &Engine, args: &BackendArgs) -> Settings {
         token: args.token.clone().or_else(|| saved.as_ref().map(|s| s.token.clone())).unwrap_or_default(),
         upload_hosts: saved.as_ref().map(|s| s.upload_hosts.clone()).unwrap_or_default(),
         log_level: saved.as_ref().map(|s| s.log_level).unwrap_or_default(),
+        network,
     }
 }
 
@@ -216,6 +222,31 @@ fn print_outcomes(summary: &BatchSummary, json: bool) {
             _ => {}
         }
     }
+}
+
+/// Says on stderr when the machine's conditions hold the uploads, and when they go on: a
+/// script's log then explains a long wait.
+fn tell_holds(engine: &Engine) -> tokio::task::JoinHandle<()> {
+    let mut events = engine.subscribe();
+    let held_at_start = engine.holds();
+    tokio::spawn(async move {
+        let tell = |holds: &dropship_core::holds::Holds| match &holds.message {
+            Some(message) => eprintln!(
+                "dropship: {message}; uploads go on when it ends (or run with --pause-on-metered no / --pause-on-battery no)"
+            ),
+            None => eprintln!("dropship: uploads go on"),
+        };
+        if held_at_start.holds_anything() {
+            tell(&held_at_start);
+        }
+        loop {
+            match events.recv().await {
+                Ok(Event::HoldsChanged { holds }) => tell(&holds),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+    })
 }
 
 /// A byte-level bar over the whole batch on stderr, fed by the engine's events.

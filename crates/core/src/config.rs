@@ -10,11 +10,14 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::logging::LogLevel;
+use crate::network::{NetworkSettings, ProxySetting};
 use crate::secrets::{self, SecretsError};
 use crate::Error;
 
 pub const SETTINGS_FILE: &str = "settings.json";
 pub const HISTORY_FILE: &str = "history.sqlite";
+/// The keyring slot of the manual proxy's password, beside the token's entry.
+const PROXY_PASSWORD_SLOT: &str = "proxy";
 
 /// The API a signing backend speaks (see DESIGN.md, "The backend API").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ts_rs::TS)]
@@ -75,6 +78,10 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "LogLevel::is_default")]
     #[ts(optional, as = "Option<LogLevel>")]
     pub log_level: LogLevel,
+    /// Proxy, trusted certificates, and when to hold uploads (metered connection, battery).
+    #[serde(default, skip_serializing_if = "NetworkSettings::is_default")]
+    #[ts(optional, as = "Option<NetworkSettings>")]
+    pub network: NetworkSettings,
 }
 
 /// How uploads use the network. The defaults suit a desktop on an office link.
@@ -118,6 +125,7 @@ impl fmt::Debug for Settings {
             .field("token", &if self.token.is_empty() { "<none>" } else { "<redacted>" })
             .field("upload_hosts", &self.upload_hosts)
             .field("log_level", &self.log_level)
+            .field("network", &self.network)
             .finish()
     }
 }
@@ -152,6 +160,7 @@ impl Settings {
         if self.token.chars().any(|c| c.is_control()) {
             return Err(Error::InvalidSettings("the token contains control characters".into()));
         }
+        self.network.validate()?;
         Ok(url)
     }
 
@@ -179,6 +188,14 @@ impl Settings {
             Ok(token) => settings.token = token.unwrap_or_default(),
             Err(e) => tracing::warn!("could not read the access token from the system keyring: {e}"),
         }
+        if matches!(settings.network.proxy, ProxySetting::Manual { .. }) {
+            match secrets::load_secret(data_dir, PROXY_PASSWORD_SLOT) {
+                Ok(password) => {
+                    settings.network.proxy = settings.network.proxy.with_password(password.unwrap_or_default())
+                }
+                Err(e) => tracing::warn!("could not read the proxy password from the system keyring: {e}"),
+            }
+        }
         Ok(Some(settings))
     }
 
@@ -192,10 +209,12 @@ impl Settings {
         if agreed_to_file {
             return self.save_with_token_in_file(data_dir);
         }
-        secrets::store_token(data_dir, self.token.trim()).map_err(|e| match e {
+        let keyring_error = |e| match e {
             SecretsError::Unavailable(detail) => Error::KeyringUnavailable(detail),
             SecretsError::Failed(detail) => Error::KeyringFailed(detail),
-        })?;
+        };
+        secrets::store_token(data_dir, self.token.trim()).map_err(keyring_error)?;
+        secrets::store_secret(data_dir, PROXY_PASSWORD_SLOT, self.network.proxy.password()).map_err(keyring_error)?;
         write_on_disk(data_dir, &OnDisk::new(self, TokenStorage::Keyring))
     }
 
@@ -204,6 +223,7 @@ impl Settings {
     pub fn save_with_token_in_file(&self, data_dir: &Path) -> Result<(), Error> {
         let mut on_disk = OnDisk::new(self, TokenStorage::File);
         on_disk.settings.token = self.token.clone();
+        on_disk.settings.network.proxy = self.network.proxy.clone();
         write_on_disk(data_dir, &on_disk)
     }
 }
@@ -242,9 +262,12 @@ struct OnDisk {
 }
 
 impl OnDisk {
-    /// Without the token; the caller puts it back when it goes in the file.
+    /// Without the token and the proxy password; the caller puts them back when they go in the
+    /// file.
     fn new(settings: &Settings, token_storage: TokenStorage) -> OnDisk {
-        OnDisk { settings: Settings { token: String::new(), ..settings.clone() }, token_storage: Some(token_storage) }
+        let mut settings = Settings { token: String::new(), ..settings.clone() };
+        settings.network.proxy = settings.network.proxy.with_password(String::new());
+        OnDisk { settings, token_storage: Some(token_storage) }
     }
 }
 
@@ -350,6 +373,7 @@ mod tests {
             transfer: Default::default(),
             upload_hosts: Vec::new(),
             log_level: Default::default(),
+            network: Default::default(),
         }
     }
 

@@ -24,12 +24,24 @@ use crate::backend::{
 use crate::config::{TransferSettings, HISTORY_FILE};
 use crate::control::{Controls, Gate};
 use crate::instance::InstanceLock;
+use crate::network::NetworkSettings;
 use crate::report::{Deliverer, Delivery, Outbox};
 use crate::store::{
     FileIdentity, FinishedPart, MultipartState, NewUpload, QueuedReport, Store, Unfinished, UploadStatus, Uploading,
 };
-use crate::transfer::{self, MultipartRun, Next, PartPlan, RetryPolicy, Throttle, TransferError};
+use crate::conditions::{ConditionsMonitor, MachineState, Wake};
+use crate::holds::{HoldReason, Holds};
+use crate::schedule::ScheduleHandle;
+use crate::transfer::{self, MultipartRun, Next, PartPlan, RetryNow, RetryPolicy, Throttle, TransferError};
 use crate::{checksum, scan, Error, ErrorInfo, Event, HistoryEntry, HistoryQuery, QueuedFile, Settings, Source};
+
+/// Keeps `throttle` on the settings' bandwidth schedule, when they have one.
+fn start_schedule(throttle: &Arc<Throttle>, settings: &Settings, runtime: &Handle) -> Option<ScheduleHandle> {
+    let schedule = &settings.network.bandwidth_schedule;
+    (!schedule.is_empty()).then(|| {
+        crate::schedule::spawn(Arc::clone(throttle), settings.transfer.bandwidth_limit, schedule.clone(), runtime)
+    })
+}
 
 /// Fresh URLs asked for one file before giving up on it: a URL refused again right after
 /// re-signing is not an expiry problem.
@@ -67,7 +79,8 @@ struct Inner {
     /// The signed-in session, used for the backend it was made for unless a token is given.
     session: RwLock<Option<Arc<LiveSession>>>,
     events: broadcast::Sender<Event>,
-    http: reqwest::Client,
+    /// Rebuilt when the proxy or the trusted certificates change; running requests keep theirs.
+    http: RwLock<HttpClient>,
     runtime: Handle,
     /// [`transfer::PERMITS_PER_SLOT`] permits per unit of concurrency, shared by every file and
     /// part of every batch, so the concurrency setting bounds the whole engine: a large body
@@ -76,10 +89,31 @@ struct Inner {
     /// The permits `permits` was last sized to (settings can change it while running).
     permit_count: Mutex<usize>,
     retry: RetryPolicy,
+    /// Rung when the machine wakes or the internet returns: backoffs end at once.
+    retry_now: RetryNow,
     throttle: Arc<Throttle>,
+    /// Moves the throttle along the bandwidth schedule; `None` without one.
+    schedule: Mutex<Option<ScheduleHandle>>,
+    conditions: Mutex<Conditions>,
     controls: Controls,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+}
+
+/// The machine's conditions as the engine follows them, and what they hold.
+#[derive(Default)]
+struct Conditions {
+    /// Dropping it stops the follower (a new monitor replaces the old one).
+    monitor: Option<(Arc<ConditionsMonitor>, tokio_util::sync::DropGuard)>,
+    /// The condition the person chose "Upload anyway" for; forgotten when it ends.
+    anyway: Option<HoldReason>,
+    holds: Holds,
+}
+
+/// The engine's HTTP client and the network settings it was built for.
+struct HttpClient {
+    client: reqwest::Client,
+    network: NetworkSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -184,20 +218,6 @@ impl Sent {
     }
 }
 
-/// The one HTTP client of an engine, for backend calls and uploads alike.
-pub(crate) fn http_client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .user_agent(concat!("dropship/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(60))
-        // No redirects, for uploads or backend calls. An upload URL is checked (scheme,
-        // allowed hosts) before a byte is sent; a redirect would carry the file past those
-        // checks to wherever the server points. A backend call carries the bearer token,
-        // which must reach only the backend URL in Settings. A 3xx is an error instead.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-}
-
 impl Engine {
     /// Opens the data directory (settings and history) and runs batches on `runtime`.
     pub fn open(data_dir: &Path, runtime: Handle) -> Result<Engine, Error> {
@@ -214,7 +234,13 @@ impl Engine {
         // Reports left by an earlier run go out now rather than after their backoff.
         store.reports_due_now()?;
         let settings = Settings::load(data_dir)?;
-        let http = http_client().map_err(|e| Error::InvalidSettings(format!("could not set up HTTP: {e}")))?;
+        let network = settings.as_ref().map(|s| s.network.clone()).unwrap_or_default();
+        // A saved proxy or CA file that no longer works must not lock the person out of
+        // Settings: start direct and say why; the first upload reports it again.
+        let http = crate::network::http_client(&network).or_else(|e| {
+            tracing::warn!("the saved network settings cannot be used ({e}); starting without them");
+            crate::network::http_client(&Default::default())
+        })?;
         let session = match auth::load_session(data_dir) {
             Ok(session) => session.map(|s| LiveSession::new(data_dir, http.clone(), s)),
             Err(e) => {
@@ -227,6 +253,7 @@ impl Engine {
         let permits = transfer.concurrency as usize * transfer::PERMITS_PER_SLOT as usize;
         let throttle = Arc::new(Throttle::default());
         throttle.set_rate(transfer.bandwidth_limit);
+        let schedule = settings.as_ref().and_then(|s| start_schedule(&throttle, s, &runtime));
         let engine = Engine {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_owned(),
@@ -237,19 +264,144 @@ impl Engine {
                 settings: RwLock::new(settings),
                 session: RwLock::new(session),
                 events,
-                http,
+                http: RwLock::new(HttpClient { client: http, network }),
                 runtime,
                 permits: Semaphore::new(permits),
                 permit_count: Mutex::new(permits),
                 retry: RetryPolicy::default(),
+                retry_now: RetryNow::default(),
                 throttle,
+                schedule: Mutex::new(schedule),
+                conditions: Mutex::default(),
                 controls: Controls::default(),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
             }),
         };
         engine.start_report_delivery();
+        let monitor = ConditionsMonitor::start(&engine.inner.runtime);
+        engine.follow_conditions(monitor);
         Ok(engine)
+    }
+
+    /// Follows `monitor` from now on, in place of the machine's own services (tests give one on
+    /// a private bus): its metered network and battery hold uploads per the settings, and its
+    /// wakes end backoffs at once.
+    pub fn follow_conditions(&self, monitor: ConditionsMonitor) {
+        let monitor = Arc::new(monitor);
+        let stop = CancellationToken::new();
+        let (mut state, mut wakes) = (monitor.state(), monitor.wakes());
+        self.conditions().monitor = Some((Arc::clone(&monitor), stop.clone().drop_guard()));
+        self.reconsider_holds();
+        let weak = Arc::downgrade(&self.inner);
+        let follower = async move {
+            loop {
+                let wake = tokio::select! {
+                    changed = state.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        None
+                    }
+                    wake = wakes.recv() => match wake {
+                        Ok(wake) => Some(wake),
+                        // Several at once: the strongest thing any of them asks for.
+                        Err(broadcast::error::RecvError::Lagged(_)) => Some(Wake::ResumedFromSleep),
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                };
+                let Some(inner) = weak.upgrade() else { break };
+                let engine = Engine { inner };
+                match wake {
+                    None => engine.reconsider_holds(),
+                    Some(wake) => engine.on_wake(wake),
+                }
+            }
+        };
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.runtime.spawn(async move {
+            tokio::select! {
+                () = follower => {}
+                () = stop.cancelled() => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+
+    fn conditions(&self) -> std::sync::MutexGuard<'_, Conditions> {
+        self.inner.conditions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The machine's state as last reported (unmetered, on mains where it cannot tell).
+    pub fn machine_state(&self) -> MachineState {
+        self.conditions().monitor.as_ref().map(|(m, _)| *m.state().borrow()).unwrap_or_default()
+    }
+
+    /// What the machine's conditions hold now, and why.
+    pub fn holds(&self) -> Holds {
+        self.conditions().holds.clone()
+    }
+
+    /// Lets held uploads go for as long as the condition that holds them lasts.
+    pub fn upload_anyway(&self) {
+        let reason = self.conditions().holds.reason;
+        tracing::info!(?reason, "uploading anyway");
+        self.conditions().anyway = reason;
+        self.reconsider_holds();
+    }
+
+    /// Works out the holds afresh from the machine's state and the settings, and tells the
+    /// shells when they changed.
+    fn reconsider_holds(&self) {
+        let state = self.machine_state();
+        let network = self.settings().map(|s| s.network).unwrap_or_default();
+        let holds = {
+            let mut conditions = self.conditions();
+            let unheld = Holds::for_conditions(state, &network, None);
+            if unheld.reason.is_none() || unheld.reason != conditions.anyway {
+                // The condition the person uploaded through has ended: the next one holds again.
+                conditions.anyway = None;
+            }
+            let holds = Holds::for_conditions(state, &network, conditions.anyway);
+            if holds == conditions.holds {
+                return;
+            }
+            conditions.holds = holds.clone();
+            self.inner.controls.set_held(holds.watched, holds.by_hand);
+            holds
+        };
+        tracing::info!(?state, ?holds, "the machine's conditions changed what uploads wait");
+        self.emit(Event::HoldsChanged { holds });
+    }
+
+    /// Whatever waits to be retried goes now; after sleep, what is in flight is sent again on
+    /// fresh connections rather than waited on until its read timeout.
+    fn on_wake(&self, wake: Wake) {
+        tracing::info!(?wake, "retrying what waits at once");
+        if wake == Wake::ResumedFromSleep {
+            self.renew_http();
+            self.inner.controls.restart_in_flight();
+        }
+        self.inner.retry_now.ring();
+        if let Err(e) = self.inner.store.reports_due_now() {
+            tracing::warn!("could not make the queued reports due now: {e}");
+        }
+        self.inner.outbox.wake();
+    }
+
+    /// A new HTTP client with the same settings: none of the old one's pooled connections,
+    /// which may have died while the machine slept without either end noticing.
+    fn renew_http(&self) {
+        let network = self.inner.http.read().unwrap_or_else(|p| p.into_inner()).network.clone();
+        match crate::network::http_client(&network) {
+            Ok(client) => {
+                if let Some(session) = self.session() {
+                    session.use_http(client.clone());
+                }
+                self.inner.http.write().unwrap_or_else(|p| p.into_inner()).client = client;
+            }
+            Err(e) => tracing::warn!("could not renew the HTTP client after sleep: {e}"),
+        }
     }
 
     /// Delivers the outbox's reports in the background for as long as the engine runs.
@@ -378,10 +530,17 @@ impl Engine {
     /// Uses these settings from now on without saving them (the CLI's flags).
     pub fn apply_settings(&self, settings: Settings) -> Result<(), Error> {
         settings.validate()?;
+        self.use_network(&settings.network)?;
         self.resize_permits(settings.transfer.concurrency as usize);
         self.inner.throttle.set_rate(settings.transfer.bandwidth_limit);
+        // The old schedule stops before the new one sets the throttle.
+        let mut schedule = self.inner.schedule.lock().unwrap_or_else(|p| p.into_inner());
+        *schedule = None;
+        *schedule = start_schedule(&self.inner.throttle, &settings, &self.inner.runtime);
+        drop(schedule);
         crate::logging::apply_level(settings.log_level);
         *self.inner.settings.write().unwrap_or_else(|p| p.into_inner()) = Some(settings);
+        self.reconsider_holds();
         // Reports waiting for a backend may have one now.
         self.inner.outbox.wake();
         Ok(())
@@ -521,7 +680,7 @@ impl Engine {
     }
 
     fn connect(&self, settings: &Settings) -> Result<Arc<dyn SigningBackend>, Error> {
-        backend::connect(settings, self.inner.http.clone(), self.credential_for(settings))
+        backend::connect(settings, self.http(), self.credential_for(settings))
     }
 
     /// A pasted token wins; else the session, when it was made for this backend.
@@ -537,13 +696,27 @@ impl Engine {
 
     /// Uses `session` from now on (`None` after signing out); running batches keep theirs.
     pub fn set_session(&self, session: Option<Session>) {
-        let live = session.map(|s| LiveSession::new(&self.inner.data_dir, self.inner.http.clone(), s));
+        let live = session.map(|s| LiveSession::new(&self.inner.data_dir, self.http(), s));
         *self.inner.session.write().unwrap_or_else(|p| p.into_inner()) = live;
     }
 
-    /// The HTTP client every request of this engine goes through.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.inner.http
+    /// The HTTP client every request of this engine goes through (cheap to clone).
+    pub fn http(&self) -> reqwest::Client {
+        self.inner.http.read().unwrap_or_else(|p| p.into_inner()).client.clone()
+    }
+
+    /// Builds the HTTP client anew when the proxy or the trusted certificates changed, for the
+    /// backend, the uploads and the sign-in's refreshes alike.
+    fn use_network(&self, network: &NetworkSettings) -> Result<(), Error> {
+        if !self.inner.http.read().unwrap_or_else(|p| p.into_inner()).network.needs_new_client(network) {
+            return Ok(());
+        }
+        let client = crate::network::http_client(network)?;
+        if let Some(session) = self.session() {
+            session.use_http(client.clone());
+        }
+        *self.inner.http.write().unwrap_or_else(|p| p.into_inner()) = HttpClient { client, network: network.clone() };
+        Ok(())
     }
 
     /// The backend a batch signs with: it waits out outages, telling the shells while it does.
@@ -553,7 +726,8 @@ impl Engine {
             let reason = Error::from(error.clone()).info();
             engine.emit(Event::BackendRetrying { attempt, retry_in_ms: pause.as_millis() as u64, reason });
         });
-        let patient = PatientBackend::new(self.connect(settings)?, self.backend_wait(), on_outage);
+        let patient = PatientBackend::new(self.connect(settings)?, self.backend_wait(), on_outage)
+            .retrying_now_with(self.inner.retry_now.clone());
         Ok(Arc::new(patient))
     }
 
@@ -624,7 +798,7 @@ impl Engine {
                 size: file.size,
                 checksum: None,
                 parts: None,
-                gate: self.inner.controls.register(&upload_id),
+                gate: self.inner.controls.register(&upload_id, source.into()),
                 upload_id,
                 key_prefix: key_prefix.clone(),
             };
@@ -900,8 +1074,11 @@ impl Engine {
                 .await
                 .map_err(|_| Error::ShuttingDown)?;
             let progress = self.progress_reporter(job);
+            // Asked afresh each attempt: after sleep the engine swaps in a client without the
+            // connections that went stale.
+            let http = self.http();
             let sending =
-                transfer::send_file(&self.inner.http, &upload, &job.path, job.size, progress, &self.inner.throttle);
+                transfer::send_file(&http, &upload, &job.path, job.size, progress, &self.inner.throttle);
             let result = tokio::select! {
                 result = sending => result,
                 // Paused or cancelled: a single PUT cannot be resumed midway, so it starts over.
@@ -918,7 +1095,7 @@ impl Engine {
                     let delay = self.inner.retry.delay(attempt);
                     on_retry(attempt, delay, &error);
                     drop(_permit);
-                    tokio::time::sleep(delay).await;
+                    self.inner.retry_now.wait_out(delay).await;
                 }
                 Next::Resign if resigns < MAX_RESIGNS => {
                     tracing::info!(upload_id = %job.upload_id, "upload URL refused, signing it again: {error}");
@@ -1019,6 +1196,7 @@ impl Engine {
         self.inner.store.mark_uploading(&job.upload_id, None, Some(&upload.key), &upload.object_url)?;
         tracing::info!(upload_id = %job.upload_id, key = %upload.key, parts = plan.part_count, "uploading in parts");
         let progress = self.progress_reporter(job);
+        let http = || self.http();
         let record_part = |part: &CompletedPart| {
             let finished = FinishedPart {
                 part_number: part.part_number,
@@ -1032,7 +1210,7 @@ impl Engine {
             }
         };
         let run = MultipartRun {
-            client: &self.inner.http,
+            client: &http,
             backend,
             upload: &upload,
             path: &job.path,
@@ -1041,6 +1219,7 @@ impl Engine {
             throttle: &self.inner.throttle,
             max_in_flight: transfer.concurrency as usize,
             retry: self.inner.retry,
+            retry_now: &self.inner.retry_now,
             progress,
             on_retry: self.retry_reporter(job),
             gate: job.gate.clone(),

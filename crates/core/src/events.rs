@@ -47,6 +47,11 @@ pub enum Event {
     QueuePaused {
         paused: bool,
     },
+    /// The machine's conditions (a metered connection, battery power) now hold these uploads,
+    /// or no longer do.
+    HoldsChanged {
+        holds: crate::holds::Holds,
+    },
     FileUploaded {
         upload_id: String,
         key: String,

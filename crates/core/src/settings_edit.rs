@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use crate::network::ProxySetting;
 use crate::Settings;
 
 /// What the window wants done with the token it was never shown.
@@ -16,9 +17,11 @@ pub enum TokenEdit {
     Remove,
 }
 
-/// The settings the page may see: everything but the token.
+/// The settings the page may see: everything but the token and the proxy password.
 pub fn for_page(settings: &Settings) -> Settings {
-    Settings { token: String::new(), ..settings.clone() }
+    let mut page = Settings { token: String::new(), ..settings.clone() };
+    page.network.proxy = page.network.proxy.with_password(String::new());
+    page
 }
 
 /// `next` from the page, with the token resolved against what is saved.
@@ -28,7 +31,19 @@ pub fn resolve(current: Option<&Settings>, next: Settings, token: TokenEdit) -> 
         TokenEdit::Replace(token) => token,
         TokenEdit::Remove => String::new(),
     };
-    Settings { token, ..next }
+    let mut next = Settings { token, ..next };
+    // The page never holds the proxy password either: an empty one keeps the saved password
+    // of the same proxy and user; a new one replaces it.
+    if let (
+        ProxySetting::Manual { url, username, password },
+        Some(ProxySetting::Manual { url: saved_url, username: saved_user, password: saved }),
+    ) = (&next.network.proxy, current.map(|c| &c.network.proxy))
+    {
+        if password.is_empty() && url == saved_url && username == saved_user {
+            next.network.proxy = next.network.proxy.clone().with_password(saved.clone());
+        }
+    }
+    next
 }
 
 /// A sentence naming what would send uploads or the saved token elsewhere, when `next`
@@ -56,6 +71,11 @@ pub fn redirecting_change(current: Option<&Settings>, next: &Settings) -> Option
             describe(&current.upload_hosts)
         ));
     }
+    if let ProxySetting::Manual { url, .. } = &next.network.proxy {
+        if current.network.proxy != next.network.proxy && !matches!(&current.network.proxy, ProxySetting::Manual { url: old, .. } if old == url) {
+            changes.push(format!("Every request, uploads and the backend's, will go through the proxy {url}."));
+        }
+    }
     (!changes.is_empty()).then(|| changes.join(" "))
 }
 
@@ -71,6 +91,7 @@ mod tests {
             transfer: Default::default(),
             upload_hosts: hosts.iter().map(|h| h.to_string()).collect(),
             log_level: Default::default(),
+            network: Default::default(),
         }
     }
 
@@ -95,6 +116,28 @@ mod tests {
         let open = settings("https://b.example", "secret", &[]);
         let question = redirecting_change(Some(&saved), &open).expect("clearing the hosts is asked about");
         assert!(question.contains("any host"), "{question}");
+    }
+
+    #[test]
+    fn the_page_never_sees_the_proxy_password_and_an_empty_one_keeps_the_saved() {
+        let mut saved = settings("https://b.example", "secret", &[]);
+        saved.network.proxy = "http://ann:pw@proxy:3128".parse().unwrap();
+        let page = for_page(&saved);
+        assert_eq!(page.network.proxy.password(), "", "the page gets no proxy password");
+        assert_eq!(resolve(Some(&saved), page.clone(), TokenEdit::Keep).network.proxy.password(), "pw");
+        let mut other_user = page;
+        other_user.network.proxy = "http://bob@proxy:3128".parse().unwrap();
+        assert_eq!(resolve(Some(&saved), other_user, TokenEdit::Keep).network.proxy.password(), "", "not bob's");
+    }
+
+    #[test]
+    fn sending_everything_through_another_proxy_needs_a_confirmation() {
+        let saved = settings("https://b.example", "secret", &[]);
+        let mut proxied = saved.clone();
+        proxied.network.proxy = "http://proxy.corp:3128".parse().unwrap();
+        let question = redirecting_change(Some(&saved), &proxied).expect("a new proxy is asked about");
+        assert!(question.contains("proxy.corp:3128"), "{question}");
+        assert_eq!(redirecting_change(Some(&proxied), &proxied), None);
     }
 
     #[test]

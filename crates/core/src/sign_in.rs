@@ -49,12 +49,12 @@ impl Engine {
     /// What the configured backend says about signing in (`GET /api/v1/auth`).
     pub async fn sign_in_info(&self) -> Result<SignInInfo, Error> {
         let backend = self.backend_url()?;
-        Ok(auth::sign_in_info(self.http(), &backend).await?)
+        Ok(auth::sign_in_info(&self.http(), &backend).await?)
     }
 
     async fn identity_provider(&self) -> Result<(url::Url, IdentityProvider), Error> {
         let backend = self.backend_url()?;
-        let provider = IdentityProvider::for_backend(self.http(), &backend).await?;
+        let provider = IdentityProvider::for_backend(&self.http(), &backend).await?;
         Ok((backend, provider))
     }
 
@@ -67,7 +67,7 @@ impl Engine {
     /// Waits for the browser, keeps the session and uses it from now on; returns who signed in.
     pub async fn finish_browser_sign_in(&self, sign_in: BrowserSignIn) -> Result<String, Error> {
         let backend = self.backend_url()?;
-        let session = sign_in.finish(self.http(), &backend, auth::BROWSER_SIGN_IN_TIMEOUT).await?;
+        let session = sign_in.finish(&self.http(), &backend, auth::BROWSER_SIGN_IN_TIMEOUT).await?;
         self.keep_session(session).await
     }
 
@@ -75,12 +75,12 @@ impl Engine {
     /// [`Engine::finish_device_sign_in`].
     pub async fn start_device_sign_in(&self) -> Result<DeviceSignIn, Error> {
         let (_, provider) = self.identity_provider().await?;
-        Ok(DeviceSignIn::start(self.http(), provider).await?)
+        Ok(DeviceSignIn::start(&self.http(), provider).await?)
     }
 
     pub async fn finish_device_sign_in(&self, sign_in: DeviceSignIn) -> Result<String, Error> {
         let backend = self.backend_url()?;
-        let session = sign_in.finish(self.http(), &backend).await?;
+        let session = sign_in.finish(&self.http(), &backend).await?;
         self.keep_session(session).await
     }
 
@@ -113,7 +113,7 @@ impl Engine {
     /// Asks the backend who the current credential belongs to (`GET /api/v1/me`).
     pub async fn whoami(&self) -> Result<Me, Error> {
         let settings = self.settings().ok_or(Error::NotConfigured)?;
-        let http = crate::backend::http_for(&settings, self.http().clone(), self.credential_for(&settings))?;
+        let http = crate::backend::http_for(&settings, self.http(), self.credential_for(&settings))?;
         Ok(http.get("api/v1/me").await?)
     }
 }

@@ -6,6 +6,7 @@
 //! own runtime ([`block_on`]), which also works when called from inside another runtime.
 
 mod backend;
+pub mod dbusmock;
 mod fault_proxy;
 mod nginx;
 mod oidc;
@@ -13,6 +14,8 @@ mod ports;
 mod postgres;
 mod process;
 mod s3;
+mod squid;
+mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -26,6 +29,8 @@ pub use oidc::{
 };
 pub use postgres::{test_database_is_postgres, PostgresServer};
 pub use s3::S3Server;
+pub use squid::Squid;
+pub use tls::ServerCertificate;
 
 /// The workspace root, fixed at compile time (this crate lives in `crates/testkit`).
 pub fn repo_root() -> PathBuf {

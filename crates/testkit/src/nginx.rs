@@ -29,6 +29,16 @@ pub struct Nginx {
 impl Nginx {
     /// Balances across `upstreams` (`http://127.0.0.1:PORT` each), round-robin.
     pub fn balance(upstreams: &[String]) -> Nginx {
+        Nginx::start(upstreams, None)
+    }
+
+    /// An HTTPS front for `upstream` with `certificate` (a TLS-terminating load balancer, as an
+    /// organisation puts before its backend); `url` is then `https://127.0.0.1:PORT`.
+    pub fn tls_front(upstream: &str, certificate: &crate::tls::ServerCertificate) -> Nginx {
+        Nginx::start(&[upstream.to_owned()], Some(certificate))
+    }
+
+    fn start(upstreams: &[String], tls: Option<&crate::tls::ServerCertificate>) -> Nginx {
         assert!(!upstreams.is_empty(), "nginx needs at least one upstream");
         let prefix = tempfile::Builder::new().prefix("dropship-nginx-").tempdir().expect("a temp dir");
         let root = prefix.path();
@@ -38,7 +48,7 @@ impl Nginx {
         let ports = reserve(1);
         let port = ports.ports[0];
         let config_path = root.join("nginx.conf");
-        std::fs::write(&config_path, config(root, port, upstreams)).expect("the nginx config can be written");
+        std::fs::write(&config_path, config(root, port, upstreams, tls)).expect("the nginx config can be written");
         let error_log = root.join("logs/error.log");
         let access_log = root.join("logs/access.log");
 
@@ -55,7 +65,7 @@ impl Nginx {
         let child = spawn_tied_to_process(command)
             .unwrap_or_else(|e| panic!("cannot start nginx (scripts/install-deps.sh installs nginx-light): {e}"));
         let mut nginx = Nginx {
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{}://127.0.0.1:{port}", if tls.is_some() { "https" } else { "http" }),
             child: Some(child),
             error_log,
             access_log,
@@ -110,8 +120,21 @@ impl Drop for Nginx {
     }
 }
 
-fn config(root: &std::path::Path, port: u16, upstreams: &[String]) -> String {
+fn config(
+    root: &std::path::Path,
+    port: u16,
+    upstreams: &[String],
+    tls: Option<&crate::tls::ServerCertificate>,
+) -> String {
     let root = root.display();
+    let listen = match tls {
+        Some(tls) => format!(
+            "listen 127.0.0.1:{port} ssl;\n        ssl_certificate {};\n        ssl_certificate_key {};",
+            tls.certificate.display(),
+            tls.key.display()
+        ),
+        None => format!("listen 127.0.0.1:{port};"),
+    };
     let mut servers = String::new();
     for upstream in upstreams {
         let address = upstream.trim_start_matches("http://").trim_end_matches('/');
@@ -141,7 +164,7 @@ http {{
     upstream backends {{
 {servers}    }}
     server {{
-        listen 127.0.0.1:{port};
+        {listen}
         location / {{
             proxy_pass http://backends;
             proxy_http_version 1.1;

@@ -113,7 +113,7 @@ async fn read_capped(what: &'static str, mut response: reqwest::Response) -> Res
 }
 
 fn unreachable(what: &'static str, url: &url::Url, e: &reqwest::Error) -> AuthError {
-    AuthError::Unreachable { what, url: crate::backend::redact_url(url), detail: e.to_string() }
+    AuthError::Unreachable { what, url: crate::backend::redact_url(url), detail: crate::backend::http_error_detail(e) }
 }
 
 /// Random URL-safe text for PKCE verifiers, `state` and `nonce` (32 bytes of entropy).

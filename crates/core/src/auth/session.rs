@@ -225,7 +225,8 @@ pub(super) async fn token_request(
 /// they expire and once after the backend refuses one, and keeps each refresh in the keyring.
 pub struct LiveSession {
     data_dir: PathBuf,
-    http: reqwest::Client,
+    /// Replaced when the proxy or the trusted certificates change.
+    http: std::sync::RwLock<reqwest::Client>,
     user: String,
     backend_url: String,
     state: tokio::sync::Mutex<Session>,
@@ -241,7 +242,7 @@ impl LiveSession {
     pub fn new(data_dir: &Path, http: reqwest::Client, session: Session) -> Arc<LiveSession> {
         Arc::new(LiveSession {
             data_dir: data_dir.to_owned(),
-            http,
+            http: std::sync::RwLock::new(http),
             user: session.user.clone(),
             backend_url: session.backend_url.clone(),
             state: tokio::sync::Mutex::new(session),
@@ -250,6 +251,15 @@ impl LiveSession {
 
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// Refreshes and sign-outs go through `http` from now on.
+    pub fn use_http(&self, http: reqwest::Client) {
+        *self.http.write().unwrap_or_else(|p| p.into_inner()) = http;
+    }
+
+    fn http(&self) -> reqwest::Client {
+        self.http.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn is_for(&self, backend_url: &str) -> bool {
@@ -289,7 +299,7 @@ impl LiveSession {
             ("refresh_token", refresh_token.as_str()),
             ("client_id", session.provider.client_id.as_str()),
         ];
-        let answer = match token_request(&self.http, &session.provider, &form).await? {
+        let answer = match token_request(&self.http(), &session.provider, &form).await? {
             Ok(answer) => answer,
             Err((code, description)) if code == "invalid_grant" => {
                 // The window and the CLI share one sign-in: when the provider rotates refresh
@@ -327,7 +337,7 @@ impl LiveSession {
     /// Revokes the refresh token where the provider offers revocation, and forgets the session.
     pub async fn sign_out(&self) -> Result<(), AuthError> {
         let session = self.state.lock().await.clone();
-        revoke(&self.http, &session).await;
+        revoke(&self.http(), &session).await;
         let data_dir = self.data_dir.clone();
         tokio::task::spawn_blocking(move || forget_session(&data_dir))
             .await

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::BackendError;
 use crate::auth::{AuthError, LiveSession};
+use crate::network::{classify_failure, NetworkFailure};
 
 /// Bodies larger than this are not a signing backend's answer; refuse to buffer them.
 const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
@@ -135,10 +136,7 @@ impl BackendHttp {
             request = request.bearer_auth(token);
         }
         let url = self.base_shown();
-        let response = request
-            .send()
-            .await
-            .map_err(|e| BackendError::Unreachable { url: url.clone(), detail: describe_reqwest_error(&e) })?;
+        let response = request.send().await.map_err(|e| unreachable(&url, &self.base, &e))?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let location = response
@@ -171,6 +169,8 @@ impl BackendHttp {
                 ),
             }),
             401 | 403 => Err(BackendError::Unauthorized { url, status: status.as_u16() }),
+            // A proxy forwarding plain http answers for itself when it wants credentials.
+            407 => Err(BackendError::ProxyAuth { url }),
             429 => Err(BackendError::RateLimited { url, retry_after: retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT) }),
             400 | 404 | 409 | 413 | 422 => {
                 Err(BackendError::Rejected { status: status.as_u16(), message: error_message(&body, status) })
@@ -265,24 +265,23 @@ fn preview(body: &[u8]) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// A request that got no answer: a certificate or proxy problem has its own error (waiting does
+/// not fix it); anything else is the backend being out of reach.
+fn unreachable(shown: &str, base: &url::Url, e: &reqwest::Error) -> BackendError {
+    let url = shown.to_owned();
+    match classify_failure(e) {
+        failure @ NetworkFailure::Certificate(_) => {
+            BackendError::Certificate { url, detail: failure.describe(base.host_str().unwrap_or("the backend")) }
+        }
+        NetworkFailure::ProxyAuth => BackendError::ProxyAuth { url },
+        NetworkFailure::Other(detail) => BackendError::Unreachable { url, detail },
+    }
+}
+
+/// What went wrong with a request, for a person (never with a URL's query string).
 pub fn describe_reqwest_error(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "the request timed out".into();
-    }
-    if e.is_connect() {
-        return "connection refused or no route to the host".into();
-    }
-    // The innermost source is usually the useful part ("dns error", "connection reset").
-    let mut source: &dyn std::error::Error = e;
-    while let Some(next) = source.source() {
-        source = next;
-    }
-    let mut text = source.to_string();
-    if let Some(url) = e.url() {
-        // Never echo a query string: it may hold a signature.
-        text = text.replace(url.as_str(), &super::redact_url(url));
-    }
-    text
+    let host = e.url().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_else(|| "the server".into());
+    classify_failure(e).describe(&host)
 }
 
 #[cfg(test)]
@@ -336,7 +335,7 @@ mod tests {
     async fn a_backend_redirect_is_not_followed_so_the_token_stays_with_the_backend() {
         let (elsewhere, reached) = answering("HTTP/1.1 200 OK\r\n".into());
         let (backend, _) = answering(format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}steal\r\n"));
-        let client = crate::engine::http_client().unwrap();
+        let client = crate::network::http_client(&Default::default()).unwrap();
         let http = BackendHttp::new(client, backend, "secret-token".into());
         let error = http.get::<serde_json::Value>("/api/v1/ping").await.unwrap_err();
         assert_eq!(error.code(), "backend_bad_response", "a redirect is a bad answer: {error}");

@@ -373,6 +373,10 @@ pub enum BackendError {
     SignInExpired { detail: String },
     #[error("The backend sent an upload URL for {host}, which is not in the allowed upload hosts in Settings. Nothing was sent; add the host to the list if it is yours, or tell whoever runs the backend.")]
     HostNotAllowed { host: String },
+    #[error("Dropship does not trust the backend at {url}: {detail}. Nothing was sent.")]
+    Certificate { url: String, detail: String },
+    #[error("The request to the backend at {url} did not get through the proxy: {}.", crate::network::PROXY_AUTH)]
+    ProxyAuth { url: String },
     #[error("The backend URL {url} is plain http to another machine, so the access token would cross the network unencrypted; nothing was sent. Use its https:// address in Settings (or --backend); plain http is only for a backend on this machine.")]
     InsecureUrl { url: String },
 }
@@ -398,6 +402,8 @@ impl BackendError {
             BackendError::HostNotAllowed { .. } => "upload_host_not_allowed",
             BackendError::SignInExpired { .. } => "sign_in_expired",
             BackendError::InsecureUrl { .. } => "insecure_backend_url",
+            BackendError::Certificate { .. } => "certificate_untrusted",
+            BackendError::ProxyAuth { .. } => "proxy_auth_required",
         }
     }
 

@@ -14,6 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use crate::transfer::RetryNow;
+
 use super::{
     BackendError, CompletedPart, CompletionReport, FileToSign, ListedPart, MultipartUpload, PartToSign, Signed,
     SignedPart, SigningBackend,
@@ -34,11 +36,26 @@ pub struct PatientBackend {
     first_pause: Duration,
     /// Whether the backend has answered at all (even with an error) since this was made.
     answered: AtomicBool,
+    retry_now: RetryNow,
 }
 
 impl PatientBackend {
     pub fn new(inner: Arc<dyn SigningBackend>, patience: Duration, on_outage: OnOutage) -> Self {
-        PatientBackend { inner, patience, on_outage, first_pause: FIRST_PAUSE, answered: AtomicBool::new(false) }
+        PatientBackend {
+            inner,
+            patience,
+            on_outage,
+            first_pause: FIRST_PAUSE,
+            answered: AtomicBool::new(false),
+            retry_now: RetryNow::default(),
+        }
+    }
+
+    /// Asks again at once, rather than after the pause, when `retry_now` rings (the machine
+    /// woke or the internet returned).
+    pub fn retrying_now_with(mut self, retry_now: RetryNow) -> Self {
+        self.retry_now = retry_now;
+        self
     }
 
     async fn patiently<T, F>(&self, mut call: impl FnMut() -> F) -> Result<T, BackendError>
@@ -75,7 +92,7 @@ impl PatientBackend {
             .min(left);
             tracing::info!(attempt, "the backend is unavailable, asking again in {pause:?}: {error}");
             (self.on_outage)(attempt, pause, &error);
-            tokio::time::sleep(pause).await;
+            self.retry_now.wait_out(pause).await;
         }
     }
 }

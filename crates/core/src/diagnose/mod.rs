@@ -73,7 +73,7 @@ pub async fn create_bundle(engine: &Engine, out: &Path, options: BundleOptions) 
         }),
         origins => {
             for origin in origins {
-                probes.push(probe::upload_host(engine.http(), origin).await);
+                probes.push(probe::upload_host(&engine.http(), origin).await);
             }
         }
     }

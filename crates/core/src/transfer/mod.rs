@@ -12,7 +12,7 @@ mod throttle;
 pub use multipart::{upload_parts, MultipartRun, OnRetry};
 pub use plan::{PartPlan, MAX_OBJECT_SIZE, MIN_PART_SIZE};
 pub use put::{check_destination, permits_for, put_range, send_file, Progress, Range, PERMITS_PER_SLOT};
-pub use retry::{classify, Next, RetryPolicy};
+pub use retry::{classify, Next, RetryNow, RetryPolicy};
 pub use throttle::Throttle;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -36,11 +36,28 @@ pub enum TransferError {
     MissingEtag { part: u32 },
     #[error("The backend handed out an upload URL that Dropship will not use: {reason}. Nothing was sent; tell whoever runs the backend.")]
     UnsafeUrl { reason: String },
+    #[error("Dropship does not trust the upload host: {detail}. Nothing was sent.")]
+    Certificate { detail: String },
+    #[error("The upload did not get through the proxy: {}.", crate::network::PROXY_AUTH)]
+    ProxyAuth,
     #[error("The upload to {from} was redirected to {to}. Dropship does not follow redirects for uploads, so nothing was sent to {to}; tell whoever runs the backend that its upload URLs must point straight at the bucket's endpoint (the right region and host).")]
     Redirected { from: String, to: String },
 }
 
 impl TransferError {
+    /// A request to an upload URL that got no answer.
+    pub(crate) fn unanswered(e: &reqwest::Error) -> TransferError {
+        use crate::network::NetworkFailure;
+        let failure = crate::network::classify_failure(e);
+        match failure {
+            NetworkFailure::Certificate(_) => TransferError::Certificate {
+                detail: failure.describe(e.url().and_then(|u| u.host_str()).unwrap_or("the upload host")),
+            },
+            NetworkFailure::ProxyAuth => TransferError::ProxyAuth,
+            NetworkFailure::Other(detail) => TransferError::Network { detail },
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             TransferError::UrlRejected { .. } => "s3_url_rejected",
@@ -52,6 +69,8 @@ impl TransferError {
             TransferError::MissingEtag { .. } => "s3_error",
             TransferError::UnsafeUrl { .. } => "unsafe_upload_url",
             TransferError::Redirected { .. } => "upload_redirected",
+            TransferError::Certificate { .. } => "certificate_untrusted",
+            TransferError::ProxyAuth => "proxy_auth_required",
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
 
-use super::{classify, put_range, Next, PartPlan, Range, RetryPolicy, TransferError};
+use super::{classify, put_range, Next, PartPlan, Range, RetryNow, RetryPolicy, TransferError};
 use crate::backend::{CompletedPart, MultipartUpload, PartToSign, SignedPart, SigningBackend};
 use crate::control::Gate;
 use crate::Error;
@@ -29,7 +29,9 @@ const RESIGN_MARGIN: Duration = Duration::from_secs(60);
 const MAX_RESIGNS: u32 = 2;
 
 pub struct MultipartRun<'a> {
-    pub client: &'a reqwest::Client,
+    /// The client for each attempt, asked afresh: after sleep the engine swaps in one without
+    /// the connections that went stale.
+    pub client: &'a (dyn Fn() -> reqwest::Client + Send + Sync),
     pub backend: &'a dyn SigningBackend,
     pub upload: &'a MultipartUpload,
     pub path: &'a Path,
@@ -40,6 +42,8 @@ pub struct MultipartRun<'a> {
     pub throttle: &'a Arc<super::Throttle>,
     pub max_in_flight: usize,
     pub retry: RetryPolicy,
+    /// Ends a part's backoff early when the machine wakes or the internet returns.
+    pub retry_now: &'a RetryNow,
     /// Called with the bytes of the whole file sent so far.
     pub progress: Arc<dyn Fn(u64) + Send + Sync>,
     pub on_retry: OnRetry,
@@ -171,7 +175,8 @@ async fn send_part(
                 report(sent.fetch_add(bytes - before, Ordering::Relaxed) + bytes - before);
             })
         };
-        let sending = put_range(run.client, &signed.url, &signed.headers, run.path, range, progress, run.throttle);
+        let client = (run.client)();
+        let sending = put_range(&client, &signed.url, &signed.headers, run.path, range, progress, run.throttle);
         let result = tokio::select! {
             result = sending => result,
             _ = gate.closed() => {
@@ -193,7 +198,7 @@ async fn send_part(
                         let delay = run.retry.delay(attempt);
                         (run.on_retry)(attempt, delay, &error);
                         drop(_permit);
-                        tokio::time::sleep(delay).await;
+                        run.retry_now.wait_out(delay).await;
                         force_sign = false;
                     }
                     Next::Resign if resigns < MAX_RESIGNS => {

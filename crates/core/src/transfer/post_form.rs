@@ -51,7 +51,7 @@ pub async fn post_form(
         .multipart(form)
         .send()
         .await
-        .map_err(|e| TransferError::Network { detail: crate::backend::http_error_detail(&e) })?;
+        .map_err(|e| TransferError::unanswered(&e))?;
     if let Some(redirected) = super::put::redirect_error(&response) {
         return Err(redirected);
     }
@@ -81,6 +81,7 @@ fn form_error(status: u16, body: &str) -> TransferError {
     match (status, code.as_str()) {
         (400, "BadDigest" | "InvalidDigest") => TransferError::ChecksumMismatch { message },
         (403, _) => TransferError::UrlRejected { code, message },
+        (407, _) => TransferError::ProxyAuth,
         (status, _) => TransferError::S3Error { status, code, message },
     }
 }

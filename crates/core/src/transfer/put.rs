@@ -194,7 +194,7 @@ async fn finish(request: reqwest::RequestBuilder, path: &Path, range: Range) -> 
         Err(e) => {
             return Err(changed_since(path, range.file_size)
                 .await
-                .unwrap_or(TransferError::Network { detail: crate::backend::http_error_detail(&e) }))
+                .unwrap_or(TransferError::unanswered(&e)))
         }
     };
     if let Some(redirected) = redirect_error(&response) {
@@ -217,6 +217,8 @@ async fn finish(request: reqwest::RequestBuilder, path: &Path, range: Range) -> 
             TransferError::ChecksumMismatch { message }
         }
         (403, _) => TransferError::UrlRejected { code, message },
+        // A proxy forwarding plain http answers for itself when it wants credentials.
+        (407, _) => TransferError::ProxyAuth,
         (status, _) => TransferError::S3Error { status, code, message },
     })
 }

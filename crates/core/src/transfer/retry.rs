@@ -1,8 +1,38 @@
 //! When a failed request is tried again, and how long to wait first.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use super::TransferError;
+
+/// Cuts every waiting backoff short. Rung when the machine resumes from sleep or the internet
+/// comes back: whatever failed likely failed for that, and waiting out the rest of a backoff
+/// would only delay the uploads.
+#[derive(Clone)]
+pub struct RetryNow(Arc<watch::Sender<u64>>);
+
+impl Default for RetryNow {
+    fn default() -> Self {
+        RetryNow(Arc::new(watch::channel(0).0))
+    }
+}
+
+impl RetryNow {
+    pub fn ring(&self) {
+        self.0.send_modify(|rings| *rings = rings.wrapping_add(1));
+    }
+
+    /// Waits `delay`, or less when [`RetryNow::ring`] is called meanwhile.
+    pub async fn wait_out(&self, delay: Duration) {
+        let mut rung = self.0.subscribe();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = rung.changed() => {}
+        }
+    }
+}
 
 /// Exponential backoff with full jitter. The whole retry window (about a minute with the
 /// defaults) stays well inside a presigned URL's lifetime, and a URL that did expire is
@@ -61,6 +91,26 @@ pub fn classify(error: &TransferError) -> Next {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_ring_ends_every_waiting_backoff_at_once_and_a_ring_before_waiting_does_not() {
+        let retry_now = RetryNow::default();
+        retry_now.ring();
+        let started = std::time::Instant::now();
+        let waits: Vec<_> = (0..3)
+            .map(|_| {
+                let retry_now = retry_now.clone();
+                tokio::spawn(async move { retry_now.wait_out(Duration::from_secs(60)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(waits.iter().all(|w| !w.is_finished()), "an earlier ring does not cut a later wait");
+        retry_now.ring();
+        for wait in waits {
+            wait.await.unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "every wait ended at the ring");
+    }
 
     #[test]
     fn delays_grow_but_stay_under_the_cap() {
