@@ -14,6 +14,8 @@ fn main() {
         "pause_all",
         "resume_all",
         "cancel_all",
+        "get_holds",
+        "upload_anyway",
         "list_watched_folders",
         "add_watched_folder",
         "update_watched_folder",

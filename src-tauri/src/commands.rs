@@ -265,6 +265,17 @@ pub fn cancel_all(engine: State<'_, Engine>) {
     engine.cancel_all()
 }
 
+/// What a metered connection or battery holds now, and why.
+#[tauri::command]
+pub fn get_holds(engine: State<'_, Engine>) -> dropship_core::holds::Holds {
+    engine.holds()
+}
+
+#[tauri::command]
+pub fn upload_anyway(engine: State<'_, Engine>) {
+    engine.upload_anyway()
+}
+
 fn submit_picked(engine: &Engine, picked: Vec<FilePath>) -> CommandResult<Option<String>> {
     if picked.is_empty() {
         return Ok(None);

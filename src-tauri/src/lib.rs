@@ -88,6 +88,8 @@ pub fn run() {
             commands::pause_all,
             commands::resume_all,
             commands::cancel_all,
+            commands::get_holds,
+            commands::upload_anyway,
             watch_commands::list_watched_folders,
             watch_commands::add_watched_folder,
             watch_commands::update_watched_folder,

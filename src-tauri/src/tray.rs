@@ -35,6 +35,8 @@ impl Tray {
 
 pub fn start(app: &AppHandle, engine: &Engine) -> tauri::Result<Tray> {
     let status = MenuItem::with_id(app, "status", "Dropship — up to date", false, None::<&str>)?;
+    // Enabled only while a metered connection or battery holds uploads.
+    let upload_anyway = MenuItem::with_id(app, TrayCommand::UPLOAD_ANYWAY, "Upload anyway", false, None::<&str>)?;
     let menu = Menu::with_items(
         app,
         &[
@@ -42,6 +44,7 @@ pub fn start(app: &AppHandle, engine: &Engine) -> tauri::Result<Tray> {
             &PredefinedMenuItem::separator(app)?,
             &MenuItem::with_id(app, TrayCommand::PAUSE_ALL, "Pause all", true, None::<&str>)?,
             &MenuItem::with_id(app, TrayCommand::RESUME_ALL, "Resume all", true, None::<&str>)?,
+            &upload_anyway,
             &PredefinedMenuItem::separator(app)?,
             &MenuItem::with_id(app, OPEN, "Open Dropship", true, None::<&str>)?,
             &MenuItem::with_id(app, DIAGNOSE, "Create diagnostics bundle…", true, None::<&str>)?,
@@ -54,7 +57,8 @@ pub fn start(app: &AppHandle, engine: &Engine) -> tauri::Result<Tray> {
         .menu(&menu)
         .on_menu_event(|app, event| on_menu(app, event.id().as_ref()))
         .build(app)?;
-    let task = tauri::async_runtime::spawn(follow(app.clone(), engine.clone(), icon.clone(), status));
+    let task =
+        tauri::async_runtime::spawn(follow(app.clone(), engine.clone(), icon.clone(), status, upload_anyway));
     Ok(Tray { _icon: icon, task })
 }
 
@@ -79,9 +83,10 @@ pub fn show_main_window(app: &AppHandle) {
 }
 
 /// Keeps the icon and the status line in step with the engine and the watcher.
-async fn follow(app: AppHandle, engine: Engine, icon: TrayIcon, status: MenuItem<Wry>) {
+async fn follow(app: AppHandle, engine: Engine, icon: TrayIcon, status: MenuItem<Wry>, upload_anyway: MenuItem<Wry>) {
     let mut events = engine.subscribe();
     let mut tracker = ActivityTracker::new(engine.is_paused());
+    tracker.apply(&dropship_core::Event::HoldsChanged { holds: engine.holds() });
     let mut shown: Option<Activity> = None;
     let mut every = tokio::time::interval(WATCH_STATUS_EVERY);
     loop {
@@ -107,6 +112,7 @@ async fn follow(app: AppHandle, engine: Engine, icon: TrayIcon, status: MenuItem
         }
         let _ = icon.set_tooltip(Some(&label));
         let _ = status.set_text(&label);
+        let _ = upload_anyway.set_enabled(engine.holds().holds_anything());
         shown = Some(activity);
     }
 }

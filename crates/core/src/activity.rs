@@ -39,7 +39,7 @@ impl Activity {
         match self.state {
             ActivityState::Idle => "Dropship — up to date".into(),
             ActivityState::Uploading => format!("Uploading {} of {}", (self.done + 1).min(self.total), self.total),
-            ActivityState::Paused => "Paused".into(),
+            ActivityState::Paused => self.message.clone().unwrap_or_else(|| "Paused".into()),
             ActivityState::Offline => "Offline — uploads resume when the network is back".into(),
             ActivityState::Error => format!("Error: {}", self.message.as_deref().unwrap_or("open Dropship to see why")),
         }
@@ -57,6 +57,8 @@ pub struct ActivityTracker {
     failed: u32,
     last_error: Option<String>,
     paused: bool,
+    /// "Paused: metered connection" while the machine's conditions hold uploads.
+    held: Option<String>,
 }
 
 impl ActivityTracker {
@@ -95,6 +97,9 @@ impl ActivityTracker {
             }
             Event::BatchFailed { error, .. } => self.last_error = Some(error.message.clone()),
             Event::QueuePaused { paused } => self.paused = *paused,
+            Event::HoldsChanged { holds } => {
+                self.held = holds.holds_anything().then(|| holds.message.clone()).flatten();
+            }
             _ => {}
         }
     }
@@ -110,6 +115,10 @@ impl ActivityTracker {
         let mut activity = Activity { state: ActivityState::Idle, done: self.done, total: self.total, message: None };
         if self.paused {
             activity.state = ActivityState::Paused;
+        } else if let Some(why) = &self.held {
+            // Said even when idle: files landing in watched folders wait.
+            activity.state = ActivityState::Paused;
+            activity.message = Some(why.clone());
         } else if !self.running.is_empty() && self.offline.len() >= self.running.len() {
             activity.state = ActivityState::Offline;
         } else if !self.running.is_empty() {
@@ -143,16 +152,20 @@ impl ActivityTracker {
 pub enum TrayCommand {
     PauseAll,
     ResumeAll,
+    /// Lets uploads held by a metered connection or battery go (see [`Engine::upload_anyway`]).
+    UploadAnyway,
 }
 
 impl TrayCommand {
     pub const PAUSE_ALL: &'static str = "pause_all";
     pub const RESUME_ALL: &'static str = "resume_all";
+    pub const UPLOAD_ANYWAY: &'static str = "upload_anyway";
 
     pub fn from_menu_id(id: &str) -> Option<TrayCommand> {
         match id {
             Self::PAUSE_ALL => Some(TrayCommand::PauseAll),
             Self::RESUME_ALL => Some(TrayCommand::ResumeAll),
+            Self::UPLOAD_ANYWAY => Some(TrayCommand::UploadAnyway),
             _ => None,
         }
     }
@@ -161,6 +174,7 @@ impl TrayCommand {
         match self {
             TrayCommand::PauseAll => engine.pause_all(),
             TrayCommand::ResumeAll => engine.resume_all(),
+            TrayCommand::UploadAnyway => engine.upload_anyway(),
         }
     }
 }
@@ -210,7 +224,23 @@ mod tests {
     }
 
     #[test]
+    fn held_uploads_show_why_even_while_idle_and_upload_anyway_clears_it() {
+        let mut tracker = ActivityTracker::default();
+        let state = crate::conditions::MachineState { metered: true, on_battery: false };
+        let network = crate::network::NetworkSettings::default();
+        let holds = crate::holds::Holds::for_conditions(state, &network, None);
+        tracker.apply(&Event::HoldsChanged { holds });
+        let activity = tracker.activity(None);
+        assert_eq!(activity.state, ActivityState::Paused);
+        assert_eq!(activity.label(), "Paused: metered connection");
+        let anyway = crate::holds::Holds::for_conditions(state, &network, Some(crate::holds::HoldReason::Metered));
+        tracker.apply(&Event::HoldsChanged { holds: anyway });
+        assert_eq!(tracker.activity(None).state, ActivityState::Idle);
+    }
+
+    #[test]
     fn menu_ids_map_to_commands() {
+        assert_eq!(TrayCommand::from_menu_id("upload_anyway"), Some(TrayCommand::UploadAnyway));
         assert_eq!(TrayCommand::from_menu_id("pause_all"), Some(TrayCommand::PauseAll));
         assert_eq!(TrayCommand::from_menu_id("quit"), None);
     }

@@ -8,6 +8,7 @@ import type {
   ErrorInfo,
   HistoryEntry,
   HistoryFilter,
+  Holds,
   Settings,
   SignInState,
   TokenEdit,
@@ -51,6 +52,10 @@ export const cancelUpload = (uploadId: string) => invoke<boolean>("cancel_upload
 export const pauseAll = () => invoke<void>("pause_all");
 export const resumeAll = () => invoke<void>("resume_all");
 export const cancelAll = () => invoke<void>("cancel_all");
+/** What a metered connection or battery holds now, and why. */
+export const getHolds = () => invoke<Holds>("get_holds");
+/** Lets held uploads go until the condition that holds them ends. */
+export const uploadAnyway = () => invoke<void>("upload_anyway");
 
 /** The damaged file the app stopped at on start (the recovery screen), or null. */
 export const getDamagedFile = () => invoke<DamagedFile | null>("get_damaged_file");
@@ -68,11 +73,19 @@ export const onResync = (handler: () => void): Promise<UnlistenFn> =>
   listen("dropship://resync", () => handler());
 
 /** Commands reject with `{code, message}`; anything else (a bug) becomes an `internal` error. */
+/** How the shell refuses arguments it cannot read, before any command runs (a bandwidth rule
+ * with a typo): the prefix is for developers, the rest is the core's sentence. */
+const INVALID_ARGS = /^invalid args `[^`]*` for command `[^`]*`: /;
+
 export function asErrorInfo(err: unknown): ErrorInfo {
   if (err && typeof err === "object" && "code" in err && "message" in err) {
     return err as ErrorInfo;
   }
-  return { code: "internal", message: String(err) };
+  const text = String(err);
+  if (INVALID_ARGS.test(text)) {
+    return { code: "invalid_settings", message: text.replace(INVALID_ARGS, "").replace(/ at line \d+ column \d+$/, "") };
+  }
+  return { code: "internal", message: text };
 }
 
 /** Copies text to the clipboard; falls back on a selection copy where the async API is denied. */

@@ -1,6 +1,6 @@
 // The uploads of this session, folded from the engine's events. History (from the core's
 // SQLite) is the durable record; this list is what is moving right now.
-import type { EngineEvent, ErrorInfo, HistoryEntry } from "./types";
+import type { EngineEvent, ErrorInfo, HistoryEntry, Holds } from "./types";
 
 export type UploadState = "queued" | "uploading" | "paused" | "uploaded" | "failed";
 
@@ -32,6 +32,8 @@ export class Uploads {
   batchError = $state<ErrorInfo | null>(null);
   /** Everything is paused (Pause all). */
   allPaused = $state(false);
+  /** What a metered connection or battery holds, and why ("Paused: metered connection"). */
+  holds = $state<Holds | null>(null);
   /** The backend is away: uploads that need it wait, reports queue. Cleared once it answers. */
   backendNotice = $state<string | null>(null);
   // Points at the reactive proxies in `items`, so progress updates are O(1).
@@ -162,6 +164,9 @@ export class Uploads {
       }
       case "queue_paused":
         this.allPaused = event.paused;
+        break;
+      case "holds_changed":
+        this.holds = event.holds;
         break;
       case "file_uploaded": {
         this.backendNotice = null;
