@@ -142,6 +142,15 @@ impl ConditionsMonitor {
     }
 }
 
+/// Whether a sleep of `asked` that took `passed` of wall-clock time spanned a suspend: the
+/// timers stop while the machine sleeps and the wall clock does not. A minute of slack keeps a
+/// busy machine or a small clock correction from counting; a clock set forward by hand counts,
+/// which costs one early retry.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+fn slept_through(asked: std::time::Duration, passed: std::time::Duration) -> bool {
+    passed > asked + std::time::Duration::from_secs(60)
+}
+
 /// Where a platform's follower reports what it sees; clones of the monitor's senders.
 struct Reports {
     state: watch::Sender<MachineState>,
@@ -192,6 +201,14 @@ mod tests {
             wakes: broadcast::channel(WAKES_KEPT).0,
             following: watch::channel(None).0,
         }
+    }
+
+    #[test]
+    fn only_a_wall_clock_far_ahead_of_the_timer_counts_as_a_sleep() {
+        let asked = std::time::Duration::from_secs(5);
+        assert!(!slept_through(asked, std::time::Duration::from_secs(5)));
+        assert!(!slept_through(asked, std::time::Duration::from_secs(40)), "a busy machine is late, not asleep");
+        assert!(slept_through(asked, std::time::Duration::from_secs(20 * 60)));
     }
 
     #[test]
