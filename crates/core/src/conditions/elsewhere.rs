@@ -1,15 +1,16 @@
-//! macOS and Windows: battery power from the platform's power API, polled; resume from sleep
+//! macOS and Windows, polled: battery power from the platform's power API; on Windows the
+//! internet connection's cost (metered) and whether it reaches the internet; resume from sleep
 //! from the wall clock jumping past a short sleep (both platforms suspend the timers, so a
-//! sleep of seconds that took minutes of wall-clock time spanned a suspend). Metered networks
-//! are not followed here yet, so nothing pauses for one. The platform APIs that would add them,
+//! sleep of seconds that took minutes of wall-clock time spanned a suspend). Metered networks on
+//! macOS are not followed yet, so nothing pauses for one there. The APIs that would add them,
 //! and push rather than poll:
 //! - macOS: Network.framework's `NWPathMonitor` (`NWPath.isExpensive`, and its path updates for
 //!   connectivity), `IOPSNotificationCreateRunLoopSource` for power changes, and
 //!   `IORegisterForSystemPower` (`kIOMessageSystemHasPoweredOn`) for resume.
-//! - Windows: `NetworkInformation.GetInternetConnectionProfile().GetConnectionCost()` with the
-//!   `NetworkStatusChanged` event, and `RegisterSuspendResumeNotification` for resume.
+//! - Windows: the `NetworkStatusChanged` event, and `RegisterSuspendResumeNotification`.
 //!
-//! None of this is compiled or run by the tests here (Linux); see the README's "Not tested here".
+//! None of this runs in the tests here (Linux); the Windows calls are type-checked against the
+//! `windows` crate by hand. See the README's "Not tested here".
 
 use std::time::{Duration, SystemTime};
 
@@ -20,11 +21,20 @@ const POLL: Duration = Duration::from_secs(5);
 
 pub(super) async fn follow(reports: Reports) {
     let power = power::on_battery().is_some();
-    reports.started(Following { network: false, power, sleep: true });
+    let network = network::link().is_some();
+    reports.started(Following { network, power, sleep: true });
     let mut last_look = SystemTime::now();
+    let mut was_online = true;
     loop {
         if let Some(on_battery) = power::on_battery() {
             reports.on_battery(on_battery);
+        }
+        if let Some(link) = network::link() {
+            reports.metered(link.metered);
+            if link.online && !was_online {
+                reports.wake(Wake::ConnectivityReturned);
+            }
+            was_online = link.online;
         }
         tokio::time::sleep(POLL).await;
         let now = SystemTime::now();
@@ -33,6 +43,41 @@ pub(super) async fn follow(reports: Reports) {
         if slept_through(POLL, passed) {
             reports.wake(Wake::ResumedFromSleep);
         }
+    }
+}
+
+/// What the connection the machine uses for the internet says of itself.
+struct Link {
+    metered: bool,
+    online: bool,
+}
+
+#[cfg(windows)]
+mod network {
+    use windows::Networking::Connectivity::{NetworkConnectivityLevel, NetworkCostType, NetworkInformation};
+
+    use super::Link;
+
+    pub fn link() -> Option<Link> {
+        // No internet profile at all: offline, and nothing to be metered.
+        let Ok(profile) = NetworkInformation::GetInternetConnectionProfile() else {
+            return Some(Link { metered: false, online: false });
+        };
+        let online = profile.GetNetworkConnectivityLevel().ok()? == NetworkConnectivityLevel::InternetAccess;
+        let cost = profile.GetConnectionCost().ok()?;
+        let kind = cost.NetworkCostType().ok()?;
+        // A plan near or over its cap, or roaming, costs as much as a metered one.
+        let capped = [cost.ApproachingDataLimit(), cost.OverDataLimit(), cost.Roaming()]
+            .into_iter()
+            .any(|flag| flag.unwrap_or(false));
+        Some(Link { metered: capped || matches!(kind, NetworkCostType::Fixed | NetworkCostType::Variable), online })
+    }
+}
+
+#[cfg(not(windows))]
+mod network {
+    pub fn link() -> Option<super::Link> {
+        None
     }
 }
 
