@@ -212,3 +212,73 @@ fn an_https_backend_is_reached_through_the_proxy_with_connect_and_a_wrong_passwo
     });
     assert_one_clear_line(&refused, &["proxy", "407"]);
 }
+
+/// Lines the CLI writes on stderr, as they come.
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (lines, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, containing: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(containing) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("the CLI never said {containing:?} on stderr"),
+        }
+    }
+}
+
+#[test]
+fn the_cli_holds_a_run_on_a_metered_connection_when_asked_says_so_and_goes_on_when_it_ends() {
+    let bus = dropship_testkit::dbusmock::SystemBusMock::start();
+    bus.set_metered(true);
+    let backend = Backend::start(S3Server::shared());
+    let workspace = Workspace::new();
+    let file = workspace.file("note.txt", b"after the hotspot");
+    let mut command = workspace.dropship(&backend, "native");
+    command
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .args(["upload", "--json", "--pause-on-metered", "yes"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("start dropship");
+    let lines = stderr_lines(&mut child);
+    let held = wait_for_line(&lines, "Paused: metered connection");
+    assert!(held.contains("--pause-on-metered no"), "the line says how not to wait: {held}");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(backend.records().is_empty(), "nothing goes while metered");
+
+    bus.set_metered(false);
+    wait_for_line(&lines, "uploads go on");
+    let output = child.wait_with_output().expect("dropship ends");
+    assert!(output.status.success(), "the upload finishes once the connection is not metered");
+    assert_eq!(json_lines(&output)[0]["status"], "uploaded");
+    assert_eq!(backend.records().len(), 1);
+}
+
+#[test]
+fn a_bandwidth_schedule_the_cli_cannot_read_is_one_clear_line() {
+    let backend = Backend::start(S3Server::shared());
+    let workspace = Workspace::new();
+    let file = workspace.file("note.txt", b"x");
+    let mut command = workspace.dropship(&backend, "native");
+    command.args(["upload", "--bandwidth-schedule", "Mon-Fri 08:00-18:00 2MB/s; Sunday 9-17 fast"]).arg(&file);
+    let output = run(command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "a usage error: {stderr}");
+    assert!(stderr.contains("Sunday 9-17 fast") && stderr.contains("--bandwidth-schedule"), "{stderr}");
+    assert!(backend.records().is_empty());
+}

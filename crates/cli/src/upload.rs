@@ -226,7 +226,7 @@ fn print_outcomes(summary: &BatchSummary, json: bool) {
 
 /// Says on stderr when the machine's conditions hold the uploads, and when they go on: a
 /// script's log then explains a long wait.
-fn tell_holds(engine: &Engine) -> tokio::task::JoinHandle<()> {
+pub fn tell_holds(engine: &Engine) -> tokio::task::JoinHandle<()> {
     let mut events = engine.subscribe();
     let held_at_start = engine.holds();
     tokio::spawn(async move {

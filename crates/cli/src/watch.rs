@@ -11,7 +11,7 @@ use dropship_core::watch::{AfterUpload, FolderState, WatchEvent};
 use dropship_core::{Engine, Error, FileStatus, WatchSettings, WatchedFolder, Watcher};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::upload::{interrupted_or_terminated, resolve_settings};
+use crate::upload::{interrupted_or_terminated, resolve_settings, tell_holds};
 use crate::{setup_error, BackendArgs};
 
 /// How long uploads in flight may take to finish after SIGINT/SIGTERM: well inside the 90 s a
@@ -71,6 +71,7 @@ pub async fn run(args: WatchArgs) -> ExitCode {
     };
     let mut events = watcher.subscribe();
     eprintln!("dropship: watching {} folder(s); press Ctrl-C to stop", args.dirs.len());
+    let holds = tell_holds(&engine);
 
     let stop = interrupted_or_terminated();
     tokio::pin!(stop);
@@ -89,6 +90,7 @@ pub async fn run(args: WatchArgs) -> ExitCode {
     while let Ok(event) = events.try_recv() {
         print_event(&event, args.json);
     }
+    holds.abort();
     engine.shutdown().await;
     ExitCode::SUCCESS
 }
