@@ -2,7 +2,7 @@
 //! whether the machine runs on battery (uploads may pause for either, per settings), and the
 //! moments worth retrying at once instead of waiting out a backoff: resume from sleep and the
 //! internet coming back. Linux follows NetworkManager, UPower and logind on the system D-Bus;
-//! macOS and Windows report the defaults for now (see `elsewhere.rs`).
+//! macOS and Windows poll their platform APIs (see `elsewhere.rs`).
 
 #[cfg(not(target_os = "linux"))]
 mod elsewhere;
