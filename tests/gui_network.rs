@@ -53,7 +53,9 @@ fn on_a_metered_connection_the_window_says_so_and_upload_anyway_sends_the_watche
             bus.set_metered(false);
             tokio::time::sleep(Duration::from_millis(500)).await;
             bus.set_metered(true);
-            wait_for_element(client, "[data-testid=hold-notice]").await.context("the next metered network holds again")?;
+            wait_for_element(client, "[data-testid=hold-notice]")
+                .await
+                .context("the next metered network holds again")?;
             Ok(())
         })
         .unwrap_or_else(|e| panic!("the metered connection was not handled in the window: {e:#}"));

@@ -15,8 +15,8 @@ use dropship_core::network::{NetworkSettings, ProxySetting};
 use dropship_core::{ApiFlavour, Engine, Event, Settings, Source, TransferSettings};
 use dropship_system_tests::cli::pattern;
 use dropship_testkit::dbusmock::SystemBusMock;
-use dropship_testkit::{Fault, FaultProxy, Rule};
 use dropship_testkit::{block_on, runtime, Backend, S3Server};
+use dropship_testkit::{Fault, FaultProxy, Rule};
 use tokio::sync::broadcast::Receiver;
 
 const MIB: u64 = 1024 * 1024;
@@ -212,6 +212,33 @@ fn waking_from_sleep_drops_a_stalled_connection_and_sends_again_at_once() {
     // The stalled exchange is still open at the proxy (it is only logged when it ends).
     let sent_again = proxy.exchanges().into_iter().filter(|e| e.method == "PUT" && e.status == Some(200)).count();
     assert_eq!((proxy.injected(), sent_again), (1, 1), "the stalled PUT, then one more on a fresh connection");
+}
+
+#[test]
+fn waking_from_sleep_asks_the_backend_again_instead_of_waiting_on_a_stalled_call() {
+    let bus = SystemBusMock::start();
+    let backend = Backend::start(S3Server::shared());
+    // The presign call that was in flight as the machine slept: it will never be answered.
+    let stall =
+        Rule { method: "POST", target_contains: "presign", fault: Fault::Stall(Duration::from_secs(600)), times: 1 };
+    let front = FaultProxy::reverse(&backend.url, vec![stall]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(&backend, one_at_a_time(), Default::default());
+    settings.backend_url = front.url.clone();
+    let engine = engine_on(&bus, &dir.path().join("data"), settings);
+    let mut events = engine.subscribe();
+
+    let (path, _) = write_file(dir.path(), "note.bin", 64 * 1024);
+    engine.submit(vec![path], Source::Window);
+    wait_until("the presign call stalling", Duration::from_secs(30), || front.injected() == 1);
+    bus.emit_prepare_for_sleep(true);
+    bus.emit_prepare_for_sleep(false);
+    assert_eq!(
+        batch_finishes(&mut events, Duration::from_secs(20)),
+        Some((1, 0)),
+        "the call is made again on resume, not after the 60 s read timeout"
+    );
+    assert_eq!(backend.records().len(), 1);
 }
 
 #[test]

@@ -31,12 +31,7 @@ fn upload_two_files(backend: &Backend, configure: impl FnOnce(&mut Command)) {
 
 /// The requests squid passed on to `origin` (`http://127.0.0.1:PORT`), as `status method path user`.
 fn passed_on(squid: &Squid, origin: &str) -> Vec<String> {
-    squid
-        .access_log()
-        .lines()
-        .filter(|line| line.contains(origin))
-        .map(|line| line.replace(origin, ""))
-        .collect()
+    squid.access_log().lines().filter(|line| line.contains(origin)).map(|line| line.replace(origin, "")).collect()
 }
 
 fn assert_everything_went_through(squid: &Squid, backend: &Backend, user: &str) {
@@ -197,7 +192,10 @@ fn an_https_backend_is_reached_through_the_proxy_with_connect_and_a_wrong_passwo
     let squid = Squid::with_basic_auth("ann", "corp-pass");
     let workspace = Workspace::new();
     let output = tls.upload(&workspace, |c| {
-        c.arg("--json").arg("--ca-file").arg(&tls.certificate.ca).args(["--proxy", &squid.url_with("ann", "corp-pass")]);
+        c.arg("--json")
+            .arg("--ca-file")
+            .arg(&tls.certificate.ca)
+            .args(["--proxy", &squid.url_with("ann", "corp-pass")]);
     });
     assert!(output.status.success(), "{:?}", json_lines(&output));
     let port = tls.front.url.rsplit(':').next().unwrap();

@@ -57,8 +57,7 @@ pub fn start(app: &AppHandle, engine: &Engine) -> tauri::Result<Tray> {
         .menu(&menu)
         .on_menu_event(|app, event| on_menu(app, event.id().as_ref()))
         .build(app)?;
-    let task =
-        tauri::async_runtime::spawn(follow(app.clone(), engine.clone(), icon.clone(), status, upload_anyway));
+    let task = tauri::async_runtime::spawn(follow(app.clone(), engine.clone(), icon.clone(), status, upload_anyway));
     Ok(Tray { _icon: icon, task })
 }
 

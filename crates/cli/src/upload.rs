@@ -230,11 +230,13 @@ pub fn tell_holds(engine: &Engine) -> tokio::task::JoinHandle<()> {
     let mut events = engine.subscribe();
     let held_at_start = engine.holds();
     tokio::spawn(async move {
-        let tell = |holds: &dropship_core::holds::Holds| match &holds.message {
+        let tell = |holds: &dropship_core::holds::Holds| {
+            match &holds.message {
             Some(message) => eprintln!(
                 "dropship: {message}; uploads go on when it ends (or run with --pause-on-metered no / --pause-on-battery no)"
             ),
             None => eprintln!("dropship: uploads go on"),
+        }
         };
         if held_at_start.holds_anything() {
             tell(&held_at_start);

@@ -114,6 +114,11 @@ impl Controls {
         self.held_by_hand.send_replace(by_hand);
     }
 
+    /// Changes whenever [`Controls::restart_in_flight`] is called.
+    pub fn restarts(&self) -> watch::Receiver<u64> {
+        self.restarts.subscribe()
+    }
+
     /// Makes every request in flight stop and go again at once: parts from their start, the
     /// bytes already acknowledged kept.
     pub fn restart_in_flight(&self) {

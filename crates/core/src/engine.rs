@@ -21,17 +21,17 @@ use crate::backend::{
     self, CompletedPart, CompletionReport, Credential, FileToSign, MultipartUpload, PatientBackend, PresignedUpload,
     SigningBackend,
 };
+use crate::conditions::{ConditionsMonitor, MachineState, Wake};
 use crate::config::{TransferSettings, HISTORY_FILE};
 use crate::control::{Controls, Gate};
+use crate::holds::{HoldReason, Holds};
 use crate::instance::InstanceLock;
 use crate::network::NetworkSettings;
 use crate::report::{Deliverer, Delivery, Outbox};
+use crate::schedule::ScheduleHandle;
 use crate::store::{
     FileIdentity, FinishedPart, MultipartState, NewUpload, QueuedReport, Store, Unfinished, UploadStatus, Uploading,
 };
-use crate::conditions::{ConditionsMonitor, MachineState, Wake};
-use crate::holds::{HoldReason, Holds};
-use crate::schedule::ScheduleHandle;
 use crate::transfer::{self, MultipartRun, Next, PartPlan, RetryNow, RetryPolicy, Throttle, TransferError};
 use crate::{checksum, scan, Error, ErrorInfo, Event, HistoryEntry, HistoryQuery, QueuedFile, Settings, Source};
 
@@ -680,7 +680,12 @@ impl Engine {
     }
 
     fn connect(&self, settings: &Settings) -> Result<Arc<dyn SigningBackend>, Error> {
-        backend::connect(settings, self.http(), self.credential_for(settings))
+        // Each request asks the engine for its client then, so a backend made before the
+        // machine slept uses the one made after it.
+        let engine = Arc::downgrade(&self.inner);
+        let client: backend::http::ClientSource =
+            Arc::new(move || engine.upgrade().map(|inner| Engine { inner }.http()).unwrap_or_default());
+        backend::connect(settings, client, self.credential_for(settings))
     }
 
     /// A pasted token wins; else the session, when it was made for this backend.
@@ -727,7 +732,8 @@ impl Engine {
             engine.emit(Event::BackendRetrying { attempt, retry_in_ms: pause.as_millis() as u64, reason });
         });
         let patient = PatientBackend::new(self.connect(settings)?, self.backend_wait(), on_outage)
-            .retrying_now_with(self.inner.retry_now.clone());
+            .retrying_now_with(self.inner.retry_now.clone())
+            .restarting_with(self.inner.controls.restarts());
         Ok(Arc::new(patient))
     }
 
@@ -1077,8 +1083,7 @@ impl Engine {
             // Asked afresh each attempt: after sleep the engine swaps in a client without the
             // connections that went stale.
             let http = self.http();
-            let sending =
-                transfer::send_file(&http, &upload, &job.path, job.size, progress, &self.inner.throttle);
+            let sending = transfer::send_file(&http, &upload, &job.path, job.size, progress, &self.inner.throttle);
             let result = tokio::select! {
                 result = sending => result,
                 // Paused or cancelled: a single PUT cannot be resumed midway, so it starts over.

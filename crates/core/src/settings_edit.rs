@@ -72,7 +72,9 @@ pub fn redirecting_change(current: Option<&Settings>, next: &Settings) -> Option
         ));
     }
     if let ProxySetting::Manual { url, .. } = &next.network.proxy {
-        if current.network.proxy != next.network.proxy && !matches!(&current.network.proxy, ProxySetting::Manual { url: old, .. } if old == url) {
+        if current.network.proxy != next.network.proxy
+            && !matches!(&current.network.proxy, ProxySetting::Manual { url: old, .. } if old == url)
+        {
             changes.push(format!("Every request, uploads and the backend's, will go through the proxy {url}."));
         }
     }

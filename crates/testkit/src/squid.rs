@@ -146,11 +146,7 @@ fn hand_to_squids_user(root: &Path) {
     if unsafe { libc::geteuid() } != 0 {
         return;
     }
-    let status = Command::new("chown")
-        .args(["-R", "proxy:proxy"])
-        .arg(root)
-        .status()
-        .expect("chown runs");
+    let status = Command::new("chown").args(["-R", "proxy:proxy"]).arg(root).status().expect("chown runs");
     assert!(status.success(), "squid's temp dir could not be given to the proxy user");
 }
 

@@ -63,9 +63,13 @@ impl From<AuthError> for BackendError {
     }
 }
 
+/// Where each request gets its HTTP client: the engine hands out its current one, so a backend
+/// made before the machine slept uses the client made after it (with no stale connections).
+pub type ClientSource = std::sync::Arc<dyn Fn() -> reqwest::Client + Send + Sync>;
+
 #[derive(Clone)]
 pub struct BackendHttp {
-    client: reqwest::Client,
+    client: ClientSource,
     base: url::Url,
     credential: Credential,
 }
@@ -76,7 +80,11 @@ impl BackendHttp {
         Self::with_credential(client, base, credential)
     }
 
-    pub fn with_credential(client: reqwest::Client, mut base: url::Url, credential: Credential) -> Self {
+    pub fn with_credential(client: reqwest::Client, base: url::Url, credential: Credential) -> Self {
+        Self::from_source(std::sync::Arc::new(move || client.clone()), base, credential)
+    }
+
+    pub fn from_source(client: ClientSource, mut base: url::Url, credential: Credential) -> Self {
         // Join relative routes onto the base as a directory, so /prefix stays in the path.
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -93,7 +101,7 @@ impl BackendHttp {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, route: &str) -> Result<T, BackendError> {
-        let request = self.client.get(self.url(route));
+        let request = (self.client)().get(self.url(route));
         self.send(request).await
     }
 
@@ -102,12 +110,12 @@ impl BackendHttp {
         route: &str,
         body: &B,
     ) -> Result<T, BackendError> {
-        let request = self.client.post(self.url(route)).json(body);
+        let request = (self.client)().post(self.url(route)).json(body);
         self.send(request).await
     }
 
     pub async fn delete<T: DeserializeOwned>(&self, route: &str) -> Result<T, BackendError> {
-        let request = self.client.delete(self.url(route));
+        let request = (self.client)().delete(self.url(route));
         self.send(request).await
     }
 

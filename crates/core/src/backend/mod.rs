@@ -246,11 +246,11 @@ pub(crate) fn http_for(
 
 pub fn connect(
     settings: &Settings,
-    client: reqwest::Client,
+    client: http::ClientSource,
     credential: Credential,
 ) -> Result<Arc<dyn SigningBackend>, Error> {
     let base = settings.validate()?;
-    let http = http::BackendHttp::with_credential(client, base, credential);
+    let http = http::BackendHttp::from_source(client, base, credential);
     let backend: Arc<dyn SigningBackend> = match settings.api {
         ApiFlavour::Native => Arc::new(NativeBackend::new(http)),
         ApiFlavour::Rails => Arc::new(RailsBackend::new(http)),

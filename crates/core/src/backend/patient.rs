@@ -37,6 +37,8 @@ pub struct PatientBackend {
     /// Whether the backend has answered at all (even with an error) since this was made.
     answered: AtomicBool,
     retry_now: RetryNow,
+    /// Changes when calls in flight should be sent again (after sleep, on fresh connections).
+    restarts: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl PatientBackend {
@@ -48,6 +50,29 @@ impl PatientBackend {
             first_pause: FIRST_PAUSE,
             answered: AtomicBool::new(false),
             retry_now: RetryNow::default(),
+            restarts: None,
+        }
+    }
+
+    /// Sends a call in flight again at once whenever `restarts` changes, rather than waiting
+    /// for an answer on a connection that died while the machine slept.
+    pub fn restarting_with(mut self, restarts: tokio::sync::watch::Receiver<u64>) -> Self {
+        self.restarts = Some(restarts);
+        self
+    }
+
+    /// One call, or `None` when a restart came first.
+    async fn once<T, F>(&self, call: F) -> Option<Result<T, BackendError>>
+    where
+        F: std::future::Future<Output = Result<T, BackendError>>,
+    {
+        let Some(restarts) = &self.restarts else { return Some(call.await) };
+        let mut restarts = restarts.clone();
+        restarts.mark_unchanged();
+        tokio::select! {
+            result = call => Some(result),
+            // A closed channel disables this branch: the call then runs to its end.
+            Ok(()) = restarts.changed() => None,
         }
     }
 
@@ -65,7 +90,11 @@ impl PatientBackend {
         let mut give_up_at = None;
         let mut attempt = 0u32;
         loop {
-            let error = match call().await {
+            let Some(result) = self.once(call()).await else {
+                tracing::info!("a backend call was in flight as the machine slept; sending it again");
+                continue;
+            };
+            let error = match result {
                 Err(error @ BackendError::Unreachable { .. }) if !self.answered.load(Ordering::Relaxed) => {
                     return Err(error)
                 }

@@ -134,7 +134,11 @@ mod linux {
             "1" => {
                 // KDE can invert the list (`ReversedException`); that is too rare to guess at.
                 let no_proxy = get("NoProxyFor").split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
-                DesktopProxy::Manual { http: server("httpProxy"), https: server("httpsProxy"), no_proxy: no_proxy.collect() }
+                DesktopProxy::Manual {
+                    http: server("httpProxy"),
+                    https: server("httpsProxy"),
+                    no_proxy: no_proxy.collect(),
+                }
             }
             "2" => DesktopProxy::Automatic { pac_url: get("Proxy Config Script").to_owned() },
             _ => DesktopProxy::NotSet,
@@ -198,7 +202,9 @@ org.gnome.system.proxy.https port 0
     #[test]
     fn gnome_without_a_manual_proxy_leaves_it_to_the_environment_and_names_a_pac_url() {
         assert_eq!(parse_gsettings(&GNOME_MANUAL.replace("'manual'", "'none'")), DesktopProxy::NotSet);
-        let auto = GNOME_MANUAL.replace("'manual'", "'auto'").replace("autoconfig-url ''", "autoconfig-url 'http://wpad/proxy.pac'");
+        let auto = GNOME_MANUAL
+            .replace("'manual'", "'auto'")
+            .replace("autoconfig-url ''", "autoconfig-url 'http://wpad/proxy.pac'");
         assert_eq!(parse_gsettings(&auto), DesktopProxy::Automatic { pac_url: "http://wpad/proxy.pac".into() });
         assert_eq!(parse_gsettings(""), DesktopProxy::NotSet, "no schema installed");
     }

@@ -69,7 +69,9 @@ fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> Option<Stri
         rustls::Error::InvalidCertificate(problem) => match problem {
             C::UnknownIssuer => "it was issued by a certificate authority this machine does not trust".into(),
             C::Expired | C::ExpiredContext { .. } => "it has expired".into(),
-            C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet (is this machine's clock right?)".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "it is not valid yet (is this machine's clock right?)".into()
+            }
             C::NotValidForName | C::NotValidForNameContext { .. } => "it was issued for another host name".into(),
             C::Revoked => "it has been revoked".into(),
             C::BadSignature => "its signature does not verify".into(),

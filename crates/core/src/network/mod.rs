@@ -260,11 +260,12 @@ fn system_proxy(make: impl Fn(&str) -> reqwest::Result<reqwest::Proxy>, url: &st
 fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, Error> {
     let shown = path.display();
     let pem = std::fs::read(path).map_err(|e| {
-        Error::InvalidSettings(format!("the CA file {shown} cannot be read ({e}); check the path in Settings or --ca-file"))
+        Error::InvalidSettings(format!(
+            "the CA file {shown} cannot be read ({e}); check the path in Settings or --ca-file"
+        ))
     })?;
-    let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-        Error::InvalidSettings(format!("the CA file {shown} is not a PEM certificate bundle ({e})"))
-    })?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| Error::InvalidSettings(format!("the CA file {shown} is not a PEM certificate bundle ({e})")))?;
     if certificates.is_empty() {
         return Err(Error::InvalidSettings(format!(
             "the CA file {shown} holds no certificate; it should contain -----BEGIN CERTIFICATE----- blocks"
@@ -320,7 +321,8 @@ mod tests {
     #[test]
     fn a_ca_file_that_is_missing_or_holds_no_certificate_says_so() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = NetworkSettings { ca_file: Some(dir.path().join("nope.pem").display().to_string()), ..Default::default() };
+        let missing =
+            NetworkSettings { ca_file: Some(dir.path().join("nope.pem").display().to_string()), ..Default::default() };
         assert!(http_client(&missing).unwrap_err().to_string().contains("cannot be read"));
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();

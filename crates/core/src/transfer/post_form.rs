@@ -46,12 +46,7 @@ pub async fn post_form(
         .fold(Form::new(), |form, (name, value)| form.text(name.clone(), value.clone()))
         .part("file", part);
 
-    let response = client
-        .post(url.clone())
-        .multipart(form)
-        .send()
-        .await
-        .map_err(|e| TransferError::unanswered(&e))?;
+    let response = client.post(url.clone()).multipart(form).send().await.map_err(|e| TransferError::unanswered(&e))?;
     if let Some(redirected) = super::put::redirect_error(&response) {
         return Err(redirected);
     }

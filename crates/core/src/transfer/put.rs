@@ -191,11 +191,7 @@ async fn finish(request: reqwest::RequestBuilder, path: &Path, range: Range) -> 
         Ok(response) => response,
         // A file cut short or deleted mid-read ends the body early, which reads as a network
         // error: say what really happened, so it is not retried as one.
-        Err(e) => {
-            return Err(changed_since(path, range.file_size)
-                .await
-                .unwrap_or(TransferError::unanswered(&e)))
-        }
+        Err(e) => return Err(changed_since(path, range.file_size).await.unwrap_or(TransferError::unanswered(&e))),
     };
     if let Some(redirected) = redirect_error(&response) {
         return Err(redirected);
