@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use dropship_core::{ApiFlavour, Engine, Event, HistoryQuery, Settings, Source, TransferSettings};
 use dropship_system_tests::cli::pattern;
+use dropship_system_tests::engine::next_event;
 use dropship_testkit::{block_on, runtime, Backend, S3Server};
 use tokio::sync::broadcast::Receiver;
 
@@ -27,32 +28,6 @@ fn engine(backend: &Backend, data_dir: &Path) -> Engine {
         })
         .expect("valid settings");
     engine
-}
-
-/// The next event that `pick` accepts, within `timeout`.
-fn next_event<T>(
-    events: &mut Receiver<Event>,
-    timeout: Duration,
-    mut pick: impl FnMut(&Event) -> Option<T>,
-) -> Option<T> {
-    let waiter = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime to wait on");
-    waiter.block_on(async {
-        tokio::time::timeout(timeout, async {
-            loop {
-                match events.recv().await {
-                    Ok(event) => {
-                        if let Some(found) = pick(&event) {
-                            return found;
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(e) => panic!("the engine's events ended: {e}"),
-                }
-            }
-        })
-        .await
-        .ok()
-    })
 }
 
 /// Waits until the upload has sent its first bytes; returns its id.

@@ -14,6 +14,7 @@ use dropship_core::holds::{HoldReason, Holds};
 use dropship_core::network::{NetworkSettings, ProxySetting};
 use dropship_core::{ApiFlavour, Engine, Event, Settings, Source, TransferSettings};
 use dropship_system_tests::cli::pattern;
+use dropship_system_tests::engine::next_event;
 use dropship_testkit::dbusmock::SystemBusMock;
 use dropship_testkit::{block_on, runtime, Backend, S3Server};
 use dropship_testkit::{Fault, FaultProxy, Rule};
@@ -45,32 +46,6 @@ fn engine_on(bus: &SystemBusMock, data_dir: &Path, settings: Settings) -> Engine
     assert_eq!(block_on(monitor.following()), Following { network: true, power: true, sleep: true });
     engine.follow_conditions(monitor);
     engine
-}
-
-/// The next event that `pick` accepts, within `timeout`.
-fn next_event<T>(
-    events: &mut Receiver<Event>,
-    timeout: Duration,
-    mut pick: impl FnMut(&Event) -> Option<T>,
-) -> Option<T> {
-    let waiter = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime to wait on");
-    waiter.block_on(async {
-        tokio::time::timeout(timeout, async {
-            loop {
-                match events.recv().await {
-                    Ok(event) => {
-                        if let Some(found) = pick(&event) {
-                            return found;
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(e) => panic!("the engine's events ended: {e}"),
-                }
-            }
-        })
-        .await
-        .ok()
-    })
 }
 
 fn holds_become(events: &mut Receiver<Event>, wanted: impl Fn(&Holds) -> bool, after: &str) -> Holds {

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod companion;
 pub mod desktop;
+pub mod engine;
 pub mod invariants;
 pub mod process;
 

@@ -6,11 +6,11 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::log_tail;
 use crate::ports::{reserve, PortReservation};
-use crate::process::{spawn_tied_to_process, stop_child};
+use crate::process::{spawn_tied_to_process, stop_child, wait_until_listening};
 
 /// How long nginx gets to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -72,22 +72,14 @@ impl Nginx {
             _ports: ports,
             _prefix: prefix,
         };
-        nginx.wait_until_listening(port);
+        nginx.listening_or_panic(port);
         nginx
     }
 
-    fn wait_until_listening(&mut self, port: u16) {
-        let started = Instant::now();
-        while started.elapsed() < START_TIMEOUT {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            if let Some(child) = self.child.as_mut() {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    break;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    fn listening_or_panic(&mut self, port: u16) {
+        let listening = self.child.as_mut().is_some_and(|child| wait_until_listening(child, port, START_TIMEOUT));
+        if listening {
+            return;
         }
         self.stop();
         panic!(

@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::log_tail;
 use crate::ports::{reserve, PortReservation};
-use crate::process::{spawn_tied_to_process, stop_child};
+use crate::process::{spawn_tied_to_process, stop_child, wait_until_listening};
 
 /// Squid starts in about a second; a cold start on a loaded machine takes longer.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,7 +61,7 @@ impl Squid {
             .unwrap_or_else(|e| panic!("cannot start squid (scripts/install-deps.sh installs it): {e}"));
         let mut squid =
             Squid { url: format!("http://127.0.0.1:{port}"), child: Some(child), root, _ports: ports, _dir: dir };
-        squid.wait_until_listening(port);
+        squid.listening_or_panic(port);
         squid
     }
 
@@ -70,18 +70,10 @@ impl Squid {
         self.url.replacen("http://", &format!("http://{user}:{password}@"), 1)
     }
 
-    fn wait_until_listening(&mut self, port: u16) {
-        let started = Instant::now();
-        while started.elapsed() < START_TIMEOUT {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            if let Some(child) = self.child.as_mut() {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    break;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    fn listening_or_panic(&mut self, port: u16) {
+        let listening = self.child.as_mut().is_some_and(|child| wait_until_listening(child, port, START_TIMEOUT));
+        if listening {
+            return;
         }
         self.stop();
         panic!(
