@@ -57,6 +57,8 @@ const EVENT_BUFFER: usize = 4096;
 /// How long a batch waits out a backend that is down, unless told otherwise: long enough for a
 /// backend restart or a short network outage, short enough that a wrong URL ends in an error.
 const DEFAULT_BACKEND_WAIT: Duration = Duration::from_secs(600);
+/// The longest a batch waits for the machine's state to be read at start.
+const CONDITIONS_WAIT: Duration = Duration::from_secs(5);
 /// How often a batch waiting for its reports looks at the history too, for reports delivered
 /// before it listened or by another Dropship on the same data folder.
 const REPORT_RECHECK: Duration = Duration::from_millis(500);
@@ -330,6 +332,18 @@ impl Engine {
 
     fn conditions(&self) -> std::sync::MutexGuard<'_, Conditions> {
         self.inner.conditions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns once the monitor has read the machine's state (a few seconds at most, and at
+    /// once after the first time), with the holds set from it: a batch started right after
+    /// launch on a metered connection is held, not sent before the state arrives.
+    async fn conditions_known(&self) {
+        let monitor = self.conditions().monitor.as_ref().map(|(monitor, _)| Arc::clone(monitor));
+        if let Some(monitor) = monitor {
+            // A bus that never answers must not stop uploads: then they go on the defaults.
+            let _ = tokio::time::timeout(CONDITIONS_WAIT, monitor.following()).await;
+            self.reconsider_holds();
+        }
     }
 
     /// The machine's state as last reported (unmetered, on mains where it cannot tell).
@@ -750,6 +764,7 @@ impl Engine {
         key_prefix: Option<String>,
     ) -> BatchSummary {
         let mut summary = BatchSummary { batch_id: batch_id.clone(), files: Vec::new(), error: None };
+        self.conditions_known().await;
         // One snapshot of the settings for the whole batch, so a change meanwhile cannot pair
         // one backend with another's transfer settings.
         let settings = self.settings();
