@@ -470,3 +470,45 @@ async fn set_value(client: &fantoccini::Client, css: &str, date: &str) -> anyhow
         .await?;
     Ok(())
 }
+
+#[test]
+fn an_upload_made_by_the_cli_while_the_window_is_open_appears_in_its_history_within_a_second() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let desktop = Desktop::with_keyring();
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("data");
+    write_settings(&data_dir, serde_json::json!({ "backend_url": backend.url, "token": backend.token }));
+    let file = work.path().join("from-the-terminal.txt");
+    std::fs::write(&file, bytes(4_000, 9)).unwrap();
+
+    desktop
+        .run(&data_dir, async |client, _display| {
+            wait_for_element(client, "[data-testid=history-empty]").await?;
+            // The same data folder as the window: what a person running both gets by default.
+            let output = std::process::Command::new(dropship_testkit::target_bin("dropship"))
+                .arg("upload")
+                .arg(&file)
+                .env("DROPSHIP_DATA_DIR", &data_dir)
+                .env("DROPSHIP_BACKEND_URL", &backend.url)
+                .env("DROPSHIP_TOKEN", &backend.token)
+                .output()?;
+            let exited = std::time::Instant::now();
+            if !output.status.success() {
+                bail!("dropship upload failed: {}", String::from_utf8_lossy(&output.stderr));
+            }
+            let row = "[data-testid=history-item][data-status=uploaded][data-source=cli][data-file-name=\"from-the-terminal.txt\"]";
+            poll(Duration::from_secs(5), "the CLI's upload in the window's history", || async {
+                (count(client, row).await == 1).then_some(())
+            })
+            .await?;
+            let shown_after = exited.elapsed();
+            println!("the CLI's upload showed in the window {} ms after the CLI exited", shown_after.as_millis());
+            // A second, plus what a loaded two-core machine adds to finding the row over WebDriver.
+            if shown_after > Duration::from_millis(2_000) {
+                bail!("the upload took {shown_after:?} to show; the history should follow within a second");
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("the window did not follow the CLI's upload: {e:#}"));
+}

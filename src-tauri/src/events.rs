@@ -21,6 +21,8 @@ pub const ENGINE_EVENTS: &str = "dropship://events";
 pub const DRAG_EVENT: &str = "dropship://drag";
 /// Tells the window it missed events and should reload what it shows from the history.
 pub const RESYNC_EVENT: &str = "dropship://resync";
+/// Something committed to the history, possibly another process (the CLI, `dropship watch`).
+pub const HISTORY_CHANGED_EVENT: &str = "dropship://history-changed";
 /// How often gathered events go to the window: at most ten updates a second.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// At most this many queued files in one list (see [`Pending::take`]).

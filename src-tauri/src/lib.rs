@@ -11,6 +11,7 @@ mod recovery;
 mod tray;
 mod watch_commands;
 
+use dropship_core::store::{HistoryChanges, CHANGE_POLL_INTERVAL};
 use dropship_core::{default_data_dir, DamagedFile, Engine, Source, WatchSettings, Watcher};
 use tauri::{DragDropEvent, Emitter, Manager, RunEvent, Window, WindowEvent};
 
@@ -159,7 +160,18 @@ pub(crate) fn start(app: &tauri::AppHandle) -> Result<Option<DamagedFile>, drops
     };
     tracing::info!(data_dir = %data_dir.display(), "engine opened");
     // A second connection to the same history, for the window's queries and exports.
-    app.manage(dropship_core::store::Store::open(&data_dir.join(dropship_core::config::HISTORY_FILE))?);
+    let history = data_dir.join(dropship_core::config::HISTORY_FILE);
+    app.manage(dropship_core::store::Store::open(&history)?);
+    // Uploads by the CLI or `dropship watch` show in the open window's history too.
+    let window = app.clone();
+    match HistoryChanges::watch(&history, CHANGE_POLL_INTERVAL, move || {
+        let _ = window.emit(events::HISTORY_CHANGED_EVENT, ());
+    }) {
+        Ok(changes) => {
+            app.manage(changes);
+        }
+        Err(e) => tracing::warn!("the history will not follow other processes' uploads: {e}"),
+    }
     app.manage(prefs::Prefs::load(&data_dir));
     app.manage(events::Forwarder::start(app.clone(), engine.subscribe()));
     // Uploads that a crash, a kill or a power cut interrupted carry on where they stopped.

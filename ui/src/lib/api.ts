@@ -72,6 +72,10 @@ export const onDrag = (handler: (state: DragState) => void): Promise<UnlistenFn>
 export const onResync = (handler: () => void): Promise<UnlistenFn> =>
   listen("dropship://resync", () => handler());
 
+/** Something committed to the history, possibly another process (the CLI, `dropship watch`). */
+export const onHistoryChanged = (handler: () => void): Promise<UnlistenFn> =>
+  listen("dropship://history-changed", () => handler());
+
 /** Commands reject with `{code, message}`; anything else (a bug) becomes an `internal` error. */
 /** How the shell refuses arguments it cannot read, before any command runs (a bandwidth rule
  * with a typo): the prefix is for developers, the rest is the core's sentence. */

@@ -1,12 +1,14 @@
 //! The local history in SQLite (WAL mode, one connection, one writer): every upload with its
 //! path, size, checksum, key, object URL, source, status, timestamps and error.
 
+mod changes;
 mod migrate;
 mod outbox;
 mod resume;
 mod summary;
 mod watch_index;
 
+pub use changes::{HistoryChanges, CHANGE_POLL_INTERVAL};
 pub use outbox::{unix_millis, QueuedReport};
 pub use resume::{FileIdentity, FinishedPart, MultipartState, Unfinished};
 pub use summary::MultipartProgress;
