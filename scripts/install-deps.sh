@@ -9,7 +9,7 @@ SYSTEM_PACKAGES=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev
   libssl-dev build-essential pkg-config curl file xvfb xauth dbus-x11 webkit2gtk-driver
   at-spi2-core xdotool imagemagick python3-gi gir1.2-gtk-3.0 sqlite3 python3-venv
   libdbus-1-dev gnome-keyring libsecret-tools postgresql-15 nginx-light squid openssl
-  gsettings-desktop-schemas dbus-daemon python3-dbusmock)
+  gsettings-desktop-schemas dbus-daemon python3-dbusmock libunity9)
 # libdbus-1-dev: the token lives in the OS keyring (Secret Service over D-Bus); gnome-keyring
 # and secret-tool: a real Secret Service for the window's tests, and a way to look into it.
 # postgresql-15 and nginx-light: the backend's tests on Postgres and its several instances
@@ -19,6 +19,8 @@ SYSTEM_PACKAGES=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev
 # and logind, for following metered networks, battery and sleep (run with /usr/bin/python3).
 # squid, openssl and gsettings-desktop-schemas: the network tests' proxy (run from its own
 # config on loopback), their test CA and certificates, and GNOME's proxy settings schema.
+# libunity9: the launcher API through which the window puts upload progress on its dock icon
+# on Linux (loaded at run time; docks that speak it show the bar).
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

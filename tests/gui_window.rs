@@ -512,3 +512,41 @@ fn an_upload_made_by_the_cli_while_the_window_is_open_appears_in_its_history_wit
         })
         .unwrap_or_else(|e| panic!("the window did not follow the CLI's upload: {e:#}"));
 }
+
+#[test]
+fn the_dock_icon_shows_the_runs_progress_and_drops_it_when_the_run_ends() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let desktop = Desktop::with_keyring();
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("data");
+    // Slow enough (about 3 s) that the bar is seen between empty and full.
+    write_settings(
+        &data_dir,
+        serde_json::json!({ "backend_url": backend.url, "token": backend.token,
+                            "transfer": { "bandwidth_limit": 1_000_000 } }),
+    );
+    let file = work.path().join("video.mp4");
+    std::fs::write(&file, bytes(3_000_000, 5)).unwrap();
+
+    desktop
+        .run(&data_dir, async |client, display| {
+            wait_for_element(client, "[data-testid=history-empty]").await?;
+            drag_onto(client, display, &[file.as_path()], "[data-testid=drop-zone]").await?;
+            wait_for_element(client, &format!("{}[data-status=uploaded]", item("video.mp4"))).await?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("the upload did not go up: {e:#}"));
+
+    // The dock (the test session's stand-in that speaks the Unity launcher API) was told.
+    let updates = desktop.session().launcher_updates();
+    assert!(
+        updates.iter().all(|u| u["app_uri"] == "application://Dropship.desktop"),
+        "every update names the app's desktop entry: {updates:?}"
+    );
+    let shown: Vec<f64> = updates.iter().filter_map(|u| u["progress"].as_f64()).collect();
+    assert!(shown.iter().any(|&p| p > 0.0 && p < 1.0), "the icon showed the run part-way: {updates:?}");
+    assert!(shown.windows(2).all(|w| w[0] <= w[1]), "the bar only moves forward: {shown:?}");
+    let last_visible = updates.iter().rev().find_map(|u| u["progress-visible"].as_bool());
+    assert_eq!(last_visible, Some(false), "the bar goes when the run ends: {updates:?}");
+}

@@ -10,6 +10,7 @@ use dropship_core::{Engine, Watcher};
 use tauri::image::Image;
 use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
+use tauri::window::{ProgressBarState, ProgressBarStatus};
 use tauri::{AppHandle, Manager, Wry};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -112,6 +113,15 @@ async fn follow(app: AppHandle, engine: Engine, icon: TrayIcon, status: MenuItem
         let _ = icon.set_tooltip(Some(&label));
         let _ = status.set_text(&label);
         let _ = upload_anyway.set_enabled(engine.holds().holds_anything());
+        let bar = IconBar::of(&activity);
+        if shown.as_ref().map(IconBar::of) != Some(bar) {
+            if let Some(window) = app.get_webview_window("main") {
+                // Docks without the Unity launcher API (most Linux ones) ignore it.
+                if let Err(e) = window.set_progress_bar(bar.state()) {
+                    tracing::debug!("could not show progress on the taskbar icon: {e}");
+                }
+            }
+        }
         shown = Some(activity);
     }
 }
@@ -125,4 +135,32 @@ fn icon_for(state: ActivityState) -> tauri::Result<Image<'static>> {
         ActivityState::Error => include_bytes!("../icons/tray-error.png"),
     };
     Image::from_bytes(bytes)
+}
+
+/// The taskbar (Windows), dock (macOS) or launcher (Unity API on Linux) icon's bar: the run's
+/// bytes while it runs, in the paused colour while paused or offline, gone otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IconBar {
+    Hidden,
+    Running(u8),
+    Held(u8),
+}
+
+impl IconBar {
+    fn of(activity: &Activity) -> IconBar {
+        match (activity.state, activity.percent) {
+            (ActivityState::Uploading, Some(percent)) => IconBar::Running(percent),
+            (ActivityState::Paused | ActivityState::Offline, Some(percent)) => IconBar::Held(percent),
+            _ => IconBar::Hidden,
+        }
+    }
+
+    fn state(self) -> ProgressBarState {
+        let (status, progress) = match self {
+            IconBar::Hidden => (ProgressBarStatus::None, None),
+            IconBar::Running(percent) => (ProgressBarStatus::Normal, Some(percent.into())),
+            IconBar::Held(percent) => (ProgressBarStatus::Paused, Some(percent.into())),
+        };
+        ProgressBarState { status: Some(status), progress }
+    }
 }

@@ -213,6 +213,7 @@ impl DesktopSession {
             Command::new(system_python())
                 .arg(&script)
                 .arg(&notifications_log)
+                .arg(home.join("launcher.jsonl"))
                 .env("DBUS_SESSION_BUS_ADDRESS", &bus_address)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped()),
@@ -257,6 +258,13 @@ impl DesktopSession {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .map(|v| (v["summary"].as_str().unwrap_or("").to_owned(), v["body"].as_str().unwrap_or("").to_owned()))
             .collect()
+    }
+
+    /// Every update of the app's launcher entry (the dock icon's progress), in order: the
+    /// `progress` (0–1) and `progress-visible` each carries, when it carries them.
+    pub fn launcher_updates(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.home.join("launcher.jsonl")).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
     fn secret_tool(&self, args: &[&str]) -> anyhow::Result<String> {

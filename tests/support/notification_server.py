@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""A desktop notification server (org.freedesktop.Notifications) on the session bus that
-records every notification it is asked to show, one JSON line each, instead of drawing it:
-the GUI tests count the app's notifications with it.
+"""The desktop shell's side of the session bus, recording instead of drawing: a notification
+server (org.freedesktop.Notifications) that logs every notification it is asked to show, one
+JSON line each, and a dock that speaks the Unity launcher API (owns com.canonical.Unity) and
+logs every launcher-entry update (the progress on the app's icon). The GUI tests read both logs.
 
-usage: notification_server.py LOG   -- prints "ready" once it owns the name.
+usage: notification_server.py LOG LAUNCHER_LOG   -- prints "ready" once it owns both names.
 """
 import json
 import sys
@@ -33,8 +34,9 @@ INTERFACE = """
 
 
 def main() -> None:
-    log_path = sys.argv[1]
+    log_path, launcher_log_path = sys.argv[1], sys.argv[2]
     counter = [0]
+    owned = set()
 
     def on_call(_conn, _sender, _path, _iface, method, params, invocation):
         if method == "GetCapabilities":
@@ -53,18 +55,29 @@ def main() -> None:
     node = Gio.DBusNodeInfo.new_for_xml(INTERFACE)
     loop = GLib.MainLoop()
 
-    def on_bus(conn, _name):
-        conn.register_object("/org/freedesktop/Notifications", node.interfaces[0], on_call, None, None)
+    def on_launcher_update(_conn, _sender, _path, _iface, _signal, params):
+        app_uri, properties = params.unpack()
+        with open(launcher_log_path, "a", encoding="utf-8") as log:
+            log.write(json.dumps({"app_uri": app_uri, **properties}) + "\n")
 
-    def on_name(_conn, _name):
-        print("ready", flush=True)
+    def on_bus(conn, name):
+        if name == "org.freedesktop.Notifications":
+            conn.register_object("/org/freedesktop/Notifications", node.interfaces[0], on_call, None, None)
+        else:
+            conn.signal_subscribe(None, "com.canonical.Unity.LauncherEntry", "Update", None, None,
+                                  Gio.DBusSignalFlags.NONE, on_launcher_update)
+
+    def on_name(_conn, name):
+        owned.add(name)
+        if len(owned) == 2:
+            print("ready", flush=True)
 
     def on_lost(_conn, _name):
         print("name-lost", flush=True)
         loop.quit()
 
-    Gio.bus_own_name(Gio.BusType.SESSION, "org.freedesktop.Notifications", Gio.BusNameOwnerFlags.NONE,
-                     on_bus, on_name, on_lost)
+    for name in ("org.freedesktop.Notifications", "com.canonical.Unity"):
+        Gio.bus_own_name(Gio.BusType.SESSION, name, Gio.BusNameOwnerFlags.NONE, on_bus, on_name, on_lost)
     loop.run()
 
 

@@ -2,7 +2,7 @@
 //! the engine's events and the watcher's status, and the tray menu's commands. Kept here, not
 //! in the desktop shell, so it is tested against a real engine without a window.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -31,6 +31,9 @@ pub struct Activity {
     pub total: u32,
     /// What went wrong, for the error state.
     pub message: Option<String>,
+    /// How far the current run is, by bytes (0–100), while uploading, paused or offline: what
+    /// the taskbar or dock icon shows.
+    pub percent: Option<u8>,
 }
 
 impl Activity {
@@ -52,6 +55,10 @@ impl Activity {
 pub struct ActivityTracker {
     running: HashSet<String>,
     offline: HashSet<String>,
+    /// Each running file's size and bytes sent so far; finished files count in `bytes_finished`.
+    progress: HashMap<String, (u64, u64)>,
+    bytes_total: u64,
+    bytes_finished: u64,
     total: u32,
     done: u32,
     failed: u32,
@@ -71,13 +78,23 @@ impl ActivityTracker {
             Event::FilesQueued { files, .. } => {
                 if self.running.is_empty() && !files.is_empty() {
                     (self.total, self.done, self.failed, self.last_error) = (0, 0, 0, None);
+                    (self.bytes_total, self.bytes_finished) = (0, 0);
                 }
                 for file in files {
-                    self.running.insert(file.upload_id.clone());
-                    self.total += 1;
+                    if self.running.insert(file.upload_id.clone()) {
+                        self.total += 1;
+                        self.bytes_total += file.size;
+                        self.progress.insert(file.upload_id.clone(), (file.size, 0));
+                    }
                 }
             }
-            Event::FileProgress { upload_id, .. } | Event::FileResumed { upload_id } => {
+            Event::FileProgress { upload_id, bytes_done, .. } => {
+                self.offline.remove(upload_id);
+                if let Some((_, sent)) = self.progress.get_mut(upload_id) {
+                    *sent = *bytes_done;
+                }
+            }
+            Event::FileResumed { upload_id } => {
                 self.offline.remove(upload_id);
             }
             Event::FileRetrying { upload_id, offline, .. } => {
@@ -87,9 +104,9 @@ impl ActivityTracker {
                     self.offline.remove(upload_id);
                 }
             }
-            Event::FileUploaded { upload_id, .. } => self.finish(upload_id),
+            Event::FileUploaded { upload_id, .. } => self.finish(upload_id, true),
             Event::FileFailed { upload_id, error, .. } => {
-                self.finish(upload_id);
+                self.finish(upload_id, false);
                 if error.code != "cancelled" {
                     self.failed += 1;
                     self.last_error = Some(error.message.clone());
@@ -104,15 +121,44 @@ impl ActivityTracker {
         }
     }
 
-    fn finish(&mut self, upload_id: &str) {
+    fn finish(&mut self, upload_id: &str, uploaded: bool) {
         if self.running.remove(upload_id) {
             self.done += 1;
+        }
+        if let Some((size, sent)) = self.progress.remove(upload_id) {
+            if uploaded {
+                self.bytes_finished += size;
+            } else {
+                // A failed or cancelled file sends no more: what it did not send leaves the run.
+                self.bytes_finished += sent;
+                self.bytes_total -= size - sent.min(size);
+            }
         }
         self.offline.remove(upload_id);
     }
 
+    fn percent(&self) -> Option<u8> {
+        if self.running.is_empty() {
+            return None;
+        }
+        let sent = self.bytes_finished + self.progress.values().map(|&(size, sent)| sent.min(size)).sum::<u64>();
+        // Empty files only: count files instead of bytes.
+        let (part, whole) = if self.bytes_total == 0 {
+            (u64::from(self.done), u64::from(self.total.max(1)))
+        } else {
+            (sent.min(self.bytes_total), self.bytes_total)
+        };
+        Some((part * 100 / whole) as u8)
+    }
+
     pub fn activity(&self, watch: Option<&WatchStatus>) -> Activity {
-        let mut activity = Activity { state: ActivityState::Idle, done: self.done, total: self.total, message: None };
+        let mut activity = Activity {
+            state: ActivityState::Idle,
+            done: self.done,
+            total: self.total,
+            message: None,
+            percent: self.percent(),
+        };
         if self.paused {
             activity.state = ActivityState::Paused;
         } else if let Some(why) = &self.held {
@@ -189,6 +235,62 @@ mod tests {
             batch_id: "b".into(),
             files: vec![crate::QueuedFile { upload_id: id.into(), path: "/a".into(), file_name: "a".into(), size: 1 }],
         }
+    }
+
+    fn queued_sized(files: &[(&str, u64)]) -> Event {
+        Event::FilesQueued {
+            batch_id: "b".into(),
+            files: files
+                .iter()
+                .map(|&(id, size)| crate::QueuedFile {
+                    upload_id: id.into(),
+                    path: "/a".into(),
+                    file_name: "a".into(),
+                    size,
+                })
+                .collect(),
+        }
+    }
+
+    fn progress(id: &str, bytes_done: u64, total: u64) -> Event {
+        Event::FileProgress { upload_id: id.into(), bytes_done, total, bytes_per_second: 0 }
+    }
+
+    #[test]
+    fn the_icon_progress_is_by_bytes_over_the_whole_run_and_a_failed_file_leaves_it() {
+        let mut tracker = ActivityTracker::default();
+        assert_eq!(tracker.activity(None).percent, None, "no bar while idle");
+        tracker.apply(&queued_sized(&[("small", 100), ("big", 300)]));
+        assert_eq!(tracker.activity(None).percent, Some(0));
+        tracker.apply(&progress("small", 50, 100));
+        assert_eq!(tracker.activity(None).percent, Some(12), "50 of 400 bytes");
+        tracker.apply(&Event::FileUploaded {
+            upload_id: "small".into(),
+            key: "k".into(),
+            object_url: "u".into(),
+            size: 100,
+        });
+        tracker.apply(&progress("big", 100, 300));
+        assert_eq!(tracker.activity(None).percent, Some(50), "200 of 400 bytes");
+        // A file queued mid-run joins the same bar.
+        tracker.apply(&queued_sized(&[("late", 400)]));
+        assert_eq!(tracker.activity(None).percent, Some(25), "200 of 800 bytes");
+        // The big file fails after 100 bytes: its other 200 will never be sent.
+        tracker.apply(&Event::FileFailed {
+            upload_id: "big".into(),
+            path: "/a".into(),
+            error: ErrorInfo { code: "network".into(), message: "cut".into() },
+        });
+        assert_eq!(tracker.activity(None).percent, Some(33), "200 of 600 bytes");
+        tracker.apply(&progress("late", 400, 400));
+        assert_eq!(tracker.activity(None).percent, Some(100));
+        tracker.apply(&Event::FileUploaded {
+            upload_id: "late".into(),
+            key: "k".into(),
+            object_url: "u".into(),
+            size: 400,
+        });
+        assert_eq!(tracker.activity(None).percent, None, "the bar goes when the run ends");
     }
 
     #[test]

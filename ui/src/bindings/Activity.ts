@@ -9,4 +9,9 @@ done: number, total: number,
 /**
  * What went wrong, for the error state.
  */
-message: string | null, };
+message: string | null, 
+/**
+ * How far the current run is, by bytes (0–100), while uploading, paused or offline: what
+ * the taskbar or dock icon shows.
+ */
+percent: number | null, };
