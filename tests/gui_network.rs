@@ -43,6 +43,7 @@ fn on_a_metered_connection_the_window_says_so_and_upload_anyway_sends_the_watche
             tokio::time::sleep(Duration::from_secs(3)).await;
             ensure!(backend.records().is_empty(), "nothing from the watched folder goes on a metered connection");
             screenshot(display, "metered").await?;
+            assert_accessible(client, "the uploads held by a metered connection").await?;
 
             click(client, "[data-testid=upload-anyway]").await?;
             poll(UI_TIMEOUT, "the held file to upload", || async { (backend.records().len() == 1).then_some(()) })
@@ -84,6 +85,7 @@ fn the_network_settings_are_edited_in_the_window_and_a_rule_that_cannot_be_read_
             click(client, "[data-testid=settings-pause-battery]").await?;
             type_into(client, "[data-testid=settings-schedule]", "Mon-Fri 08:00-18:00 2MB/s").await?;
             screenshot(display, "settings-network").await?;
+            assert_accessible(client, "Settings › Network, filled in").await?;
             click(client, "[data-testid=settings-save]").await?;
             poll(UI_TIMEOUT, "the settings to be saved", || async {
                 let saved = std::fs::read(data_dir.join("settings.json")).ok()?;

@@ -50,6 +50,7 @@ fn first_run_offers_the_organisation_sign_in_and_the_window_uploads_as_that_pers
             wait_for_element(client, "[data-testid=sign-in]")
                 .await
                 .context("the backend names a provider: sign-in is offered")?;
+            gui::assert_accessible(client, "the first run offering sign-in").await?;
             click(client, "[data-testid=sign-in]").await?;
 
             let url = poll(UI_TIMEOUT, "the window to open the sign-in page", || async {
@@ -96,6 +97,7 @@ fn first_run_offers_the_organisation_sign_in_and_the_window_uploads_as_that_pers
                 bail!("Settings should say who is signed in: {shown:?}");
             }
             gui::screenshot(display, "signed-in").await?;
+            gui::assert_accessible(client, "the settings while signed in").await?;
             let page = client.source().await?;
             if page.contains("eyJ") {
                 bail!("a JWT reached the page");

@@ -415,41 +415,6 @@ fn a_long_history_keeps_only_the_rows_in_view_in_the_page_reaches_the_oldest_by_
         .unwrap_or_else(|e| panic!("the long history did not scroll and search as it should: {e:#}"));
 }
 
-fn seed_history(data_dir: &Path) {
-    let store = Store::open(&data_dir.join("history.sqlite")).unwrap();
-    let kinds =
-        [("invoice", "pdf", Source::Window), ("contract", "docx", Source::Cli), ("photo", "jpg", Source::Watch)];
-    for (k, (stem, ext, source)) in kinds.iter().enumerate() {
-        for i in 0..8 {
-            let id = format!("seed-{k}-{i}");
-            let name = format!("{stem}-{i:03}.{ext}");
-            let path = format!("/home/staff/{stem}s/{name}");
-            store
-                .insert(&NewUpload {
-                    upload_id: &id,
-                    batch_id: "seed",
-                    path: Path::new(&path),
-                    file_name: &name,
-                    size: 10_000 + i as u64 * 1_234,
-                    content_type: "application/octet-stream",
-                    source: *source,
-                    uploaded_by: Some("alice@example.test"),
-                })
-                .unwrap();
-            if (k * 8 + i) % 6 == 5 {
-                store
-                    .mark_failed(&id, "backend_unreachable", "The backend did not answer. Check the network.")
-                    .unwrap();
-            } else {
-                let key = format!("uploads/2026/{stem}/{name}");
-                store.mark_uploading(&id, None, Some(&key), &format!("http://127.0.0.1:1/bucket/{key}")).unwrap();
-                store.enqueue_reports(&[(id.as_str(), None, "{}".to_owned())]).unwrap();
-                store.reports_delivered(&[id.as_str()]).unwrap();
-            }
-        }
-    }
-}
-
 async fn select(client: &fantoccini::Client, css: &str, value: &str) -> anyhow::Result<()> {
     let element = wait_for_element(client, css).await?;
     element.select_by_value(value).await.with_context(|| format!("could not choose {value:?} in {css}"))?;

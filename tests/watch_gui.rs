@@ -47,6 +47,7 @@ fn the_settings_view_shows_a_watched_folder_live_uploads_what_lands_in_it_and_pa
             if shown != watched.display().to_string() {
                 bail!("the folder shown is {shown:?}, not {}", watched.display());
             }
+            gui::assert_accessible(&client, "the watched folders, one watching").await?;
 
             std::fs::write(watched.join("scan 001.pdf"), b"%PDF-1.4 from the scanner")?;
             poll(UI_TIMEOUT, "the app to upload the dropped file", || async {

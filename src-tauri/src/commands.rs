@@ -211,11 +211,23 @@ pub fn reveal_upload(app: AppHandle, history: State<'_, Store>, upload_id: Strin
     })
 }
 
+/// Without a starting folder GTK opens its pickers on "Recent", where a path typed from the
+/// keyboard (Ctrl+L) cannot be chosen; the home folder is where people's files are anyway.
+fn starting_at_home<R: tauri::Runtime>(
+    app: &AppHandle<R>,
+    dialog: tauri_plugin_dialog::FileDialogBuilder<R>,
+) -> tauri_plugin_dialog::FileDialogBuilder<R> {
+    match tauri::Manager::path(app).home_dir() {
+        Ok(home) => dialog.set_directory(home),
+        Err(_) => dialog,
+    }
+}
+
 /// Opens the file picker and uploads what was chosen; `None` when the picker was cancelled.
 #[tauri::command]
 pub async fn pick_files(app: AppHandle, window: Window, engine: State<'_, Engine>) -> CommandResult<Option<String>> {
     let (tx, rx) = oneshot::channel();
-    let dialog = app.dialog().file().set_parent(&window).set_title("Choose files to upload");
+    let dialog = starting_at_home(&app, app.dialog().file().set_parent(&window).set_title("Choose files to upload"));
     dialog.pick_files(move |picked| {
         let _ = tx.send(picked.unwrap_or_default());
     });
@@ -226,7 +238,7 @@ pub async fn pick_files(app: AppHandle, window: Window, engine: State<'_, Engine
 #[tauri::command]
 pub async fn pick_folder(app: AppHandle, window: Window, engine: State<'_, Engine>) -> CommandResult<Option<String>> {
     let (tx, rx) = oneshot::channel();
-    let dialog = app.dialog().file().set_parent(&window).set_title("Choose a folder to upload");
+    let dialog = starting_at_home(&app, app.dialog().file().set_parent(&window).set_title("Choose a folder to upload"));
     dialog.pick_folder(move |picked| {
         let _ = tx.send(picked.into_iter().collect());
     });

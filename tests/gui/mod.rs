@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use dropship_core::store::{NewUpload, Store};
+use dropship_core::Source;
 use dropship_system_tests::desktop::{DesktopSession, TauriDriver, Xvfb};
 use dropship_testkit::target_bin;
 use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
@@ -241,4 +243,114 @@ pub async fn drag_onto(client: &Client, display: &str, paths: &[&Path], css: &st
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(source);
     Ok(())
+}
+
+/// Runs axe-core (the npm package the UI's dev dependencies bring) inside the page as it is now
+/// and fails on any serious or critical violation of WCAG 2.1 A/AA or axe's best practices,
+/// naming the rule and the elements. `view` names what is on screen, for the message.
+pub async fn assert_accessible(client: &Client, view: &str) -> anyhow::Result<()> {
+    static AXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let source = AXE.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/node_modules/axe-core/axe.min.js");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{} is missing ({e}); run scripts/install-deps.sh", path.display()))
+    });
+    // Loaded once per page; the script defines window.axe.
+    let loaded = client.execute("return typeof window.axe === 'object'", vec![]).await?;
+    if loaded != serde_json::Value::Bool(true) {
+        client.execute(&format!("{source}\nreturn true;"), vec![]).await.context("axe-core did not load")?;
+    }
+    let report = client
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+               window.axe
+                 .run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } })
+                 .then((r) => done(r.violations
+                   .filter((v) => v.impact === "serious" || v.impact === "critical")
+                   .map((v) => ({ id: v.id, impact: v.impact, help: v.help,
+                                  nodes: v.nodes.map((n) => n.target.join(" ") + " — " + n.failureSummary) }))))
+                 .catch((e) => done({ error: String(e) }));"#,
+            vec![],
+        )
+        .await
+        .context("axe-core did not run")?;
+    if let Some(error) = report.get("error") {
+        bail!("axe-core failed on {view}: {error}");
+    }
+    let violations = report.as_array().cloned().unwrap_or_default();
+    if !violations.is_empty() {
+        let lines: Vec<String> = violations
+            .iter()
+            .map(|v| format!("{} ({}): {}\n    {}", v["id"], v["impact"], v["help"], v["nodes"]))
+            .collect();
+        bail!("{} serious or critical accessibility violations on {view}:\n{}", violations.len(), lines.join("\n"));
+    }
+    Ok(())
+}
+
+/// 24 finished uploads in the history (every sixth failed), eight from each source: what a
+/// window in use for a while lists.
+pub fn seed_history(data_dir: &Path) {
+    let store = Store::open(&data_dir.join("history.sqlite")).unwrap();
+    let kinds =
+        [("invoice", "pdf", Source::Window), ("contract", "docx", Source::Cli), ("photo", "jpg", Source::Watch)];
+    for (k, (stem, ext, source)) in kinds.iter().enumerate() {
+        for i in 0..8 {
+            let id = format!("seed-{k}-{i}");
+            let name = format!("{stem}-{i:03}.{ext}");
+            let path = format!("/home/staff/{stem}s/{name}");
+            store
+                .insert(&NewUpload {
+                    upload_id: &id,
+                    batch_id: "seed",
+                    path: Path::new(&path),
+                    file_name: &name,
+                    size: 10_000 + i as u64 * 1_234,
+                    content_type: "application/octet-stream",
+                    source: *source,
+                    uploaded_by: Some("alice@example.test"),
+                })
+                .unwrap();
+            if (k * 8 + i) % 6 == 5 {
+                store
+                    .mark_failed(&id, "backend_unreachable", "The backend did not answer. Check the network.")
+                    .unwrap();
+            } else {
+                let key = format!("uploads/2026/{stem}/{name}");
+                store.mark_uploading(&id, None, Some(&key), &format!("http://127.0.0.1:1/bucket/{key}")).unwrap();
+                store.enqueue_reports(&[(id.as_str(), None, "{}".to_owned())]).unwrap();
+                store.reports_delivered(&[id.as_str()]).unwrap();
+            }
+        }
+    }
+}
+
+/// Presses `key` where the keyboard focus is, as a keyboard would. (WebDriver's "send keys to
+/// an element" would focus the element first, which puts a date field back on its first part.)
+pub async fn press(client: &Client, key: fantoccini::key::Key) -> anyhow::Result<()> {
+    use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+    let key = char::from(key);
+    let actions =
+        KeyActions::new("keyboard".into()).then(KeyAction::Down { value: key }).then(KeyAction::Up { value: key });
+    client.perform_actions(actions).await?;
+    Ok(())
+}
+
+/// Presses Tab (Shift+Tab with `backwards`) until the focus is on `css`, as someone without a
+/// mouse reaches a control; fails when it is not reached within `at_most` presses.
+pub async fn tab_to(client: &Client, css: &str, at_most: usize) -> anyhow::Result<()> {
+    use fantoccini::key::Key;
+    for _ in 0..=at_most {
+        let focused = client.execute("return document.activeElement.matches(arguments[0])", vec![css.into()]).await?;
+        if focused == serde_json::Value::Bool(true) {
+            return Ok(());
+        }
+        press(client, Key::Tab).await?;
+        // Let the page move the focus (and scroll it into view) before asking again.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let at = client
+        .execute("const e = document.activeElement; return e ? e.outerHTML.slice(0, 160) : 'nothing'", vec![])
+        .await?;
+    bail!("{css} was not reached with {at_most} presses of Tab; the focus is on {at}")
 }
