@@ -1,6 +1,8 @@
 // Declaring the app's commands here makes Tauri generate one `allow-<command>` permission per
 // command and deny every command a capability does not grant.
 fn main() {
+    // The organisation's update key is built in (see src/updates.rs).
+    println!("cargo:rerun-if-env-changed=DROPSHIP_UPDATER_PUBKEY");
     let commands = tauri_build::AppManifest::new().commands(&[
         "get_settings",
         "save_settings",
@@ -38,6 +40,10 @@ fn main() {
         "get_damaged_file",
         "move_damaged_aside",
         "open_data_folder",
+        "get_update_state",
+        "check_for_updates",
+        "install_update_and_restart",
+        "save_update_source",
     ]);
     tauri_build::try_build(tauri_build::Attributes::new().app_manifest(commands)).expect("failed to run tauri-build");
 }

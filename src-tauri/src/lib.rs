@@ -9,6 +9,7 @@ mod notify;
 mod prefs;
 mod recovery;
 mod tray;
+mod updates;
 mod watch_commands;
 
 use dropship_core::store::{HistoryChanges, CHANGE_POLL_INTERVAL};
@@ -64,7 +65,10 @@ pub fn run() {
         .plugin(tauri_plugin_dialog::init())
         .plugin(tauri_plugin_notification::init())
         .plugin(tauri_plugin_opener::init())
+        // The key comes from `updates::update_key` when checking, not from the config.
+        .plugin(tauri_plugin_updater::Builder::new().build())
         .setup(|app| {
+            app.manage(updates::Updates::new());
             // A damaged settings file or history opens the window on the recovery screen
             // rather than stopping the app.
             let damaged = start(app.handle())?;
@@ -113,6 +117,10 @@ pub fn run() {
             recovery::get_damaged_file,
             recovery::move_damaged_aside,
             recovery::open_data_folder,
+            updates::get_update_state,
+            updates::check_for_updates,
+            updates::install_update_and_restart,
+            updates::save_update_source,
         ])
         .build(tauri::generate_context!())
         .expect("the Dropship window could not be created");
@@ -181,6 +189,7 @@ pub(crate) fn start(app: &tauri::AppHandle) -> Result<Option<DamagedFile>, drops
         Err(e) => tracing::warn!("could not look for interrupted uploads: {e}"),
     }
     start_background_sync(app, &engine, &data_dir);
+    updates::check_periodically(app);
     if let Some(window) = app.get_webview_window("main") {
         show_user_in_title(&window, engine.signed_in_user().as_deref());
     }

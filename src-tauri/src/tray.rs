@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use dropship_core::activity::{Activity, ActivityState, ActivityTracker, TrayCommand};
+use dropship_core::updates::UpdateStatus;
 use dropship_core::{Engine, Watcher};
 use tauri::image::Image;
 use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
@@ -18,6 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 pub const HIDDEN_ARG: &str = "--hidden";
 const OPEN: &str = "open";
 const DIAGNOSE: &str = "diagnose";
+const RESTART_TO_UPDATE: &str = "restart_to_update";
 const QUIT: &str = "quit";
 /// The watcher's folder states (a folder going missing) are not events: look this often.
 const WATCH_STATUS_EVERY: Duration = Duration::from_secs(2);
@@ -26,6 +28,10 @@ const WATCH_STATUS_EVERY: Duration = Duration::from_secs(2);
 pub struct Tray {
     _icon: TrayIcon,
     task: tauri::async_runtime::JoinHandle<()>,
+    menu: Menu<Wry>,
+    /// In the menu only while a downloaded, verified update waits.
+    restart_to_update: MenuItem<Wry>,
+    restart_shown: std::sync::Mutex<bool>,
 }
 
 impl Tray {
@@ -59,7 +65,8 @@ pub fn start(app: &AppHandle, engine: &Engine) -> tauri::Result<Tray> {
         .on_menu_event(|app, event| on_menu(app, event.id().as_ref()))
         .build(app)?;
     let task = tauri::async_runtime::spawn(follow(app.clone(), engine.clone(), icon.clone(), status, upload_anyway));
-    Ok(Tray { _icon: icon, task })
+    let restart_to_update = MenuItem::with_id(app, RESTART_TO_UPDATE, "Restart to update", true, None::<&str>)?;
+    Ok(Tray { _icon: icon, task, menu, restart_to_update, restart_shown: std::sync::Mutex::new(false) })
 }
 
 fn on_menu(app: &AppHandle, id: &str) {
@@ -69,8 +76,26 @@ fn on_menu(app: &AppHandle, id: &str) {
         show_main_window(app);
     } else if id == DIAGNOSE {
         crate::diagnose::from_tray(app);
+    } else if id == RESTART_TO_UPDATE {
+        // A failure is in the update status, which Settings shows.
+        let _ = crate::updates::restart_to_update(app);
     } else if id == QUIT {
         app.exit(0);
+    }
+}
+
+/// *Restart to update to X* appears under the status line once an update is ready.
+pub fn show_update(app: &AppHandle, status: &UpdateStatus) {
+    let Some(tray) = app.try_state::<Tray>() else { return };
+    let mut shown = tray.restart_shown.lock().unwrap_or_else(|p| p.into_inner());
+    match status {
+        UpdateStatus::Ready { version, .. } if !*shown => {
+            let _ = tray.restart_to_update.set_text(format!("Restart to update to {version}"));
+            *shown = tray.menu.insert(&tray.restart_to_update, 1).is_ok();
+        }
+        UpdateStatus::Ready { .. } => {}
+        _ if *shown => *shown = tray.menu.remove(&tray.restart_to_update).is_err(),
+        _ => {}
     }
 }
 

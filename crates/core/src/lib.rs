@@ -26,6 +26,7 @@ pub mod settings_edit;
 mod sign_in;
 pub mod store;
 pub mod transfer;
+pub mod updates;
 pub mod watch;
 
 pub use config::{default_data_dir, token_storage, ApiFlavour, Settings, TokenStorage, TransferSettings};
