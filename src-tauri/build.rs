@@ -38,6 +38,7 @@ fn main() {
         "get_damaged_file",
         "move_damaged_aside",
         "open_data_folder",
+        "system_locale",
     ]);
     tauri_build::try_build(tauri_build::Attributes::new().app_manifest(commands)).expect("failed to run tauri-build");
 }

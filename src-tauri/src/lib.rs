@@ -5,6 +5,7 @@
 mod commands;
 mod diagnose;
 mod events;
+mod locale;
 mod notify;
 mod prefs;
 mod recovery;
@@ -112,6 +113,7 @@ pub fn run() {
             recovery::get_damaged_file,
             recovery::move_damaged_aside,
             recovery::open_data_folder,
+            locale::system_locale,
         ])
         .build(tauri::generate_context!())
         .expect("the Dropship window could not be created");
