@@ -56,7 +56,7 @@ export const de: Messages = {
     overallLabel: "Alle Uploads",
     filesDone: (done, total) =>
       plural(total, { one: `${formatNumber(done)} von # Datei fertig`, other: `${formatNumber(done)} von # Dateien fertig` }),
-    bytesSent: (done, total) => `${done} von ${total} der laufenden gesendet`,
+    bytesSent: (done, total) => `${done} von ${total} gesendet`,
     uploadAnyway: "Trotzdem hochladen",
     held: { metered: "Pausiert: getaktete Verbindung", on_battery: "Pausiert: Akkubetrieb" },
     holdWatched: "Dateien aus überwachten Ordnern warten, bis das vorbei ist; Dateien, die Sie jetzt hinzufügen, gehen trotzdem.",
@@ -169,7 +169,7 @@ export const de: Messages = {
     bandwidth: "Bandbreitenlimit (MB/s)",
     bandwidthHint: "0 für kein Limit. Gilt sofort, auch für laufende Uploads.",
     notifications: "Benachrichtigen, wenn ein Stapel Uploads fertig ist oder fehlschlägt",
-    logLevel: "Protokolldetails",
+    logLevel: "Protokollumfang",
     logLevels: {
       error: "Nur Fehler",
       warn: "Warnungen",
@@ -197,7 +197,7 @@ export const de: Messages = {
       "Eine PEM-Datei, der zusätzlich zu den Zertifikaten des Systems vertraut wird. Nur nötig, wenn die CA Ihrer Organisation nicht im Zertifikatsspeicher des Systems liegt.",
     pauseUploads: "Uploads pausieren",
     pauseMeteredWatched: "Aus überwachten Ordnern bei getakteter Verbindung (Hotspot eines Telefons)",
-    pauseMeteredManual: "Die ich von Hand starte, bei getakteter Verbindung",
+    pauseMeteredManual: "Von Hand gestartete, bei getakteter Verbindung",
     pauseBattery: "Alle, solange der Computer im Akkubetrieb läuft",
     pauseHint: "„Trotzdem hochladen“ im Fenster oder im Infobereich lässt sie gehen, bis die Bedingung endet.",
     schedule: "Bandbreitenplan",
@@ -239,7 +239,7 @@ export const de: Messages = {
     ignore: "Ignorieren (ein Muster pro Zeile, wie in .gitignore)",
     includeHidden: "Versteckte Dateien hochladen (Namen, die mit einem Punkt beginnen)",
     polling: "Alle paar Sekunden prüfen statt auf Änderungen zu warten (für Netzwerkfreigaben)",
-    afterUpload: "Nach einem bestätigten Upload",
+    afterUpload: "Nach einem geprüften Upload",
     afterUploadActions: {
       keep: "Datei liegen lassen",
       move_to: "In einen Unterordner verschieben",
