@@ -19,10 +19,9 @@ use dropship_testkit::{Backend, S3Server};
 use fantoccini::Client;
 use gui::*;
 
-/// The system's locale as a person sets it. `LANGUAGE` is emptied so the caller's own list
-/// cannot win over `LC_ALL`.
-fn system_language(tag: &str) -> [(&'static str, OsString); 3] {
-    [("LANG", tag.into()), ("LC_ALL", tag.into()), ("LANGUAGE", "".into())]
+/// The system's locale as a person sets it (`Desktop` clears the caller's own).
+fn system_language(tag: &str) -> [(&'static str, OsString); 2] {
+    [("LANG", tag.into()), ("LC_ALL", tag.into())]
 }
 
 #[test]

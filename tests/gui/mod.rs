@@ -60,8 +60,16 @@ impl Desktop {
         extra_env: &[(&'static str, OsString)],
         scenario: impl AsyncFnOnce(&Client, &str) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let mut app_env: Vec<(&str, OsString)> =
-            vec![("DROPSHIP_DATA_DIR", data_dir.into()), ("DROPSHIP_LOG", "warn".into())];
+        // The window follows the system's language: English, whatever the caller's desktop
+        // speaks, as the tests read some of its words (`extra_env` may name another).
+        let mut app_env: Vec<(&str, OsString)> = vec![
+            ("DROPSHIP_DATA_DIR", data_dir.into()),
+            ("DROPSHIP_LOG", "warn".into()),
+            ("LANG", "C.UTF-8".into()),
+            ("LC_ALL", "".into()),
+            ("LC_MESSAGES", "".into()),
+            ("LANGUAGE", "".into()),
+        ];
         app_env.extend(extra_env.iter().cloned());
         match &self.session {
             Some(session) => app_env.push(("DBUS_SESSION_BUS_ADDRESS", session.bus_address.clone().into())),
