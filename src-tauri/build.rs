@@ -44,6 +44,7 @@ fn main() {
         "check_for_updates",
         "install_update_and_restart",
         "save_update_source",
+        "system_locale",
     ]);
     tauri_build::try_build(tauri_build::Attributes::new().app_manifest(commands)).expect("failed to run tauri-build");
 }

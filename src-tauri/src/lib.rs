@@ -5,6 +5,7 @@
 mod commands;
 mod diagnose;
 mod events;
+mod locale;
 mod notify;
 mod prefs;
 mod recovery;
@@ -121,6 +122,7 @@ pub fn run() {
             updates::check_for_updates,
             updates::install_update_and_restart,
             updates::save_update_source,
+            locale::system_locale,
         ])
         .build(tauri::generate_context!())
         .expect("the Dropship window could not be created");

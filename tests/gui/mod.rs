@@ -62,8 +62,16 @@ impl Desktop {
         extra_env: &[(&'static str, OsString)],
         scenario: impl AsyncFnOnce(&Client, &str) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let mut app_env: Vec<(&str, OsString)> =
-            vec![("DROPSHIP_DATA_DIR", data_dir.into()), ("DROPSHIP_LOG", "warn".into())];
+        // The window follows the system's language: English, whatever the caller's desktop
+        // speaks, as the tests read some of its words (`extra_env` may name another).
+        let mut app_env: Vec<(&str, OsString)> = vec![
+            ("DROPSHIP_DATA_DIR", data_dir.into()),
+            ("DROPSHIP_LOG", "warn".into()),
+            ("LANG", "C.UTF-8".into()),
+            ("LC_ALL", "".into()),
+            ("LC_MESSAGES", "".into()),
+            ("LANGUAGE", "".into()),
+        ];
         app_env.extend(extra_env.iter().cloned());
         match &self.session {
             Some(session) => app_env.push(("DBUS_SESSION_BUS_ADDRESS", session.bus_address.clone().into())),
@@ -296,32 +304,54 @@ pub fn seed_history(data_dir: &Path) {
         [("invoice", "pdf", Source::Window), ("contract", "docx", Source::Cli), ("photo", "jpg", Source::Watch)];
     for (k, (stem, ext, source)) in kinds.iter().enumerate() {
         for i in 0..8 {
-            let id = format!("seed-{k}-{i}");
             let name = format!("{stem}-{i:03}.{ext}");
-            let path = format!("/home/staff/{stem}s/{name}");
-            store
-                .insert(&NewUpload {
-                    upload_id: &id,
-                    batch_id: "seed",
-                    path: Path::new(&path),
-                    file_name: &name,
-                    size: 10_000 + i as u64 * 1_234,
-                    content_type: "application/octet-stream",
-                    source: *source,
-                    uploaded_by: Some("alice@example.test"),
-                })
-                .unwrap();
-            if (k * 8 + i) % 6 == 5 {
-                store
-                    .mark_failed(&id, "backend_unreachable", "The backend did not answer. Check the network.")
-                    .unwrap();
-            } else {
-                let key = format!("uploads/2026/{stem}/{name}");
-                store.mark_uploading(&id, None, Some(&key), &format!("http://127.0.0.1:1/bucket/{key}")).unwrap();
-                store.enqueue_reports(&[(id.as_str(), None, "{}".to_owned())]).unwrap();
-                store.reports_delivered(&[id.as_str()]).unwrap();
-            }
+            let upload = Finished {
+                id: &format!("seed-{k}-{i}"),
+                name: &name,
+                path: &format!("/home/staff/{stem}s/{name}"),
+                size: 10_000 + i as u64 * 1_234,
+                source: *source,
+                uploaded_by: Some("alice@example.test"),
+                key: &format!("uploads/2026/{stem}/{name}"),
+            };
+            record(&store, &upload, (k * 8 + i) % 6 == 5);
         }
+    }
+}
+
+/// One upload as the history keeps it once finished.
+pub struct Finished<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub path: &'a str,
+    pub size: u64,
+    pub source: Source,
+    pub uploaded_by: Option<&'a str>,
+    pub key: &'a str,
+}
+
+/// Records `upload` in the history: uploaded with its report delivered, or failed as when the
+/// backend did not answer.
+pub fn record(store: &Store, upload: &Finished<'_>, failed: bool) {
+    store
+        .insert(&NewUpload {
+            upload_id: upload.id,
+            batch_id: "seed",
+            path: Path::new(upload.path),
+            file_name: upload.name,
+            size: upload.size,
+            content_type: "application/octet-stream",
+            source: upload.source,
+            uploaded_by: upload.uploaded_by,
+        })
+        .unwrap();
+    if failed {
+        store.mark_failed(upload.id, "backend_unreachable", "The backend did not answer. Check the network.").unwrap();
+    } else {
+        let url = format!("http://127.0.0.1:1/bucket/{}", upload.key);
+        store.mark_uploading(upload.id, None, Some(upload.key), &url).unwrap();
+        store.enqueue_reports(&[(upload.id, None, "{}".to_owned())]).unwrap();
+        store.reports_delivered(&[upload.id]).unwrap();
     }
 }
 

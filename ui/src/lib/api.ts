@@ -15,6 +15,7 @@ import type {
   TokenStorage,
   WindowPrefs,
 } from "./types";
+import { t } from "./i18n";
 
 export const getSettings = () => invoke<Settings | null>("get_settings");
 /** Rejects with `keyring_unavailable` when there is no keyring: ask, then `saveSettingsTokenInFile`. */
@@ -109,5 +110,5 @@ export async function copyText(text: string): Promise<void> {
   area.select();
   const ok = document.execCommand("copy");
   area.remove();
-  if (!ok) throw new Error("The clipboard is not available.");
+  if (!ok) throw new Error(t.clipboardUnavailable);
 }

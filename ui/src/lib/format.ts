@@ -1,6 +1,29 @@
-// Display helpers: sizes in decimal units (as file managers show them) and short local times.
+// Display helpers in the window's locale (see i18n/): sizes in decimal units (as file managers
+// show them), short local times, percentages. Formatters are made on first use, after the
+// locale was chosen at start.
+import { locale } from "./i18n";
 
 const UNITS = ["B", "kB", "MB", "GB", "TB"];
+
+let formatters: {
+  digits: Intl.NumberFormat[];
+  sameDay: Intl.DateTimeFormat;
+  otherDay: Intl.DateTimeFormat;
+  full: Intl.DateTimeFormat;
+  percent: Intl.NumberFormat;
+} | null = null;
+
+function format() {
+  formatters ??= {
+    // 0, 1 and 2 decimals: "250 kB", "12.0 MB", "1.50 GB" ("1,50 GB" in German).
+    digits: [0, 1, 2].map((d) => new Intl.NumberFormat(locale, { minimumFractionDigits: d, maximumFractionDigits: d })),
+    sameDay: new Intl.DateTimeFormat(locale, { hour: "2-digit", minute: "2-digit" }),
+    otherDay: new Intl.DateTimeFormat(locale, { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" }),
+    full: new Intl.DateTimeFormat(locale, { dateStyle: "medium", timeStyle: "short" }),
+    percent: new Intl.NumberFormat(locale, { style: "percent", maximumFractionDigits: 0 }),
+  };
+  return formatters;
+}
 
 export function formatBytes(bytes: number): string {
   if (!Number.isFinite(bytes) || bytes < 0) return "—";
@@ -11,22 +34,25 @@ export function formatBytes(bytes: number): string {
     unit += 1;
   }
   const digits = unit === 0 || value >= 100 ? 0 : value >= 10 ? 1 : 2;
-  return `${value.toFixed(digits)} ${UNITS[unit]}`;
+  return `${format().digits[digits].format(value)} ${UNITS[unit]}`;
 }
-
-const sameDay = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-const otherDay = new Intl.DateTimeFormat(undefined, {
-  day: "numeric",
-  month: "short",
-  hour: "2-digit",
-  minute: "2-digit",
-});
 
 export function formatTime(rfc3339: string): string {
   const date = new Date(rfc3339);
   if (Number.isNaN(date.getTime())) return rfc3339;
   const now = new Date();
-  return date.toDateString() === now.toDateString() ? sameDay.format(date) : otherDay.format(date);
+  return date.toDateString() === now.toDateString() ? format().sameDay.format(date) : format().otherDay.format(date);
+}
+
+/** Date and time in full, for a tooltip: "Apr 12, 2026, 2:03 PM", "12.04.2026, 14:03". */
+export function formatFullTime(rfc3339: string): string {
+  const date = new Date(rfc3339);
+  return Number.isNaN(date.getTime()) ? rfc3339 : format().full.format(date);
+}
+
+/** A whole percentage: "42%", "42 %" in German. */
+export function formatPercent(pct: number): string {
+  return format().percent.format(pct / 100);
 }
 
 export function percent(done: number, total: number): number {

@@ -1,5 +1,6 @@
 // The uploads of this session, folded from the engine's events. History (from the core's
 // SQLite) is the durable record; this list is what is moving right now.
+import { t } from "./i18n";
 import type { EngineEvent, ErrorInfo, HistoryEntry, Holds } from "./types";
 
 export type UploadState = "queued" | "uploading" | "paused" | "uploaded" | "failed";
@@ -211,10 +212,10 @@ export class Uploads {
         break;
       }
       case "backend_retrying":
-        this.backendNotice = `The backend is unavailable (${event.reason.message}) Uploads that need it wait; asking again in ${Math.ceil(event.retry_in_ms / 1000)} s.`;
+        this.backendNotice = t.uploads.backendUnavailable(event.reason.message, Math.ceil(event.retry_in_ms / 1000));
         break;
       case "reports_queued":
-        this.backendNotice = `${event.count} finished ${event.count === 1 ? "upload is" : "uploads are"} in S3 and waiting for the backend to record ${event.count === 1 ? "it" : "them"}; trying again in ${Math.ceil(event.retry_in_ms / 1000)} s. Nothing is lost if you close Dropship.`;
+        this.backendNotice = t.uploads.reportsQueued(event.count, Math.ceil(event.retry_in_ms / 1000));
         break;
       case "batch_finished":
         break;

@@ -1,0 +1,291 @@
+// English, the source of truth: every string the window composes itself. Messages from the
+// core (errors, hold reasons) arrive as sentences already and are shown as they come.
+// `de.ts` and any later language are typed against this catalogue (`Messages`).
+import type { FolderState } from "../../bindings/FolderState";
+import type { HoldReason } from "../../bindings/HoldReason";
+import type { HistoryStatus } from "../../bindings/HistoryStatus";
+import type { Source } from "../../bindings/Source";
+import type { UploadState } from "../uploads.svelte";
+import { formatNumber, plural } from "./numbers";
+
+export const en = {
+  clipboardUnavailable: "The clipboard is not available.",
+  /** A control's accessible name: its visible label first (as screen-reader users say it), then
+   * the file it acts on. */
+  labelFor: (label: string, file: string) => `${label}: ${file}`,
+  welcome: {
+    title: "Welcome to Dropship",
+    lead:
+      "Dropship sends files straight to your organisation's storage. To start, tell it where your upload backend is and paste the access token you were given.",
+  },
+  nav: {
+    label: "Views",
+    uploads: "Uploads",
+    settings: "Settings",
+  },
+  settingsView: {
+    title: "Settings",
+    /** Around the `dropship` command's name, set in code. */
+    intro: ["Where Dropship sends files, and how it signs in. Shared with the ", " command line."] as [string, string],
+  },
+  dropZone: {
+    label: "Drop files or folders here to upload them",
+    release: "Release to upload",
+    drop: "Drop files or folders here",
+    hint: "They go straight to storage through your organisation's backend.",
+    chooseFiles: "Choose files…",
+    chooseFolder: "Choose folder…",
+  },
+  recovery: {
+    title: (file: string) => `Dropship cannot read ${file}`,
+    /** Around the damaged file's path. */
+    damaged: ["The file ", " is damaged, so Dropship cannot start with it."] as [string, string],
+    /** Around the `.damaged-` suffix. */
+    moveExplained: [
+      "Moving it aside renames it (adding ",
+      " and the time to its name) and starts fresh. Nothing is deleted: you can look at it, or put back a good copy, later.",
+    ] as [string, string],
+    moveAside: "Move it aside and start fresh",
+    openFolder: "Open the folder",
+  },
+  /** An upload's state, on its pill (the queue and the history). */
+  status: {
+    queued: "Queued",
+    uploading: "Uploading",
+    paused: "Paused",
+    reporting: "Reporting",
+    uploaded: "Uploaded",
+    failed: "Failed",
+  } satisfies Record<UploadState | HistoryStatus, string>,
+  uploads: {
+    title: "Current uploads",
+    inProgress: (n: number) => `${formatNumber(n)} in progress`,
+    resumeAll: "Resume all",
+    pauseAll: "Pause all",
+    cancelAll: "Cancel all",
+    retryFailed: "Retry failed",
+    clearFinished: "Clear finished",
+    overallLabel: "All uploads",
+    filesDone: (done: number, total: number) =>
+      plural(total, { one: `${formatNumber(done)} of # file done`, other: `${formatNumber(done)} of # files done` }),
+    bytesSent: (done: string, total: string) => `${done} of ${total} in progress sent`,
+    uploadAnyway: "Upload anyway",
+    /** Why uploads are held (the core's `Holds.message` in English). */
+    held: { metered: "Paused: metered connection", on_battery: "Paused: on battery" } satisfies Record<HoldReason, string>,
+    /** After `held`: who waits. */
+    holdWatched: "Files from watched folders wait until it ends; files you add now still go.",
+    holdByHand: "Files you add wait until it ends; watched folders still sync.",
+    holdAll: "Uploads wait until it ends.",
+    empty: "Nothing uploading. Files you drop or choose show up here.",
+    listLabel: "Current uploads, newest first",
+    resume: "Resume",
+    pause: "Pause",
+    cancel: "Cancel",
+    retry: "Retry",
+    resumeFile: (file: string) => `Resume ${file}`,
+    pauseFile: (file: string) => `Pause ${file}`,
+    cancelFile: (file: string) => `Cancel ${file}`,
+    retryFile: (file: string) => `Retry ${file}`,
+    progressOf: (file: string) => `Upload progress for ${file}`,
+    /** "1.20 MB of 4.00 MB" */
+    sizeOf: (done: string, total: string) => `${done} of ${total}`,
+    pausedNote: "paused",
+    offlineRetrying: (seconds: number) => `offline — retrying in ${formatNumber(seconds)} s`,
+    retrying: (seconds: number) => `retrying in ${formatNumber(seconds)} s`,
+    secondsLeft: (seconds: number) => `${formatNumber(seconds)} s left`,
+    minutesLeft: (minutes: number) => `${formatNumber(minutes)} min left`,
+    nothingToRetry: "Nothing to retry: those uploads are no longer failed.",
+    key: "Key",
+    url: "URL",
+    copy: "Copy",
+    copied: "Copied",
+    copyKeyOf: (file: string) => `Copy the key of ${file}`,
+    copyUrlOf: (file: string) => `Copy the URL of ${file}`,
+    failed: "The upload failed.",
+    details: "Details",
+    hideDetails: "Hide details",
+    whatHappened: "What happened",
+    code: "Code",
+    file: "File",
+    uploadId: "Upload id",
+    unknownCode: "unknown",
+    backendUnavailable: (reason: string, seconds: number) =>
+      `The backend is unavailable (${reason}) Uploads that need it wait; asking again in ${formatNumber(seconds)} s.`,
+    reportsQueued: (count: number, seconds: number) =>
+      plural(count, {
+        one: "# finished upload is in S3 and waiting for the backend to record it",
+        other: "# finished uploads are in S3 and waiting for the backend to record them",
+      }) + `; trying again in ${formatNumber(seconds)} s. Nothing is lost if you close Dropship.`,
+  },
+  history: {
+    title: "History",
+    exportCsv: "Export CSV…",
+    exported: (rows: number) => plural(rows, { one: "Exported # upload as CSV.", other: "Exported # uploads as CSV." }),
+    uploadingAgain: (file: string) => `Uploading ${file} again.`,
+    filtersLabel: "Filter the history",
+    searchLabel: "Search history by name or key",
+    searchPlaceholder: "Search by name or key",
+    statusLabel: "Filter by status",
+    anyStatus: "Any status",
+    sourceLabel: "Filter by source",
+    anySource: "Any source",
+    /** An entry's source, in its line. */
+    source: { window: "Window", cli: "CLI", watch: "Watched folder" } satisfies Record<Source, string>,
+    /** The source filter's choices. */
+    sourceFilter: { window: "Window", cli: "CLI", watch: "Watched folders" } satisfies Record<Source, string>,
+    from: "From",
+    to: "to",
+    noMatch: "No uploads match.",
+    empty: "No uploads yet. Everything you upload is listed here.",
+    listLabel: "Uploads, newest first",
+    by: (user: string) => `by ${user}`,
+    copyKey: "Copy key",
+    copyUrl: "Copy URL",
+    copied: "Copied",
+    showFile: "Show file",
+    retry: "Retry",
+    retryFile: (file: string) => `Retry ${file}`,
+    loadingMore: "Loading more…",
+  },
+  settings: {
+    backendUrl: "Backend URL",
+    backendUrlHint: "The server that signs uploads for your organisation.",
+    api: "API",
+    flavours: {
+      native: { label: "Dropship backend", hint: "dropship-backend or a server implementing its API." },
+      rails: { label: "Rails guide", hint: "The two routes of the “Secure Uploads to S3” Rails guide." },
+      companion: { label: "Uppy Companion", hint: "Companion's S3 routes. Completed uploads are not reported." },
+    },
+    organisation: "Your organisation",
+    /** Around the signed-in user's name (in bold). */
+    signedInAs: ["Signed in as ", ""] as [string, string],
+    signOut: "Sign out",
+    signIn: "Sign in with your organisation",
+    waitingForBrowser: "Waiting for your browser…",
+    signInHint: (host: string) =>
+      `Signs in at ${host} in your browser. A pasted token below is for service accounts only.`,
+    signedInOutcome: (user: string) => `Signed in as ${user}.`,
+    signedOut: "Signed out.",
+    token: "Access token",
+    tokenSavedPlaceholder: "A token is saved — paste a new one to replace it",
+    tokenPlaceholder: "Paste the token your administrator gave you",
+    show: "Show",
+    hide: "Hide",
+    remove: "Remove",
+    tokenInFile: "Kept in the settings file, readable only by you: no system keyring was available.",
+    tokenRemoved: "Removed when you save.",
+    tokenInKeyring: "Kept in the system keyring, never in a file.",
+    noKeyring: "No system keyring",
+    keepInFile: "Keep the token in a file",
+    dontSave: "Don't save",
+    concurrency: "Uploads at once",
+    concurrencyHint: "Across files and parts (1–64); files up to 256 KB count as a quarter.",
+    bandwidth: "Bandwidth limit (MB/s)",
+    bandwidthHint: "0 for no limit. Applies at once, to running uploads too.",
+    notifications: "Notify me when a batch of uploads finishes or fails",
+    logLevel: "Log detail",
+    logLevels: {
+      error: "Errors only",
+      warn: "Warnings",
+      info: "Normal",
+      debug: "Debug (for support)",
+      trace: "Everything",
+    },
+    logHint: "Logs stay in the data folder for 7 days. RUST_LOG, when set, wins.",
+    network: "Network",
+    proxy: "Proxy",
+    proxyModes: { system: "Use the system's proxy settings", none: "No proxy", manual: "This proxy…" },
+    proxySystemHint:
+      "The desktop's proxy settings, then HTTPS_PROXY and NO_PROXY. PAC files are not read: choose “This proxy…”.",
+    proxyNoneHint: "Straight to the backend and the storage, whatever the system says.",
+    proxyManualHint: "Uploads, the backend and sign-in all go through it. The password is kept in the system keyring.",
+    proxyUrl: "Proxy URL",
+    proxyUser: "User name",
+    proxyUserPlaceholder: "If the proxy asks for one",
+    proxyPassword: "Password",
+    proxyPasswordSaved: "Saved — type to replace",
+    caFile: "Extra certificate authorities",
+    caFilePlaceholder: "/path/to/organisation-ca.pem",
+    caFileHint:
+      "A PEM file, trusted besides the system's certificates. Only needed when your organisation's CA is not in the system's trust store.",
+    pauseUploads: "Pause uploads",
+    pauseMeteredWatched: "From watched folders on a metered connection (a phone's hotspot)",
+    pauseMeteredManual: "That I start by hand on a metered connection",
+    pauseBattery: "All, while the computer runs on battery",
+    pauseHint: "“Upload anyway” in the window or the tray lets them go until the condition ends.",
+    schedule: "Bandwidth schedule",
+    scheduleHint:
+      "One rule per line: days, local times, a rate (KB/s, MB/s, Mbit/s or unlimited). The first matching rule wins; outside every rule the bandwidth limit above applies.",
+    saveAndContinue: "Save and continue",
+    save: "Save",
+    test: "Test connection",
+    testing: "Testing…",
+    diagnose: "Create diagnostics bundle…",
+    creating: "Creating…",
+    savedTokenInFile: "Settings saved. The token is in the settings file, readable only by you.",
+    savedSignInNext: "Saved. Now sign in with your organisation.",
+    saved: "Settings saved.",
+    bundleSaved: (path: string) => `Diagnostics bundle saved to ${path}.`,
+    /** After `bundleSaved`, the failed connection tests' own sentences. */
+    bundleProblems: (problems: string) => ` The connection tests found: ${problems}`,
+    testPassed: "The backend answered and accepted the token.",
+    savedTestPassed: "Saved. The backend answered and accepted the token.",
+  },
+  watched: {
+    title: "Watched folders",
+    intro:
+      "Every complete file that lands in these folders is uploaded once, also while the window is closed. Deleting a local file never deletes anything in the bucket.",
+    states: {
+      starting: "Scanning…",
+      watching: "Watching",
+      polling: "Checking every few seconds",
+      paused: "Paused",
+      missing: "Not available",
+      error: "Error",
+    } satisfies Record<FolderState, string>,
+    counts: (uploading: number, waiting: number) =>
+      `${formatNumber(uploading)} uploading, ${formatNumber(waiting)} waiting`,
+    resume: "Resume",
+    pause: "Pause",
+    done: "Done",
+    options: "Options",
+    remove: "Remove",
+    keyPrefix: "Key prefix",
+    ignore: "Ignore (one pattern per line, as in .gitignore)",
+    includeHidden: "Upload hidden files (names starting with a dot)",
+    polling: "Check every few seconds instead of waiting for changes (for network shares)",
+    afterUpload: "After a verified upload",
+    afterUploadActions: {
+      keep: "Leave the file where it is",
+      move_to: "Move it into a sub-folder",
+      delete: "Delete the local file",
+    },
+    subfolder: "Sub-folder",
+    empty: "No watched folders yet.",
+    add: "Add folder…",
+    startAtLogin: "Start at login (in the tray, without a window)",
+  },
+  updates: {
+    title: "Updates",
+    notChecked: "Not checked yet.",
+    checking: "Checking for updates…",
+    upToDate: (when: string) => `This is the newest version (checked ${when}).`,
+    downloading: (version: string, percent: string | null) =>
+      percent === null ? `Downloading Dropship ${version}…` : `Downloading Dropship ${version} (${percent})…`,
+    /** Around the version, which is set in code. */
+    ready: ["Dropship ", " is downloaded and verified. It is installed when Dropship restarts; uploads carry on afterwards."] as [
+      string,
+      string,
+    ],
+    check: "Check for updates",
+    restart: "Restart to update",
+    channel: "Channel",
+    url: "Update URL",
+    urlHint: "(empty: your backend's)",
+    automatic: "Check at start and once a day",
+    save: "Save",
+    saved: "Saved.",
+  },
+};
+
+export type Messages = typeof en;
