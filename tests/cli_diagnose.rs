@@ -160,3 +160,36 @@ fn with_hash_names_no_file_name_or_path_is_in_the_bundle_only_their_hashes() {
     assert!(failures.contains("file_not_found"), "codes stay readable");
     assert_no_secret_in(&entries, &zip_path, &workspace.tokens());
 }
+
+#[test]
+fn a_proxys_password_is_not_in_the_bundle_but_the_proxy_in_use_is() {
+    const PROXY_PASSWORD: &str = "Pr0xy-s3cret-1729";
+    let backend = Backend::start(S3Server::shared());
+    let workspace = Workspace::new();
+    let zip_path = workspace.dir.path().join("bundle.zip");
+    // Nothing listens on port 9: the connection tests fail through the proxy, and say so.
+    let mut command = workspace.dropship(&backend, "native");
+    command
+        .args(["diagnose", "-o"])
+        .arg(&zip_path)
+        .args(["--proxy", &format!("http://proxy-user:{PROXY_PASSWORD}@127.0.0.1:9")]);
+    let output = run(command);
+    assert!(output.status.success(), "diagnose writes a bundle even when nothing connects: {:?}", texts(&output));
+    assert!(!texts(&output).iter().any(|t| t.contains(PROXY_PASSWORD)), "the terminal never shows the password");
+    let entries = entries(&zip_path);
+    let entry = |name: &str| &entries.iter().find(|(n, _)| n == name).unwrap().1;
+
+    let settings: serde_json::Value = serde_json::from_str(entry("settings.json")).unwrap();
+    let proxy = &settings["in_use"]["network"]["proxy"];
+    assert_eq!(proxy["mode"], "manual", "{settings}");
+    assert_eq!(proxy["url"], "http://127.0.0.1:9/", "the proxy without its password: {settings}");
+    assert_eq!(proxy["username_set"], true);
+    assert_eq!(proxy["password_set"], true);
+    assert_eq!(settings["updates"]["channel"], "stable", "where updates come from: {settings}");
+    let connection: serde_json::Value = serde_json::from_str(entry("connection.json")).unwrap();
+    assert_eq!(connection["probes"][0]["ok"], false, "the backend is not reached through a dead proxy: {connection}");
+
+    let mut secrets = workspace.tokens();
+    secrets.push(PROXY_PASSWORD.into());
+    assert_no_secret_in(&entries, &zip_path, &secrets);
+}

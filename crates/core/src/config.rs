@@ -17,7 +17,8 @@ use crate::Error;
 pub const SETTINGS_FILE: &str = "settings.json";
 pub const HISTORY_FILE: &str = "history.sqlite";
 /// The keyring slot of the manual proxy's password, beside the token's entry.
-const PROXY_PASSWORD_SLOT: &str = "proxy";
+/// The keyring slot of a manual proxy's password.
+pub(crate) const PROXY_PASSWORD_SLOT: &str = "proxy";
 
 /// The API a signing backend speaks (see DESIGN.md, "The backend API").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ts_rs::TS)]

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::config::{HISTORY_FILE, SETTINGS_FILE};
 use crate::logging::{log_dir, KEEP_DAYS};
+use crate::network::{desktop_proxy, DesktopProxy, NetworkSettings, ProxySetting};
 use crate::store::{HistoryEntry, HistoryQuery, Store, UploadStatus};
 use crate::watch::{WatchSettings, WatchStatus};
 use crate::{Engine, Error};
@@ -127,6 +128,15 @@ fn known_secrets(engine: &Engine, extra: &[String]) -> Vec<String> {
     if let Ok(Some(session)) = crate::auth::load_session(data_dir) {
         secrets.extend(session.secrets());
     }
+    // A manual proxy's password: in use (perhaps from `--proxy URL`), in the keyring, and in
+    // the URL itself when someone wrote it there.
+    if let Some(settings) = engine.settings() {
+        secrets.push(settings.network.proxy.password().to_owned());
+        if let ProxySetting::Manual { url, .. } = &settings.network.proxy {
+            secrets.extend(url::Url::parse(url).ok().and_then(|u| u.password().map(str::to_owned)));
+        }
+    }
+    secrets.extend(crate::secrets::load_secret(data_dir, crate::config::PROXY_PASSWORD_SLOT).ok().flatten());
     secrets.retain(|s| !s.trim().is_empty());
     secrets
 }
@@ -217,6 +227,7 @@ fn settings(engine: &Engine, scrub: &Scrubber) -> Value {
             "transfer": s.transfer,
             "upload_hosts": s.upload_hosts,
             "log_level": s.log_level,
+            "network": network(&s.network),
         })
     });
     let watch_saved = read_json(&data_dir.join(crate::watch::WATCH_FILE)).map(|mut v| {
@@ -224,14 +235,58 @@ fn settings(engine: &Engine, scrub: &Scrubber) -> Value {
         v
     });
     let level_from_environment = ["RUST_LOG", "DROPSHIP_LOG"].iter().any(|v| std::env::var_os(v).is_some());
+    let updates = match crate::updates::UpdateSource::load(data_dir) {
+        Ok(source) => json!(source),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
     json!({
         "saved": saved,
         "in_use": in_use,
+        "updates": updates,
         "token_storage": crate::config::token_storage(data_dir).ok().flatten(),
         "signed_in": engine.session().is_some(),
         "watch_settings": watch_saved,
         "log_level_from_environment": level_from_environment,
     })
+}
+
+/// How this run reaches the network: the proxy without its password (whether one is set
+/// says enough), the extra certificate authorities, and when uploads are held.
+fn network(network: &NetworkSettings) -> Value {
+    let proxy = match &network.proxy {
+        ProxySetting::System => json!({ "mode": "system", "desktop": desktop(desktop_proxy()) }),
+        ProxySetting::None => json!({ "mode": "none" }),
+        ProxySetting::Manual { url, username, password } => json!({
+            "mode": "manual",
+            "url": url::Url::parse(url).map(|u| crate::backend::redact_url(&u)).unwrap_or_else(|_| "(not a URL)".into()),
+            "username_set": !username.is_empty(),
+            "password_set": !password.is_empty(),
+        }),
+    };
+    json!({
+        "proxy": proxy,
+        "ca_file": network.ca_file,
+        "pause_on_metered_watched": network.pause_on_metered_watched,
+        "pause_on_metered_manual": network.pause_on_metered_manual,
+        "pause_on_battery": network.pause_on_battery,
+        "bandwidth_schedule": network.bandwidth_schedule,
+    })
+}
+
+/// The desktop's proxy settings as the app reads them, without any password in their URLs.
+fn desktop(proxy: DesktopProxy) -> Value {
+    let shown = |raw: Option<String>| {
+        raw.map(|r| {
+            url::Url::parse(&r).map(|u| crate::backend::redact_url(&u)).unwrap_or_else(|_| "(not a URL)".into())
+        })
+    };
+    match proxy {
+        DesktopProxy::NotSet => json!("not set"),
+        DesktopProxy::Manual { http, https, no_proxy } => {
+            json!({ "http": shown(http), "https": shown(https), "no_proxy": no_proxy })
+        }
+        DesktopProxy::Automatic { pac_url } => json!({ "pac_url": shown(Some(pac_url)) }),
+    }
 }
 
 /// Removes every field whose name says it holds a secret, at any depth.
