@@ -39,6 +39,33 @@ fn the_welcome_and_recovery_screens_have_no_serious_accessibility_problems() {
 }
 
 #[test]
+fn in_the_dark_theme_the_views_have_no_serious_accessibility_problems() {
+    let s3 = S3Server::shared();
+    let backend = Backend::start(s3);
+    let desktop = Desktop::with_keyring();
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("data");
+    write_settings(&data_dir, serde_json::json!({ "backend_url": backend.url, "token": backend.token }));
+    seed_history(&data_dir);
+    // GTK's dark variant is what a desktop in dark mode gives the app; WebKitGTK turns it into
+    // prefers-color-scheme: dark.
+    let dark = [("GTK_THEME", std::ffi::OsString::from("Adwaita:dark"))];
+    desktop
+        .run_with_env(&data_dir, &dark, async |client, _| {
+            wait_for_history(client, 24).await?;
+            let dark = client.execute("return matchMedia('(prefers-color-scheme: dark)').matches", vec![]).await?;
+            if dark != serde_json::Value::Bool(true) {
+                bail!("the window did not switch to its dark theme");
+            }
+            assert_accessible(client, "the upload view, dark").await?;
+            click(client, "[data-testid=nav-settings]").await?;
+            wait_for_element(client, "[data-testid=settings-view]").await?;
+            assert_accessible(client, "the settings, dark").await
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[test]
 fn the_window_is_used_with_the_keyboard_alone_and_every_view_passes_axe() {
     let s3 = S3Server::shared();
     let backend = Backend::start(s3);
