@@ -147,6 +147,16 @@ pub struct Flags {
     #[arg(long, env = "DROPSHIP_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
     pub drain_timeout_secs: u64,
 
+    /// Serve desktop app updates from DIR/<channel>/latest.json and the files beside it
+    /// (tauri-plugin-updater's static manifest), without a token, at /updates/<channel>/….
+    #[arg(long, env = "DROPSHIP_UPDATES_DIR")]
+    pub updates_dir: Option<PathBuf>,
+
+    /// The updater public key (the base64 text `tauri signer generate` prints): each channel's
+    /// artifacts must carry signatures by it, or the channel is not served (needs --updates-dir).
+    #[arg(long, env = "DROPSHIP_UPDATES_PUBLIC_KEY")]
+    pub updates_public_key: Option<String>,
+
     /// `text` for people, `json` for one JSON object per line (log collectors).
     #[arg(long, env = "DROPSHIP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -239,6 +249,15 @@ pub struct Config {
     /// Where recorded uploads are announced, if anywhere.
     pub webhook: Option<WebhookSettings>,
     pub serve: ServeSettings,
+    /// Where desktop app updates are served from, if anywhere.
+    pub updates: Option<UpdatesSettings>,
+}
+
+/// The update folder and the key every artifact in it must be signed with, when one is given.
+#[derive(Debug, Clone)]
+pub struct UpdatesSettings {
+    pub dir: PathBuf,
+    pub public_key: Option<minisign_verify::PublicKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -284,6 +303,12 @@ pub enum ConfigError {
     OutOfRange { flag: &'static str, value: u64, max: u64 },
     #[error("--rate-limit {raw:?}: {reason} (write RPS or RPS:BURST, e.g. 20:40)")]
     RateLimit { raw: String, reason: String },
+    #[error("--updates-dir {0}: not a folder (it holds one folder per channel, e.g. stable/latest.json)")]
+    UpdatesDir(PathBuf),
+    #[error("--updates-public-key: {0}")]
+    UpdatesPublicKey(String),
+    #[error("--updates-public-key only means something with --updates-dir")]
+    UpdatesKeyWithoutDir,
 }
 
 /// Longest header-read timeout accepted: past it, a few hundred idle sockets hold the server.
@@ -323,6 +348,7 @@ impl Flags {
         }
         let serve = self.serve_settings()?;
         let webhook = self.webhook_settings()?;
+        let updates = self.updates_settings()?;
         let static_credentials = match (self.access_key_id, self.secret_access_key) {
             (Some(id), Some(secret)) => Some((id, secret)),
             (None, None) => None,
@@ -359,7 +385,26 @@ impl Flags {
             database,
             webhook,
             serve,
+            updates,
         })
+    }
+
+    /// The update folder must exist at start; the channels in it are checked by the server
+    /// (a broken one is logged and answers 503, the others are served).
+    fn updates_settings(&self) -> Result<Option<UpdatesSettings>, ConfigError> {
+        let key = self.updates_public_key.as_deref().map(str::trim).filter(|k| !k.is_empty());
+        let Some(dir) = self.updates_dir.as_ref().filter(|d| !d.as_os_str().is_empty()) else {
+            return match key {
+                Some(_) => Err(ConfigError::UpdatesKeyWithoutDir),
+                None => Ok(None),
+            };
+        };
+        if !dir.is_dir() {
+            return Err(ConfigError::UpdatesDir(dir.clone()));
+        }
+        let public_key =
+            key.map(crate::updates::parse_public_key).transpose().map_err(ConfigError::UpdatesPublicKey)?;
+        Ok(Some(UpdatesSettings { dir: dir.clone(), public_key }))
     }
 
     fn serve_settings(&self) -> Result<ServeSettings, ConfigError> {
@@ -518,6 +563,22 @@ mod tests {
             "an embedded SQLite file by default"
         );
         assert!(config.webhook.is_none(), "no webhooks unless a receiver is given");
+        assert!(config.updates.is_none(), "no update channels unless a folder is given");
+    }
+
+    #[test]
+    fn an_updates_key_needs_a_folder_and_must_be_a_minisign_key() {
+        let key = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
+        let alone = flags(&["--updates-public-key", key]).validate();
+        assert!(matches!(alone, Err(ConfigError::UpdatesKeyWithoutDir)), "a key without a folder is a mistake");
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().to_str().unwrap();
+        let bad = flags(&["--updates-dir", folder, "--updates-public-key", "nonsense"]).validate();
+        assert!(matches!(bad, Err(ConfigError::UpdatesPublicKey(_))), "a key that is not one is refused");
+        let missing = flags(&["--updates-dir", "/nonexistent/dropship-updates"]).validate();
+        assert!(matches!(missing, Err(ConfigError::UpdatesDir(_))), "the folder must exist");
+        let ok = flags(&["--updates-dir", folder, "--updates-public-key", key]).validate().unwrap();
+        assert!(ok.updates.is_some_and(|u| u.public_key.is_some()), "folder and key together configure it");
     }
 
     #[test]
@@ -587,6 +648,8 @@ mod tests {
             ("max-concurrent-requests", "DROPSHIP_MAX_CONCURRENT_REQUESTS"),
             ("rate-limit", "DROPSHIP_RATE_LIMIT"),
             ("drain-timeout-secs", "DROPSHIP_DRAIN_TIMEOUT_SECS"),
+            ("updates-dir", "DROPSHIP_UPDATES_DIR"),
+            ("updates-public-key", "DROPSHIP_UPDATES_PUBLIC_KEY"),
             ("log-format", "DROPSHIP_LOG_FORMAT"),
         ];
         let command = Flags::command();

@@ -12,6 +12,7 @@ mod ops;
 mod routes;
 mod signer;
 mod store;
+mod updates;
 mod validate;
 mod webhook;
 
@@ -29,6 +30,7 @@ use crate::ops::guard::Guards;
 use crate::routes::App;
 use crate::signer::Signer;
 use crate::store::{Db, StoreOptions};
+use crate::updates::UpdateChannels;
 use crate::webhook::{DeliveryPolicy, WebhookWorker};
 
 #[tokio::main]
@@ -62,7 +64,14 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     let keys = KeyScheme::new(config.key_prefix.clone(), config.key_template.clone());
     let guards = Arc::new(Guards::new(&config.serve));
-    let app = Arc::new(App { signer, db: db.clone(), keys, auth, guards });
+    let updates = config.updates.as_ref().map(|settings| {
+        let channels = UpdateChannels::new(settings.dir.clone(), settings.public_key.clone());
+        // Each broken channel gets a log line now, not only when the first app asks.
+        let names = channels.report_at_start();
+        tracing::info!(dir = %settings.dir.display(), channels = ?names, "serving updates");
+        Arc::new(channels)
+    });
+    let app = Arc::new(App { signer, db: db.clone(), keys, auth, guards, updates });
     // Every instance delivers: rows are claimed in the database, so they share the outbox.
     let webhooks = match &config.webhook {
         Some(settings) => {

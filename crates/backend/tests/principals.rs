@@ -100,7 +100,11 @@ fn principal_b_reaches_none_of_principal_as_uploads_on_any_route_and_every_denia
         match (method, path) {
             (
                 "GET",
-                "/openapi.json" | "/api/v1/auth" | "/api/v1/ping" | "/api/v1/me" | "/healthz" | "/readyz" | "/metrics",
+                "/openapi.json" | "/api/v1/auth" | "/api/v1/ping" | "/api/v1/me" | "/healthz" | "/readyz" | "/metrics"
+                // The desktop app's updates: the same files for everyone, no principal's data.
+                | "/updates/{channel}/latest.json"
+                | "/updates/{channel}/{target}/{arch}/{current_version}"
+                | "/updates/{channel}/files/{name}",
             )
             | ("POST", "/api/v1/uploads/presign" | "/api/v1/multipart" | "/api/attachments/generate_upload_url") => {
                 Attempt::NothingOfOthers

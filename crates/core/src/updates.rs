@@ -15,7 +15,8 @@ use crate::Error;
 pub const UPDATES_FILE: &str = "updates.json";
 
 /// The dynamic route `dropship-backend --updates-dir` serves, under the backend's URL.
-const BACKEND_ROUTE: &str = "updates/{channel}/{{target}}/{{arch}}/{{current_version}}";
+/// `bundle_type` tells it how this copy was installed, so a .deb install is offered a .deb.
+const BACKEND_ROUTE: &str = "updates/{channel}/{{target}}/{{arch}}/{{current_version}}?bundle_type={{bundle_type}}";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(default)]
@@ -153,12 +154,12 @@ mod tests {
         assert!(source.check_automatically);
         assert_eq!(
             source.endpoint("https://uploads.example.com/").unwrap(),
-            "https://uploads.example.com/updates/stable/{{target}}/{{arch}}/{{current_version}}"
+            "https://uploads.example.com/updates/stable/{{target}}/{{arch}}/{{current_version}}?bundle_type={{bundle_type}}"
         );
         let beta = UpdateSource { channel: "beta".into(), ..UpdateSource::default() };
         assert_eq!(
             beta.endpoint("https://uploads.example.com/api").unwrap(),
-            "https://uploads.example.com/api/updates/beta/{{target}}/{{arch}}/{{current_version}}"
+            "https://uploads.example.com/api/updates/beta/{{target}}/{{arch}}/{{current_version}}?bundle_type={{bundle_type}}"
         );
     }
 

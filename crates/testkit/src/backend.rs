@@ -45,6 +45,8 @@ const BACKEND_ENV: &[&str] = &[
     "DROPSHIP_BACKEND_DATABASE_URL",
     "DROPSHIP_WEBHOOK_URL",
     "DROPSHIP_WEBHOOK_SECRET",
+    "DROPSHIP_UPDATES_DIR",
+    "DROPSHIP_UPDATES_PUBLIC_KEY",
 ];
 
 /// Extra settings for [`Backend::start_with`].

@@ -1,13 +1,14 @@
 //! The HTTP surface: the route table, authentication, request logging and the JSON 404/405.
 //! Handlers live in `native` (our API), `multipart` (its multipart routes), `rails` (the
 //! guide's two routes) and `identity` (sign-in discovery, who am I, the audit log); each takes
-//! the [`Principal`] it acts for.
+//! the [`Principal`] it acts for. `updates` serves the desktop app's updates, to anyone.
 
 mod body;
 mod identity;
 mod multipart;
 mod native;
 mod rails;
+mod updates;
 
 use std::sync::Arc;
 
@@ -40,6 +41,8 @@ pub struct App {
     pub auth: Authenticator,
     /// Request deadline, in-flight cap and rate limits.
     pub guards: Arc<Guards>,
+    /// The update channels, when the backend was started with `--updates-dir`.
+    pub updates: Option<Arc<crate::updates::UpdateChannels>>,
 }
 
 pub type AppState = Arc<App>;
@@ -92,8 +95,8 @@ impl RouteTable {
     }
 }
 
-/// Routes anyone may call: the contract, sign-in discovery, and the probes and metrics that
-/// load balancers and Prometheus read without a token.
+/// Routes anyone may call: the contract, sign-in discovery, the probes and metrics that
+/// load balancers and Prometheus read without a token, and the desktop app's updates.
 fn public_routes() -> RouteTable {
     RouteTable::new()
         .add(Verb::Get, "/openapi.json", openapi)
@@ -101,6 +104,9 @@ fn public_routes() -> RouteTable {
         .add(Verb::Get, "/healthz", ops::healthz)
         .add(Verb::Get, "/readyz", ops::readyz)
         .add(Verb::Get, "/metrics", ops::metrics)
+        .add(Verb::Get, "/updates/{channel}/latest.json", updates::static_manifest)
+        .add(Verb::Get, "/updates/{channel}/{target}/{arch}/{current_version}", updates::dynamic_manifest)
+        .add(Verb::Get, "/updates/{channel}/files/{name}", updates::artifact)
 }
 
 /// Routes that need a principal: the middleware refuses a request without one, and each
