@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::bail;
 use dropship_system_tests::process::ProcessGuard;
-use dropship_testkit::{Backend, S3Server};
+use dropship_testkit::{Backend, BackendOptions, S3Server};
 use gui::*;
 
 fn tauri_cli() -> PathBuf {
@@ -92,6 +92,60 @@ async fn check_in_settings(client: &fantoccini::Client) -> anyhow::Result<String
     })
     .await?;
     Ok(status)
+}
+
+#[test]
+fn the_backend_rolls_out_a_signed_update_and_the_window_offers_restart_to_update() {
+    let s3 = S3Server::shared();
+    let work = tempfile::tempdir().unwrap();
+    let (org_key, org_public) = key_pair(work.path(), "organisation");
+    let updates = work.path().join("updates");
+    publish(&updates.join("stable"), "9.9.9", &org_key, "9.9.9", "");
+    let backend = Backend::start_with(
+        s3,
+        BackendOptions {
+            extra_args: vec!["--updates-dir".into(), updates.display().to_string()],
+            ..Default::default()
+        },
+    );
+    let desktop = Desktop::with_keyring();
+    let data_dir = work.path().join("data");
+    write_settings(&data_dir, serde_json::json!({ "backend_url": backend.url, "token": backend.token }));
+
+    desktop
+        .run_with_env(&data_dir, &with_key(&org_public), async |client, display| {
+            wait_for_element(client, "[data-testid=uploads-view]").await?;
+            let state = check_in_settings(client).await?;
+            if state != "ready" {
+                bail!(
+                    "the update should be downloaded and verified, not {state}: {}",
+                    text_of(client, "[data-testid=update-status]").await?
+                );
+            }
+            let offered = text_of(client, "[data-testid=update-version]").await?;
+            if offered != "9.9.9" {
+                bail!("offered {offered:?}");
+            }
+            wait_for_element(client, "[data-testid=update-restart]").await?;
+            screenshot(display, "update-ready").await?;
+            assert_accessible(client, "Settings with an update ready").await?;
+            // A development build is not an installed package: it refuses to overwrite itself
+            // and says what to do instead.
+            click(client, "[data-testid=update-restart]").await?;
+            let refused = wait_for_element(client, "[data-testid=update-error][data-code=update_install]").await?;
+            let message = refused.text().await?;
+            if !message.contains("AppImage, .deb and .rpm") {
+                bail!("the refusal should say which installs update themselves: {message}");
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(target_bin_intact(), "the development binary must not have been replaced");
+}
+
+fn target_bin_intact() -> bool {
+    let bytes = std::fs::read(dropship_testkit::target_bin("dropship-desktop")).unwrap_or_default();
+    bytes.len() > 1_000_000 && bytes.starts_with(b"\x7fELF")
 }
 
 #[test]
