@@ -97,7 +97,9 @@ impl Desktop {
 }
 
 pub async fn open_session(url: &str) -> anyhow::Result<Client> {
-    let app = target_bin("dropship-desktop");
+    // DROPSHIP_TEST_APP: an installed copy instead of the build (scripts/try-update).
+    let app =
+        std::env::var_os("DROPSHIP_TEST_APP").map(PathBuf::from).unwrap_or_else(|| target_bin("dropship-desktop"));
     let mut capabilities = serde_json::Map::new();
     capabilities.insert("tauri:options".into(), serde_json::json!({ "application": app }));
     capabilities.insert("browserName".into(), "wry".into());

@@ -1,0 +1,127 @@
+//! The update path with real packages, run by `scripts/try-update` (as root; ignored in the
+//! suite, since it installs packages into the machine): version A of the app, installed from
+//! its .deb, starts a large upload, finds version B through the backend's `--updates-dir`,
+//! downloads and verifies it, and on *Restart to update* installs it and restarts into it. B
+//! keeps the settings and the history, and finishes the upload A had started from its parts.
+
+mod gui;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::bail;
+use dropship_system_tests::cli::json_lines;
+use dropship_testkit::{target_bin, Backend, BackendOptions, S3Server};
+use gui::*;
+
+const INSTALLED: &str = "/usr/bin/dropship-desktop";
+
+fn installed_version() -> String {
+    let output = std::process::Command::new("dpkg-query").args(["-W", "-f=${Version}", "dropship"]).output().unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// The app processes running with `data_dir` as their data folder (the restarted one among
+/// them), by their environment.
+fn apps_for(data_dir: &Path) -> Vec<i32> {
+    let wanted = format!("DROPSHIP_DATA_DIR={}", data_dir.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            exe.to_string_lossy().starts_with(INSTALLED) && environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes())
+        })
+        .collect()
+}
+
+fn history(data_dir: &Path) -> Vec<serde_json::Value> {
+    let output = std::process::Command::new(target_bin("dropship"))
+        .args(["history", "--json", "--limit", "1000", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    json_lines(&output)
+}
+
+#[test]
+#[ignore = "run by scripts/try-update: installs the app's packages as root"]
+fn version_a_updates_itself_to_b_and_b_keeps_settings_history_and_finishes_the_upload() {
+    let updates = PathBuf::from(std::env::var("TRY_UPDATE_DIR").expect("TRY_UPDATE_DIR from scripts/try-update"));
+    assert_eq!(installed_version(), "0.1.0", "scripts/try-update installs version A first");
+    let s3 = S3Server::shared();
+    let backend = Backend::start_with(
+        s3,
+        BackendOptions {
+            extra_args: vec!["--updates-dir".into(), updates.display().to_string()],
+            ..Default::default()
+        },
+    );
+    let desktop = Desktop::with_keyring();
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("data");
+    // 96 MiB at 4 MB/s: three 32 MiB parts, about 25 s, so the restart lands mid-upload.
+    write_settings(
+        &data_dir,
+        serde_json::json!({ "backend_url": backend.url, "token": backend.token,
+                            "transfer": { "bandwidth_limit": 4_000_000 } }),
+    );
+    std::fs::write(data_dir.join("updates.json"), br#"{"check_automatically": false}"#).unwrap();
+    seed_history(&data_dir);
+    let big = work.path().join("site survey.mp4");
+    let bytes: Vec<u8> = (0..96u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&big, &bytes).unwrap();
+
+    // tauri-driver starts the installed copy, not the build (see gui::open_session).
+    std::env::set_var("DROPSHIP_TEST_APP", INSTALLED);
+    desktop
+        .run(&data_dir, async |client, display| {
+            wait_for_history(client, 24).await?;
+            drag_onto(client, display, &[big.as_path()], "[data-testid=drop-zone]").await?;
+            let item = "[data-testid=upload-item][data-file-name=\"site survey.mp4\"][data-status=uploading]";
+            wait_for_element(client, item).await?;
+            click(client, "[data-testid=nav-settings]").await?;
+            let current = text_of(client, "[data-testid=update-current-version]").await?;
+            if current != "0.1.0" {
+                bail!("version A should say 0.1.0, not {current}");
+            }
+            click(client, "[data-testid=update-check]").await?;
+            wait_for_element(client, "[data-testid=update-status][data-state=ready]").await?;
+            let offered = text_of(client, "[data-testid=update-version]").await?;
+            println!("version A offers {offered}, downloaded and verified; restarting to update");
+            // The session ends with the process: the click's answer may never come.
+            let _ = tokio::time::timeout(Duration::from_secs(5), click(client, "[data-testid=update-restart]")).await;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let uploaded = loop {
+        let entries = history(&data_dir);
+        let done = entries.iter().find(|e| e["file_name"] == "site survey.mp4" && e["status"] == "uploaded").cloned();
+        if let Some(entry) = done {
+            break entry;
+        }
+        assert!(std::time::Instant::now() < deadline, "B did not finish the upload: {:?}", entries.first());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(installed_version(), "0.1.1", "B is installed");
+    let running = apps_for(&data_dir);
+    println!("B is running as {running:?}; the upload finished: {}", uploaded["key"]);
+    assert!(!running.is_empty(), "the app restarted into B");
+    let key = uploaded["key"].as_str().unwrap();
+    assert_eq!(s3.get_object(key).as_deref(), Some(&bytes[..]), "S3 holds the file byte for byte");
+    assert_eq!(history(&data_dir).len(), 25, "the 24 earlier uploads are still in the history");
+    let settings = read_settings(&data_dir);
+    assert_eq!(settings["backend_url"], backend.url, "the settings are kept");
+    assert_eq!(backend.records().len(), 1, "one completion report for the one upload");
+    let logs = std::fs::read_dir(data_dir.join("logs")).unwrap().flatten().map(|e| e.path()).collect::<Vec<_>>();
+    let log = logs.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect::<String>();
+    assert!(log.contains("resuming interrupted uploads"), "B carried on from A's parts:\n{log}");
+    for pid in running {
+        // Started by the app's own restart, on our behalf: ours to stop.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+}
