@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use dropship_system_tests::desktop::choose_in_folder_picker;
-use dropship_testkit::{Backend, S3Server};
 use fantoccini::key::Key;
 use gui::*;
 
@@ -40,18 +39,15 @@ fn the_welcome_and_recovery_screens_have_no_serious_accessibility_problems() {
 
 #[test]
 fn in_the_dark_theme_the_views_have_no_serious_accessibility_problems() {
-    let s3 = S3Server::shared();
-    let backend = Backend::start(s3);
-    let desktop = Desktop::with_keyring();
-    let work = tempfile::tempdir().unwrap();
-    let data_dir = work.path().join("data");
-    write_settings(&data_dir, serde_json::json!({ "backend_url": backend.url, "token": backend.token }));
-    seed_history(&data_dir);
+    let scene = Scene::new(serde_json::json!({}));
+    // Bound by reference: the scene's backend and folders live until the test ends.
+    let (desktop, data_dir) = (&scene.desktop, &scene.data_dir);
+    seed_history(data_dir);
     // GTK's dark variant is what a desktop in dark mode gives the app; WebKitGTK turns it into
     // prefers-color-scheme: dark.
     let dark = [("GTK_THEME", std::ffi::OsString::from("Adwaita:dark"))];
     desktop
-        .run_with_env(&data_dir, &dark, async |client, _| {
+        .run_with_env(data_dir, &dark, async |client, _| {
             wait_for_history(client, 24).await?;
             let dark = client.execute("return matchMedia('(prefers-color-scheme: dark)').matches", vec![]).await?;
             if dark != serde_json::Value::Bool(true) {
@@ -67,18 +63,11 @@ fn in_the_dark_theme_the_views_have_no_serious_accessibility_problems() {
 
 #[test]
 fn the_window_is_used_with_the_keyboard_alone_and_every_view_passes_axe() {
-    let s3 = S3Server::shared();
-    let backend = Backend::start(s3);
-    let desktop = Desktop::with_keyring();
-    let work = tempfile::tempdir().unwrap();
-    let data_dir = work.path().join("data");
     // Slow enough that the chosen files are still going up while the queue is worked with.
-    write_settings(
-        &data_dir,
-        serde_json::json!({ "backend_url": backend.url, "token": backend.token,
-                            "transfer": { "bandwidth_limit": 300_000 } }),
-    );
-    seed_history(&data_dir);
+    let scene = Scene::new(serde_json::json!({ "transfer": { "bandwidth_limit": 300_000 } }));
+    // Bound by reference: the scene's backend and folders live until the test ends.
+    let (desktop, work, data_dir) = (&scene.desktop, &scene.work, &scene.data_dir);
+    seed_history(data_dir);
     let folder = work.path().join("scans");
     std::fs::create_dir_all(&folder).unwrap();
     for name in ["scan-1.pdf", "scan-2.pdf"] {
@@ -86,7 +75,7 @@ fn the_window_is_used_with_the_keyboard_alone_and_every_view_passes_axe() {
     }
 
     desktop
-        .run(&data_dir, async |client, display| {
+        .run(data_dir, async |client, display| {
             wait_for_history(client, 24).await?;
             assert_accessible(client, "the upload view with a history").await?;
 
@@ -152,5 +141,5 @@ fn the_window_is_used_with_the_keyboard_alone_and_every_view_passes_axe() {
         })
         .unwrap_or_else(|e| panic!("{e:#}"));
 
-    assert_eq!(read_settings(&data_dir)["transfer"]["concurrency"], 3, "the concurrency saved from the keyboard");
+    assert_eq!(read_settings(data_dir)["transfer"]["concurrency"], 3, "the concurrency saved from the keyboard");
 }

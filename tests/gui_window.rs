@@ -438,23 +438,20 @@ async fn set_value(client: &fantoccini::Client, css: &str, date: &str) -> anyhow
 
 #[test]
 fn an_upload_made_by_the_cli_while_the_window_is_open_appears_in_its_history_within_a_second() {
-    let s3 = S3Server::shared();
-    let backend = Backend::start(s3);
-    let desktop = Desktop::with_keyring();
-    let work = tempfile::tempdir().unwrap();
-    let data_dir = work.path().join("data");
-    write_settings(&data_dir, serde_json::json!({ "backend_url": backend.url, "token": backend.token }));
+    let scene = Scene::new(serde_json::json!({}));
+    // Bound by reference: the scene's backend and folders live until the test ends.
+    let (backend, desktop, work, data_dir) = (&scene.backend, &scene.desktop, &scene.work, &scene.data_dir);
     let file = work.path().join("from-the-terminal.txt");
     std::fs::write(&file, bytes(4_000, 9)).unwrap();
 
     desktop
-        .run(&data_dir, async |client, _display| {
+        .run(data_dir, async |client, _display| {
             wait_for_element(client, "[data-testid=history-empty]").await?;
             // The same data folder as the window: what a person running both gets by default.
             let output = std::process::Command::new(dropship_testkit::target_bin("dropship"))
                 .arg("upload")
                 .arg(&file)
-                .env("DROPSHIP_DATA_DIR", &data_dir)
+                .env("DROPSHIP_DATA_DIR", data_dir)
                 .env("DROPSHIP_BACKEND_URL", &backend.url)
                 .env("DROPSHIP_TOKEN", &backend.token)
                 .output()?;
@@ -480,22 +477,15 @@ fn an_upload_made_by_the_cli_while_the_window_is_open_appears_in_its_history_wit
 
 #[test]
 fn the_dock_icon_shows_the_runs_progress_and_drops_it_when_the_run_ends() {
-    let s3 = S3Server::shared();
-    let backend = Backend::start(s3);
-    let desktop = Desktop::with_keyring();
-    let work = tempfile::tempdir().unwrap();
-    let data_dir = work.path().join("data");
     // Slow enough (about 3 s) that the bar is seen between empty and full.
-    write_settings(
-        &data_dir,
-        serde_json::json!({ "backend_url": backend.url, "token": backend.token,
-                            "transfer": { "bandwidth_limit": 1_000_000 } }),
-    );
+    let scene = Scene::new(serde_json::json!({ "transfer": { "bandwidth_limit": 1_000_000 } }));
+    // Bound by reference: the scene's backend and folders live until the test ends.
+    let (desktop, work, data_dir) = (&scene.desktop, &scene.work, &scene.data_dir);
     let file = work.path().join("video.mp4");
     std::fs::write(&file, bytes(3_000_000, 5)).unwrap();
 
     desktop
-        .run(&data_dir, async |client, display| {
+        .run(data_dir, async |client, display| {
             wait_for_element(client, "[data-testid=history-empty]").await?;
             drag_onto(client, display, &[file.as_path()], "[data-testid=drop-zone]").await?;
             wait_for_element(client, &format!("{}[data-status=uploaded]", item("video.mp4"))).await?;

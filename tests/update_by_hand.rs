@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use dropship_system_tests::cli::json_lines;
-use dropship_testkit::{target_bin, Backend, BackendOptions, S3Server};
+use dropship_testkit::{target_bin, BackendOptions};
 use gui::*;
 
 const INSTALLED: &str = "/usr/bin/dropship-desktop";
@@ -51,23 +51,13 @@ fn history(data_dir: &Path) -> Vec<serde_json::Value> {
 fn version_a_updates_itself_to_b_and_b_keeps_settings_history_and_finishes_the_upload() {
     let updates = PathBuf::from(std::env::var("TRY_UPDATE_DIR").expect("TRY_UPDATE_DIR from scripts/try-update"));
     assert_eq!(installed_version(), "0.1.0", "scripts/try-update installs version A first");
-    let s3 = S3Server::shared();
-    let backend = Backend::start_with(
-        s3,
-        BackendOptions {
-            extra_args: vec!["--updates-dir".into(), updates.display().to_string()],
-            ..Default::default()
-        },
-    );
-    let desktop = Desktop::with_keyring();
-    let work = tempfile::tempdir().unwrap();
-    let data_dir = work.path().join("data");
+    let options = BackendOptions {
+        extra_args: vec!["--updates-dir".into(), updates.display().to_string()],
+        ..Default::default()
+    };
     // 96 MiB at 4 MB/s: three 32 MiB parts, about 25 s, so the restart lands mid-upload.
-    write_settings(
-        &data_dir,
-        serde_json::json!({ "backend_url": backend.url, "token": backend.token,
-                            "transfer": { "bandwidth_limit": 4_000_000 } }),
-    );
+    let Scene { s3, backend, desktop, work, data_dir } =
+        Scene::with_backend(options, serde_json::json!({ "transfer": { "bandwidth_limit": 4_000_000 } }));
     std::fs::write(data_dir.join("updates.json"), br#"{"check_automatically": false}"#).unwrap();
     seed_history(&data_dir);
     let big = work.path().join("site survey.mp4");

@@ -110,6 +110,36 @@ pub async fn open_session(url: &str) -> anyhow::Result<Client> {
         .with_context(|| format!("tauri-driver at {url} could not start {}", app.display()))
 }
 
+/// What most window tests start from: a backend on the shared SeaweedFS, a desktop session
+/// with a keyring, and a data folder whose settings point at the backend, with `extra` fields
+/// (`{"transfer": {"bandwidth_limit": 1000000}}`) merged in.
+pub struct Scene {
+    pub s3: &'static dropship_testkit::S3Server,
+    pub backend: dropship_testkit::Backend,
+    pub desktop: Desktop,
+    pub work: tempfile::TempDir,
+    pub data_dir: PathBuf,
+}
+
+impl Scene {
+    pub fn new(extra: serde_json::Value) -> Scene {
+        Scene::with_backend(dropship_testkit::BackendOptions::default(), extra)
+    }
+
+    pub fn with_backend(options: dropship_testkit::BackendOptions, extra: serde_json::Value) -> Scene {
+        let s3 = dropship_testkit::S3Server::shared();
+        let backend = dropship_testkit::Backend::start_with(s3, options);
+        let work = tempfile::tempdir().unwrap();
+        let data_dir = work.path().join("data");
+        let mut settings = serde_json::json!({ "backend_url": backend.url, "token": backend.token });
+        if let (Some(settings), serde_json::Value::Object(extra)) = (settings.as_object_mut(), extra) {
+            settings.extend(extra);
+        }
+        write_settings(&data_dir, settings);
+        Scene { s3, backend, desktop: Desktop::with_keyring(), work, data_dir }
+    }
+}
+
 /// Settings as the app saved them before the keyring (token in the file): the app moves the
 /// token into the keyring when there is one.
 pub fn write_settings(data_dir: &Path, settings: serde_json::Value) {
