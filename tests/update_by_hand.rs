@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use dropship_system_tests::cli::json_lines;
-use dropship_testkit::{target_bin, BackendOptions};
+use dropship_testkit::{target_bin, BackendOptions, Nginx, ServerCertificate};
 use gui::*;
 
 const INSTALLED: &str = "/usr/bin/dropship-desktop";
@@ -21,8 +21,8 @@ fn installed_version() -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-/// The app processes running with `data_dir` as their data folder (the restarted one among
-/// them), by their environment.
+/// The app processes running with `data_dir` as their data folder, by their environment: A's
+/// executable reads "… (deleted)" once dpkg has replaced it, B's is the installed file.
 fn apps_for(data_dir: &Path) -> Vec<i32> {
     let wanted = format!("DROPSHIP_DATA_DIR={}", data_dir.display());
     std::fs::read_dir("/proc")
@@ -35,6 +35,14 @@ fn apps_for(data_dir: &Path) -> Vec<i32> {
             exe.to_string_lossy().starts_with(INSTALLED) && environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes())
         })
         .collect()
+}
+
+/// Every log file of the data folder, one after the other.
+fn logs(data_dir: &Path) -> String {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(data_dir.join("logs")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    files.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect()
 }
 
 fn history(data_dir: &Path) -> Vec<serde_json::Value> {
@@ -58,6 +66,20 @@ fn version_a_updates_itself_to_b_and_b_keeps_settings_history_and_finishes_the_u
     // 96 MiB at 4 MB/s: three 32 MiB parts, about 25 s, so the restart lands mid-upload.
     let Scene { s3, backend, desktop, work, data_dir } =
         Scene::with_backend(options, serde_json::json!({ "transfer": { "bandwidth_limit": 4_000_000 } }));
+    // Release builds ask for updates over HTTPS only: the backend behind a TLS front, as an
+    // organisation runs it, with a test CA the app is told to trust.
+    let certificate = ServerCertificate::issue();
+    let front = Nginx::tls_front(&backend.url, &certificate);
+    write_settings(
+        &data_dir,
+        serde_json::json!({ "backend_url": front.url, "token": backend.token,
+                            "transfer": { "bandwidth_limit": 4_000_000 } }),
+    );
+    let env = [
+        ("SSL_CERT_FILE", std::ffi::OsString::from(certificate.system_bundle_with_ca())),
+        // What B does after the restart is read from its log.
+        ("DROPSHIP_LOG", "info".into()),
+    ];
     std::fs::write(data_dir.join("updates.json"), br#"{"check_automatically": false}"#).unwrap();
     seed_history(&data_dir);
     let big = work.path().join("site survey.mp4");
@@ -67,7 +89,7 @@ fn version_a_updates_itself_to_b_and_b_keeps_settings_history_and_finishes_the_u
     // tauri-driver starts the installed copy, not the build (see gui::open_session).
     std::env::set_var("DROPSHIP_TEST_APP", INSTALLED);
     desktop
-        .run(&data_dir, async |client, display| {
+        .run_with_env(&data_dir, &env, async |client, display| {
             wait_for_history(client, 24).await?;
             drag_onto(client, display, &[big.as_path()], "[data-testid=drop-zone]").await?;
             let item = "[data-testid=upload-item][data-file-name=\"site survey.mp4\"][data-status=uploading]";
@@ -83,18 +105,44 @@ fn version_a_updates_itself_to_b_and_b_keeps_settings_history_and_finishes_the_u
             println!("version A offers {offered}, downloaded and verified; restarting to update");
             // The session ends with the process: the click's answer may never come.
             let _ = tokio::time::timeout(Duration::from_secs(5), click(client, "[data-testid=update-restart]")).await;
+            // Until A is gone and B runs: stopping tauri-driver stops what runs under it, and B
+            // is A's child until A exits.
+            poll(Duration::from_secs(60), "A to exit and B to start", || async {
+                let running = apps_for(&data_dir);
+                let all_b = running.iter().all(|pid| {
+                    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == Path::new(INSTALLED))
+                });
+                (!running.is_empty() && all_b).then_some(())
+            })
+            .await?;
+            // And until the driver has noticed A is gone: closing a session it still thinks is
+            // alive kills A's process group, which B was started in.
+            poll(Duration::from_secs(30), "the driver to notice A exited", || async {
+                client.title().await.is_err().then_some(())
+            })
+            .await?;
             Ok(())
         })
         .unwrap_or_else(|e| panic!("{e:#}"));
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let uploaded = loop {
         let entries = history(&data_dir);
         let done = entries.iter().find(|e| e["file_name"] == "site survey.mp4" && e["status"] == "uploaded").cloned();
         if let Some(entry) = done {
             break entry;
         }
-        assert!(std::time::Instant::now() < deadline, "B did not finish the upload: {:?}", entries.first());
+        if std::time::Instant::now() > deadline {
+            let log = logs(&data_dir);
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            panic!(
+                "B did not finish the upload ({:?}); installed {}, running {:?}; the logs end:\n{}",
+                entries.first().map(|e| e["status"].clone()),
+                installed_version(),
+                apps_for(&data_dir),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(installed_version(), "0.1.1", "B is installed");
@@ -105,10 +153,9 @@ fn version_a_updates_itself_to_b_and_b_keeps_settings_history_and_finishes_the_u
     assert_eq!(s3.get_object(key).as_deref(), Some(&bytes[..]), "S3 holds the file byte for byte");
     assert_eq!(history(&data_dir).len(), 25, "the 24 earlier uploads are still in the history");
     let settings = read_settings(&data_dir);
-    assert_eq!(settings["backend_url"], backend.url, "the settings are kept");
+    assert_eq!(settings["backend_url"], front.url, "the settings are kept");
     assert_eq!(backend.records().len(), 1, "one completion report for the one upload");
-    let logs = std::fs::read_dir(data_dir.join("logs")).unwrap().flatten().map(|e| e.path()).collect::<Vec<_>>();
-    let log = logs.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect::<String>();
+    let log = logs(&data_dir);
     assert!(log.contains("resuming interrupted uploads"), "B carried on from A's parts:\n{log}");
     for pid in running {
         // Started by the app's own restart, on our behalf: ours to stop.

@@ -163,6 +163,7 @@ http {{
             proxy_set_header Connection "";
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
             # A refused connection (a killed instance) goes to the next one; a request already
             # sent is not replayed (POSTs are not idempotent to nginx): the client retries it.
             proxy_next_upstream error timeout;
