@@ -62,6 +62,29 @@ impl Desktop {
         extra_env: &[(&'static str, OsString)],
         scenario: impl AsyncFnOnce(&Client, &str) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
+        self.launch(data_dir, extra_env, scenario, true)
+    }
+
+    /// [`Desktop::run_with_env`] for a scenario after which the app runs on by itself (it
+    /// restarted into an update): the session is not closed and the driver is killed, since
+    /// WebKitWebDriver closes every window it drives when it ends, which a restarted app's
+    /// may be.
+    pub fn run_and_let_go<T>(
+        &self,
+        data_dir: &Path,
+        extra_env: &[(&'static str, OsString)],
+        scenario: impl AsyncFnOnce(&Client, &str) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        self.launch(data_dir, extra_env, scenario, false)
+    }
+
+    fn launch<T>(
+        &self,
+        data_dir: &Path,
+        extra_env: &[(&'static str, OsString)],
+        scenario: impl AsyncFnOnce(&Client, &str) -> anyhow::Result<T>,
+        close: bool,
+    ) -> anyhow::Result<T> {
         // The window follows the system's language: English, whatever the caller's desktop
         // speaks, as the tests read some of its words (`extra_env` may name another).
         let mut app_env: Vec<(&str, OsString)> = vec![
@@ -87,11 +110,17 @@ impl Desktop {
             if outcome.is_err() {
                 dump_page(&client).await;
             }
-            // Closing the session quits the app.
-            let _ = client.close().await;
+            if close {
+                // Closing the session quits the app.
+                let _ = client.close().await;
+            }
             outcome
         });
-        driver.stop();
+        if close {
+            driver.stop();
+        } else {
+            driver.kill();
+        }
         outcome
     }
 }

@@ -102,6 +102,11 @@ impl TauriDriver {
     pub fn stop(&mut self) {
         self.process.stop();
     }
+
+    /// Kills tauri-driver and what runs under it without letting WebKitWebDriver close anything.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
 }
 
 /// A GTK3 window at a fixed place on the screen that offers one file as a `text/uri-list` drag

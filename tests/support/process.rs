@@ -48,6 +48,17 @@ impl ProcessGuard {
         self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
     }
 
+    /// SIGKILL to the process and all its descendants at once: nothing gets to clean up (a
+    /// driver does not get to close the windows it would close on SIGTERM).
+    pub fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let root = child.id() as i32;
+        let mut tree = descendants(root);
+        tree.push(root);
+        signal_all(&tree, libc::SIGKILL);
+        let _ = child.wait();
+    }
+
     /// SIGTERM to the process and all its descendants, SIGKILL to whatever is left after the
     /// grace period. The tree is collected first: once a parent dies its children are
     /// re-parented and could no longer be found.
