@@ -285,6 +285,17 @@ fn read_on_disk(data_dir: &Path) -> Result<Option<OnDisk>, Error> {
     }
 }
 
+/// Writes `value` as `data_dir/file` atomically (temp file + rename), so a crash leaves the old
+/// file or the new one, never half of one. `what` names it in the error.
+pub(crate) fn write_json_file(data_dir: &Path, file: &str, value: &impl Serialize, what: &str) -> Result<(), Error> {
+    let unwritable =
+        |e: std::io::Error| Error::InvalidSettings(format!("cannot write {what} to {}: {e}", data_dir.display()));
+    std::fs::create_dir_all(data_dir).map_err(unwritable)?;
+    let tmp = data_dir.join(format!("{file}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value).expect("settings serialise")).map_err(unwritable)?;
+    std::fs::rename(&tmp, data_dir.join(file)).map_err(unwritable)
+}
+
 /// Atomically (temp file + rename), readable by the owner only.
 fn write_on_disk(data_dir: &Path, on_disk: &OnDisk) -> Result<(), Error> {
     let unwritable =

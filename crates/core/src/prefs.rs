@@ -35,13 +35,7 @@ impl WindowPrefs {
     }
 
     pub fn save(&self, data_dir: &Path) -> Result<(), Error> {
-        let unwritable = |e: std::io::Error| {
-            Error::InvalidSettings(format!("cannot write preferences to {}: {e}", data_dir.display()))
-        };
-        std::fs::create_dir_all(data_dir).map_err(unwritable)?;
-        let tmp = data_dir.join(format!("{PREFS_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("prefs serialise")).map_err(unwritable)?;
-        std::fs::rename(&tmp, data_dir.join(PREFS_FILE)).map_err(unwritable)
+        crate::config::write_json_file(data_dir, PREFS_FILE, self, "preferences")
     }
 }
 

@@ -54,13 +54,7 @@ impl UpdateSource {
 
     pub fn save(&self, data_dir: &Path) -> Result<(), Error> {
         self.validate()?;
-        let unwritable = |e: std::io::Error| {
-            Error::InvalidSettings(format!("cannot write {UPDATES_FILE} to {}: {e}", data_dir.display()))
-        };
-        std::fs::create_dir_all(data_dir).map_err(unwritable)?;
-        let tmp = data_dir.join(format!("{UPDATES_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("update source serialises")).map_err(unwritable)?;
-        std::fs::rename(&tmp, data_dir.join(UPDATES_FILE)).map_err(unwritable)
+        crate::config::write_json_file(data_dir, UPDATES_FILE, self, UPDATES_FILE)
     }
 
     pub fn validate(&self) -> Result<(), Error> {

@@ -201,13 +201,7 @@ impl WatchSettings {
     /// Validates, then writes atomically (temp file and rename).
     pub fn save(&self, data_dir: &Path) -> Result<(), Error> {
         self.validate()?;
-        let unwritable = |e: std::io::Error| {
-            Error::InvalidSettings(format!("cannot write watched-folder settings to {}: {e}", data_dir.display()))
-        };
-        std::fs::create_dir_all(data_dir).map_err(unwritable)?;
-        let tmp = data_dir.join(format!("{WATCH_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("watch settings serialise")).map_err(unwritable)?;
-        std::fs::rename(&tmp, data_dir.join(WATCH_FILE)).map_err(unwritable)
+        crate::config::write_json_file(data_dir, WATCH_FILE, self, "watched-folder settings")
     }
 }
 
