@@ -55,10 +55,12 @@ impl Activity {
 pub struct ActivityTracker {
     running: HashSet<String>,
     offline: HashSet<String>,
-    /// Each running file's size and bytes sent so far; finished files count in `bytes_finished`.
+    /// Each running file's size and bytes sent so far.
     progress: HashMap<String, (u64, u64)>,
     bytes_total: u64,
-    bytes_finished: u64,
+    /// Sent in this run, finished files included: kept as events come (the tray folds every
+    /// progress event of a 10,000-file queue, so no sum over the files per event).
+    bytes_sent: u64,
     total: u32,
     done: u32,
     failed: u32,
@@ -78,7 +80,7 @@ impl ActivityTracker {
             Event::FilesQueued { files, .. } => {
                 if self.running.is_empty() && !files.is_empty() {
                     (self.total, self.done, self.failed, self.last_error) = (0, 0, 0, None);
-                    (self.bytes_total, self.bytes_finished) = (0, 0);
+                    (self.bytes_total, self.bytes_sent) = (0, 0);
                 }
                 for file in files {
                     if self.running.insert(file.upload_id.clone()) {
@@ -90,8 +92,12 @@ impl ActivityTracker {
             }
             Event::FileProgress { upload_id, bytes_done, .. } => {
                 self.offline.remove(upload_id);
-                if let Some((_, sent)) = self.progress.get_mut(upload_id) {
-                    *sent = *bytes_done;
+                if let Some((size, sent)) = self.progress.get_mut(upload_id) {
+                    // `bytes_sent` holds this file's previous count (it can also go back: a part
+                    // sent again after a retry).
+                    let now = (*bytes_done).min(*size);
+                    self.bytes_sent = self.bytes_sent - *sent + now;
+                    *sent = now;
                 }
             }
             Event::FileResumed { upload_id } => {
@@ -127,11 +133,10 @@ impl ActivityTracker {
         }
         if let Some((size, sent)) = self.progress.remove(upload_id) {
             if uploaded {
-                self.bytes_finished += size;
+                self.bytes_sent += size - sent;
             } else {
                 // A failed or cancelled file sends no more: what it did not send leaves the run.
-                self.bytes_finished += sent;
-                self.bytes_total -= size - sent.min(size);
+                self.bytes_total -= size - sent;
             }
         }
         self.offline.remove(upload_id);
@@ -141,12 +146,11 @@ impl ActivityTracker {
         if self.running.is_empty() {
             return None;
         }
-        let sent = self.bytes_finished + self.progress.values().map(|&(size, sent)| sent.min(size)).sum::<u64>();
         // Empty files only: count files instead of bytes.
         let (part, whole) = if self.bytes_total == 0 {
             (u64::from(self.done), u64::from(self.total.max(1)))
         } else {
-            (sent.min(self.bytes_total), self.bytes_total)
+            (self.bytes_sent.min(self.bytes_total), self.bytes_total)
         };
         Some((part * 100 / whole) as u8)
     }
