@@ -104,7 +104,8 @@ async fn check_and_download(app: &AppHandle) -> Result<UpdateStatus, ErrorInfo> 
     let settings = engine.settings();
     let source = UpdateSource::load(engine.data_dir()).map_err(|e| e.info())?;
     let endpoint = source.endpoint(settings.as_ref().map_or("", |s| s.backend_url.as_str())).map_err(|e| e.info())?;
-    let url = endpoint.parse().map_err(|e| failure("invalid_settings", &format!("the update URL {endpoint}: {e}")))?;
+    let url: url::Url =
+        endpoint.parse().map_err(|e| failure("invalid_settings", &format!("the update URL {endpoint}: {e}")))?;
     let mut builder = app.updater_builder().pubkey(key).timeout(Duration::from_secs(120));
     builder = match settings.as_ref().map(|s| &s.network.proxy) {
         Some(ProxySetting::None) => builder.no_proxy(),
@@ -115,8 +116,9 @@ async fn check_and_download(app: &AppHandle) -> Result<UpdateStatus, ErrorInfo> 
         // The desktop's proxy is read from the environment by the updater's client.
         _ => builder,
     };
-    let updater = builder.endpoints(vec![url]).and_then(|b| b.build()).map_err(|e| explain(&e, None))?;
-    tracing::info!(endpoint = %endpoint, "checking for updates");
+    let updater = builder.endpoints(vec![url.clone()]).and_then(|b| b.build()).map_err(|e| explain(&e, None))?;
+    // Without any password or query an organisation may have put in the URL.
+    tracing::info!(endpoint = %dropship_core::backend::redact_url(&url), "checking for updates");
     let Some(update) = updater.check().await.map_err(|e| explain(&e, None))? else {
         let checked_at =
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
