@@ -93,9 +93,20 @@ impl Nginx {
         std::fs::read_to_string(&self.error_log).unwrap_or_default()
     }
 
-    /// One line per request: `upstream_addr status request`.
+    /// One line per request: `upstream_addr status request`. nginx writes a request's line
+    /// after the client has its answer, so the log is read once it has stopped growing.
     pub fn access_log(&self) -> String {
-        std::fs::read_to_string(&self.access_log).unwrap_or_default()
+        let read = || std::fs::read_to_string(&self.access_log).unwrap_or_default();
+        let mut last = read();
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let now = read();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        last
     }
 
     /// Stops nginx (SIGTERM: a fast shutdown, SIGKILL after 3 s). Idempotent.
