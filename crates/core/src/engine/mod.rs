@@ -2,6 +2,8 @@
 //! every running batch: a batch walks its files through hash → presign → PUT → report, telling
 //! subscribers what happens through [`Event`]s.
 
+mod conditions;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -16,15 +18,15 @@ use tokio_util::task::TaskTracker;
 
 use tokio::sync::Semaphore;
 
+use self::conditions::Conditions;
 use crate::auth::{self, LiveSession, Session};
 use crate::backend::{
     self, CompletedPart, CompletionReport, Credential, FileToSign, MultipartUpload, PatientBackend, PresignedUpload,
     SigningBackend,
 };
-use crate::conditions::{ConditionsMonitor, MachineState, Wake};
+use crate::conditions::ConditionsMonitor;
 use crate::config::{TransferSettings, HISTORY_FILE};
 use crate::control::{Controls, Gate};
-use crate::holds::{HoldReason, Holds};
 use crate::instance::InstanceLock;
 use crate::network::NetworkSettings;
 use crate::report::{Deliverer, Delivery, Outbox};
@@ -57,8 +59,6 @@ const EVENT_BUFFER: usize = 4096;
 /// How long a batch waits out a backend that is down, unless told otherwise: long enough for a
 /// backend restart or a short network outage, short enough that a wrong URL ends in an error.
 const DEFAULT_BACKEND_WAIT: Duration = Duration::from_secs(600);
-/// The longest a batch waits for the machine's state to be read at start.
-const CONDITIONS_WAIT: Duration = Duration::from_secs(5);
 /// How often a batch waiting for its reports looks at the history too, for reports delivered
 /// before it listened or by another Dropship on the same data folder.
 const REPORT_RECHECK: Duration = Duration::from_millis(500);
@@ -100,16 +100,6 @@ struct Inner {
     controls: Controls,
     tasks: TaskTracker,
     shutdown: CancellationToken,
-}
-
-/// The machine's conditions as the engine follows them, and what they hold.
-#[derive(Default)]
-struct Conditions {
-    /// Dropping it stops the follower (a new monitor replaces the old one).
-    monitor: Option<(Arc<ConditionsMonitor>, tokio_util::sync::DropGuard)>,
-    /// The condition the person chose "Upload anyway" for; forgotten when it ends.
-    anyway: Option<HoldReason>,
-    holds: Holds,
 }
 
 /// The engine's HTTP client and the network settings it was built for.
@@ -284,138 +274,6 @@ impl Engine {
         let monitor = ConditionsMonitor::start(&engine.inner.runtime);
         engine.follow_conditions(monitor);
         Ok(engine)
-    }
-
-    /// Follows `monitor` from now on, in place of the machine's own services (tests give one on
-    /// a private bus): its metered network and battery hold uploads per the settings, and its
-    /// wakes end backoffs at once.
-    pub fn follow_conditions(&self, monitor: ConditionsMonitor) {
-        let monitor = Arc::new(monitor);
-        let stop = CancellationToken::new();
-        let (mut state, mut wakes) = (monitor.state(), monitor.wakes());
-        self.conditions().monitor = Some((Arc::clone(&monitor), stop.clone().drop_guard()));
-        self.reconsider_holds();
-        let weak = Arc::downgrade(&self.inner);
-        let follower = async move {
-            loop {
-                let wake = tokio::select! {
-                    changed = state.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                        None
-                    }
-                    wake = wakes.recv() => match wake {
-                        Ok(wake) => Some(wake),
-                        // Several at once: the strongest thing any of them asks for.
-                        Err(broadcast::error::RecvError::Lagged(_)) => Some(Wake::ResumedFromSleep),
-                        Err(broadcast::error::RecvError::Closed) => break,
-                    },
-                };
-                let Some(inner) = weak.upgrade() else { break };
-                let engine = Engine { inner };
-                match wake {
-                    None => engine.reconsider_holds(),
-                    Some(wake) => engine.on_wake(wake),
-                }
-            }
-        };
-        let shutdown = self.inner.shutdown.clone();
-        self.inner.runtime.spawn(async move {
-            tokio::select! {
-                () = follower => {}
-                () = stop.cancelled() => {}
-                () = shutdown.cancelled() => {}
-            }
-        });
-    }
-
-    fn conditions(&self) -> std::sync::MutexGuard<'_, Conditions> {
-        self.inner.conditions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Returns once the monitor has read the machine's state (a few seconds at most, and at
-    /// once after the first time), with the holds set from it: a batch started right after
-    /// launch on a metered connection is held, not sent before the state arrives.
-    async fn conditions_known(&self) {
-        let monitor = self.conditions().monitor.as_ref().map(|(monitor, _)| Arc::clone(monitor));
-        if let Some(monitor) = monitor {
-            // A bus that never answers must not stop uploads: then they go on the defaults.
-            let _ = tokio::time::timeout(CONDITIONS_WAIT, monitor.following()).await;
-            self.reconsider_holds();
-        }
-    }
-
-    /// The machine's state as last reported (unmetered, on mains where it cannot tell).
-    pub fn machine_state(&self) -> MachineState {
-        self.conditions().monitor.as_ref().map(|(m, _)| *m.state().borrow()).unwrap_or_default()
-    }
-
-    /// What the machine's conditions hold now, and why.
-    pub fn holds(&self) -> Holds {
-        self.conditions().holds.clone()
-    }
-
-    /// Lets held uploads go for as long as the condition that holds them lasts.
-    pub fn upload_anyway(&self) {
-        let reason = self.conditions().holds.reason;
-        tracing::info!(?reason, "uploading anyway");
-        self.conditions().anyway = reason;
-        self.reconsider_holds();
-    }
-
-    /// Works out the holds afresh from the machine's state and the settings, and tells the
-    /// shells when they changed.
-    fn reconsider_holds(&self) {
-        let state = self.machine_state();
-        let network = self.settings().map(|s| s.network).unwrap_or_default();
-        let holds = {
-            let mut conditions = self.conditions();
-            let unheld = Holds::for_conditions(state, &network, None);
-            if unheld.reason.is_none() || unheld.reason != conditions.anyway {
-                // The condition the person uploaded through has ended: the next one holds again.
-                conditions.anyway = None;
-            }
-            let holds = Holds::for_conditions(state, &network, conditions.anyway);
-            if holds == conditions.holds {
-                return;
-            }
-            conditions.holds = holds.clone();
-            self.inner.controls.set_held(holds.watched, holds.by_hand);
-            holds
-        };
-        tracing::info!(?state, ?holds, "the machine's conditions changed what uploads wait");
-        self.emit(Event::HoldsChanged { holds });
-    }
-
-    /// Whatever waits to be retried goes now; after sleep, what is in flight is sent again on
-    /// fresh connections rather than waited on until its read timeout.
-    fn on_wake(&self, wake: Wake) {
-        tracing::info!(?wake, "retrying what waits at once");
-        if wake == Wake::ResumedFromSleep {
-            self.renew_http();
-            self.inner.controls.restart_in_flight();
-        }
-        self.inner.retry_now.ring();
-        if let Err(e) = self.inner.store.reports_due_now() {
-            tracing::warn!("could not make the queued reports due now: {e}");
-        }
-        self.inner.outbox.wake();
-    }
-
-    /// A new HTTP client with the same settings: none of the old one's pooled connections,
-    /// which may have died while the machine slept without either end noticing.
-    fn renew_http(&self) {
-        let network = self.inner.http.read().unwrap_or_else(|p| p.into_inner()).network.clone();
-        match crate::network::http_client(&network) {
-            Ok(client) => {
-                if let Some(session) = self.session() {
-                    session.use_http(client.clone());
-                }
-                self.inner.http.write().unwrap_or_else(|p| p.into_inner()).client = client;
-            }
-            Err(e) => tracing::warn!("could not renew the HTTP client after sleep: {e}"),
-        }
     }
 
     /// Delivers the outbox's reports in the background for as long as the engine runs.
