@@ -144,19 +144,4 @@ impl Engine {
         }
         self.inner.outbox.wake();
     }
-
-    /// A new HTTP client with the same settings: none of the old one's pooled connections,
-    /// which may have died while the machine slept without either end noticing.
-    fn renew_http(&self) {
-        let network = self.inner.http.read().unwrap_or_else(|p| p.into_inner()).network.clone();
-        match crate::network::http_client(&network) {
-            Ok(client) => {
-                if let Some(session) = self.session() {
-                    session.use_http(client.clone());
-                }
-                self.inner.http.write().unwrap_or_else(|p| p.into_inner()).client = client;
-            }
-            Err(e) => tracing::warn!("could not renew the HTTP client after sleep: {e}"),
-        }
-    }
 }
