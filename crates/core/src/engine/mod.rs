@@ -1,6 +1,11 @@
 //! The one handle the shells hold. It owns the settings, the history store, the HTTP client and
 //! every running batch: a batch walks its files through hash → presign → PUT → report, telling
 //! subscribers what happens through [`Event`]s.
+//!
+//! This file is the handle and what it offers; the work has rooms of its own: `batch` (the
+//! pipeline), `single` and `multipart` (one file's bytes), `reports` (the outbox's answers),
+//! `resume` (interrupted uploads), `conditions` (holds and wakes), `connection` (HTTP client,
+//! session, backend), and `job` (one file as all of them see it).
 
 mod batch;
 mod conditions;
