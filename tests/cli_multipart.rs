@@ -1,8 +1,8 @@
-//! Large files through the multipart engine: parts planned to S3's limits, signed in batches,
+//! Large files through the multipart engine: parts planned to S3's limits, signed as they go,
 //! sent in parallel, checked by S3 against their signed checksums, completed and reported.
 
 use dropship_system_tests::cli::{assert_landed, json_lines, pattern, run, Workspace};
-use dropship_testkit::{Backend, BackendOptions, S3Server};
+use dropship_testkit::{Backend, BackendOptions, Fault, FaultProxy, Rule, S3Server};
 
 const MIB: usize = 1024 * 1024;
 
@@ -41,17 +41,32 @@ fn a_1_gib_file_reads_back_identical() {
 }
 
 #[test]
-fn part_urls_that_expire_during_the_upload_are_signed_again() {
-    // Every URL lives one second, far less than the upload takes at one part at a time.
-    let options = BackendOptions { url_expiry_secs: Some(1), ..Default::default() };
+fn a_part_url_that_expired_before_use_is_signed_again() {
+    // Parts are signed just before they go, so a URL goes stale only on the way: the proxy
+    // holds part 3's first PUT until its two-second URL has expired, and S3 refuses it.
+    let options = BackendOptions { url_expiry_secs: Some(2), ..Default::default() };
     let backend = Backend::start_with(S3Server::shared(), options);
+    let proxy = FaultProxy::start(vec![Rule {
+        method: "PUT",
+        target_contains: "partNumber=3",
+        fault: Fault::HoldUntilExpired,
+        times: 1,
+    }]);
+    let workspace = Workspace::new();
+    let bytes = pattern(40 * MIB, 7);
+    let path = workspace.file("large.bin", &bytes);
     let five_mib = (5 * MIB).to_string();
-    upload_in_parts(
-        40 * MIB,
-        &["--multipart-threshold", &five_mib, "--part-size", &five_mib, "--concurrency", "1"],
-        &backend,
-    );
-    // The upload landing is not proof enough: it must have asked for some part's URL again.
+    let mut command = workspace.dropship(&backend, "native");
+    command
+        .env("HTTP_PROXY", &proxy.url)
+        .env("DROPSHIP_LOG", "info")
+        .args(["upload", "--json", "--multipart-threshold", &five_mib, "--part-size", &five_mib])
+        .arg(&path);
+    let output = run(command);
+    let lines = json_lines(&output);
+    assert!(output.status.success(), "the upload should succeed: {lines:?}");
+    assert_eq!(proxy.injected(), 1, "part 3's first URL was held until it expired");
+    assert_landed(S3Server::shared(), &backend, &workspace, &lines, &[(path, bytes)]);
     // The backend's audit log has one `sign` entry per signing request, naming its parts.
     let signed = signed_parts(&backend);
     let mut times: std::collections::BTreeMap<u32, usize> = Default::default();
@@ -59,10 +74,13 @@ fn part_urls_that_expire_during_the_upload_are_signed_again() {
         *times.entry(*part).or_default() += 1;
     }
     assert_eq!(times.len(), 8, "all eight parts were signed: {signed:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let resigned: Vec<&str> = stderr.lines().filter(|l| l.contains("part URL refused, signing it again")).collect();
     assert!(
-        times.values().any(|&n| n >= 2),
-        "a part whose URL had expired was signed again; the signing requests were {signed:?}"
+        resigned.len() == 1 && resigned[0].contains("part=3"),
+        "S3 refused part 3's stale URL once and the part was signed again: {resigned:?}"
     );
+    assert_eq!(signed.last(), Some(&vec![3]), "the last signing request was part 3's fresh URL: {signed:?}");
 }
 
 /// The part numbers of each multipart signing request the backend served, in order, from its

@@ -73,7 +73,8 @@ fn version_a_updates_itself_to_b_and_b_keeps_settings_history_and_finishes_the_u
     write_settings(
         &data_dir,
         serde_json::json!({ "backend_url": front.url, "token": backend.token,
-                            "transfer": { "bandwidth_limit": 4_000_000, "concurrency": 1 } }),
+                            "transfer": { "bandwidth_limit": 4_000_000, "concurrency": 1,
+                                          "part_size": 32 * 1024 * 1024 } }),
     );
     let env = [
         ("SSL_CERT_FILE", std::ffi::OsString::from(certificate.system_bundle_with_ca())),

@@ -40,7 +40,7 @@ pub struct RunArgs {
     /// Files at least this many bytes go up in parts [default: 64 MiB].
     #[arg(long, env = "DROPSHIP_MULTIPART_THRESHOLD", value_name = "BYTES")]
     multipart_threshold: Option<u64>,
-    /// Preferred part size in bytes, at least 5 MiB [default: 32 MiB].
+    /// Preferred part size in bytes, at least 5 MiB [default: 8 MiB].
     #[arg(long, env = "DROPSHIP_PART_SIZE", value_name = "BYTES")]
     part_size: Option<u64>,
     /// Upload at most this many bytes per second, all files together; 0 for no limit.

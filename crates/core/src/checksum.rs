@@ -84,6 +84,35 @@ pub fn crc32c_range(path: &Path, offset: u64, len: u64) -> std::io::Result<Strin
     Ok(crc32c_base64(digest.finalize() as u32))
 }
 
+/// Reads `len` bytes at `offset` of a file that must still be `file_size` bytes long into
+/// `bytes` (replacing what it held), and takes their CRC32C as [`crc32c_range`] gives it: the
+/// bytes are read once and hashed in memory.
+pub fn read_range_crc32c(
+    path: &Path,
+    offset: u64,
+    len: u64,
+    file_size: u64,
+    bytes: &mut Vec<u8>,
+) -> std::io::Result<String> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let now = file.metadata()?.len();
+    if now != file_size {
+        return Err(std::io::Error::other(format!("it was {file_size} bytes when checked and is {now} bytes now")));
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    bytes.clear();
+    // Filled by read_to_end without zeroing first.
+    bytes.reserve_exact(len as usize);
+    file.take(len).read_to_end(bytes)?;
+    if bytes.len() as u64 != len {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file is shorter than it was"));
+    }
+    let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+    digest.update(bytes);
+    Ok(crc32c_base64(digest.finalize() as u32))
+}
+
 fn crc32c_base64(crc: u32) -> String {
     base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
 }
@@ -111,6 +140,20 @@ mod crc32c_tests {
         assert_eq!(crc32c_range(&path, 2, 9).unwrap(), crc32c_base64(0xE306_9283));
         assert_eq!(crc32c_range(&path, 2, 9).unwrap(), "4waSgw==");
         assert_eq!(crc32c_range(&path, 8, 9).unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_range_read_into_memory_has_the_same_crc32c_and_fails_when_the_file_changed_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"xx123456789").unwrap();
+        let mut bytes = b"what the buffer held before".to_vec();
+        let checksum = read_range_crc32c(&path, 2, 9, 11, &mut bytes).unwrap();
+        assert_eq!((checksum.as_str(), bytes.as_slice()), ("4waSgw==", &b"123456789"[..]));
+        let changed = read_range_crc32c(&path, 2, 9, 12, &mut bytes).unwrap_err();
+        assert!(changed.to_string().contains("was 12 bytes when checked and is 11 bytes now"), "{changed}");
+        let short = read_range_crc32c(&path, 8, 9, 11, &mut bytes).unwrap_err();
+        assert_eq!(short.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

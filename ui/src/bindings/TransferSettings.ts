@@ -14,9 +14,10 @@ concurrency: number,
  */
 multipart_threshold: number, 
 /**
- * Preferred part size; grown for files that would need more than 10,000 parts. Larger
- * parts cost the server less per byte: against SeaweedFS on two cores, 32 MiB parts kept
- * pace with one PUT where 16 MiB parts fell 15% behind.
+ * Preferred part size; grown for files that would need more than 10,000 parts. Each part
+ * in flight is held in memory (read once, hashed, sent): 8 MiB parts, half the concurrency
+ * at a time, sent a GiB to SeaweedFS on two cores ahead of one PUT with 50 MiB peak RSS,
+ * where 32 MiB parts, eight at a time, held 274 MiB.
  */
 part_size: number, 
 /**

@@ -78,7 +78,7 @@ impl Engine {
             plan,
             permits: &self.inner.permits,
             throttle: &self.inner.throttle,
-            max_in_flight: transfer.concurrency as usize,
+            max_in_flight: transfer::parts_in_flight(transfer.concurrency),
             retry: self.inner.retry,
             retry_now: &self.inner.retry_now,
             progress,

@@ -100,9 +100,31 @@ pub(super) fn body_stream(
     progress: Progress,
     throttle: &Arc<Throttle>,
 ) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    paced(ReaderStream::with_capacity(file, STREAM_CHUNK), progress, throttle)
+}
+
+/// A request body sent from memory in [`STREAM_CHUNK`] slices (no copies), paced and counted as
+/// a streamed one is.
+fn memory_stream(
+    bytes: bytes::Bytes,
+    progress: Progress,
+    throttle: &Arc<Throttle>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    let slices = (0..bytes.len())
+        .step_by(STREAM_CHUNK)
+        .map(move |start| Ok(bytes.slice(start..bytes.len().min(start + STREAM_CHUNK))));
+    paced(futures_util::stream::iter(slices.collect::<Vec<_>>()), progress, throttle)
+}
+
+/// Lets each chunk out through the bandwidth limit, then counts it for progress.
+fn paced(
+    chunks: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+    progress: Progress,
+    throttle: &Arc<Throttle>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
     let throttle = throttle.clone();
     let mut sent = 0u64;
-    ReaderStream::with_capacity(file, STREAM_CHUNK)
+    chunks
         .then(move |chunk| {
             let throttle = throttle.clone();
             async move {
@@ -156,6 +178,28 @@ pub async fn put_range(
     }
 
     let stream = body_stream(file.take(range.len), progress, throttle);
+    finish(request.body(reqwest::Body::wrap_stream(stream)), path, range).await
+}
+
+/// PUTs a range already read into memory (`bytes`, the `range` of the file at `path`): as
+/// [`put_range`], without reading the file again.
+#[allow(clippy::too_many_arguments)]
+pub async fn put_bytes(
+    client: &reqwest::Client,
+    url: &url::Url,
+    headers: &BTreeMap<String, String>,
+    path: &Path,
+    range: Range,
+    bytes: bytes::Bytes,
+    progress: Progress,
+    throttle: &Arc<Throttle>,
+) -> Result<Option<String>, TransferError> {
+    check_destination(url)?;
+    let request = headers
+        .iter()
+        .fold(client.put(url.clone()), |request, (name, value)| request.header(name, value))
+        .header(reqwest::header::CONTENT_LENGTH, range.len);
+    let stream = memory_stream(bytes, progress, throttle);
     finish(request.body(reqwest::Body::wrap_stream(stream)), path, range).await
 }
 
