@@ -105,8 +105,11 @@ pub fn apply_level(level: LogLevel) {
 pub fn init(data_dir: &Path, program: &str, stderr_filter: Option<&str>) -> Result<(), String> {
     let env = env_filter_text();
     let stderr_filter = env.clone().or(stderr_filter.map(str::to_owned)).filter(|f| f.trim() != "off");
-    let stderr = stderr_filter
-        .map(|f| tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(EnvFilter::new(f)));
+    let stderr = stderr_filter.map(|f| {
+        // Colours for a person at a terminal; plain text for a pipe or a file a script reads.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).with_filter(EnvFilter::new(f))
+    });
     let (file, problem) = match DailyFile::open(&log_dir(data_dir), program) {
         Ok(daily) => {
             let filter = EnvFilter::new(env.unwrap_or_else(|| saved_level(data_dir).filter()));
