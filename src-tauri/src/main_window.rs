@@ -1,0 +1,64 @@
+//! The main window comes and goes; the app stays. Closing it destroys the webview, so WebKit's
+//! web process exits and gives its memory back while Dropship syncs from the tray (hiding it
+//! kept ~250 MiB alive). *Open Dropship* builds it again from the app's config, where it was.
+
+use std::sync::Mutex;
+
+use dropship_core::Engine;
+use tauri::{AppHandle, Manager, PhysicalPosition, PhysicalSize, WebviewWindow, Window};
+
+/// The label in tauri.conf.json, which the capability in capabilities/main.json names.
+const LABEL: &str = "main";
+
+/// Where the window was when it was closed, so that it opens there again. In memory only:
+/// after a restart it opens where the config puts it, as it always has.
+#[derive(Default)]
+pub struct LastPlace(Mutex<Option<(PhysicalPosition<i32>, PhysicalSize<u32>)>>);
+
+/// Shows the window, building it first when it was closed (or never opened: a login start).
+pub fn show(app: &AppHandle) {
+    let window = match app.get_webview_window(LABEL) {
+        Some(window) => window,
+        None => match build(app) {
+            Ok(window) => window,
+            Err(e) => return tracing::error!("could not open the window: {e}"),
+        },
+    };
+    let _ = window.unminimize();
+    let _ = window.show();
+    let _ = window.set_focus();
+}
+
+/// Built hidden (the config says `visible: false`), so it appears once, in its place.
+fn build(app: &AppHandle) -> tauri::Result<WebviewWindow> {
+    let config = app.config().app.windows.iter().find(|w| w.label == LABEL).ok_or(tauri::Error::WindowNotFound)?;
+    let window = tauri::WebviewWindowBuilder::from_config(app, config)?.build()?;
+    let last = *app.state::<LastPlace>().0.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((position, size)) = last {
+        let _ = window.set_size(size);
+        let _ = window.set_position(position);
+    }
+    // No engine on the recovery screen, so nobody signed in to name.
+    if let Some(engine) = app.try_state::<Engine>() {
+        crate::show_user_in_title(&window, engine.signed_in_user().as_deref());
+    }
+    Ok(window)
+}
+
+/// Before the window goes: where it is, for [`show`] to put it back.
+pub fn remember_place(window: &Window) {
+    if let (Ok(position), Ok(size)) = (window.outer_position(), window.inner_size()) {
+        *window.state::<LastPlace>().0.lock().unwrap_or_else(|p| p.into_inner()) = Some((position, size));
+    }
+}
+
+/// After the window is gone. glibc keeps freed heap in its arenas, so without a trim the
+/// app's RSS would stay near what it was with the window open. The allocators of macOS and
+/// Windows give freed pages back on their own: nothing to do there.
+pub fn release_memory() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own arenas to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
