@@ -212,7 +212,6 @@ pub(crate) fn start(app: &tauri::AppHandle) -> Result<Option<DamagedFile>, drops
 fn on_window_event(window: &Window, event: &WindowEvent) {
     match event {
         WindowEvent::CloseRequested { .. } => main_window::remember_place(window),
-        WindowEvent::Destroyed => main_window::release_memory(),
         WindowEvent::DragDrop(drag) => on_drag(window, drag),
         _ => {}
     }

@@ -51,14 +51,3 @@ pub fn remember_place(window: &Window) {
         *window.state::<LastPlace>().0.lock().unwrap_or_else(|p| p.into_inner()) = Some((position, size));
     }
 }
-
-/// After the window is gone. glibc keeps freed heap in its arenas, so without a trim the
-/// app's RSS would stay near what it was with the window open. The allocators of macOS and
-/// Windows give freed pages back on their own: nothing to do there.
-pub fn release_memory() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: malloc_trim only returns free pages of the allocator's own arenas to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
