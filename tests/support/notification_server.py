@@ -64,6 +64,23 @@ def menu_item_id(layout, label):
     return None
 
 
+def click_menu_item(conn, name, path, label):
+    """Clicks `label` in the menu of the tray icon at `name` `path`; False when it has none."""
+    menu = conn.call_sync(name, path, "org.freedesktop.DBus.Properties", "Get",
+                          GLib.Variant("(ss)", ("org.kde.StatusNotifierItem", "Menu")),
+                          None, Gio.DBusCallFlags.NONE, 5000, None).unpack()[0]
+    _revision, layout = conn.call_sync(name, menu, "com.canonical.dbusmenu", "GetLayout",
+                                       GLib.Variant("(iias)", (0, -1, ["label"])),
+                                       None, Gio.DBusCallFlags.NONE, 5000, None).unpack()
+    item_id = menu_item_id(layout, label)
+    if item_id is None:
+        return False
+    conn.call_sync(name, menu, "com.canonical.dbusmenu", "Event",
+                   GLib.Variant("(isvu)", (item_id, "clicked", GLib.Variant("i", 0), 0)),
+                   None, Gio.DBusCallFlags.NONE, 5000, None)
+    return True
+
+
 def tray_watcher(items):
     """Method calls and properties of the StatusNotifierWatcher; `items` holds (bus name, path)."""
 
@@ -80,25 +97,17 @@ def tray_watcher(items):
             invocation.return_value(None)
         elif method == "Click":
             (label,) = params.unpack()
-            try:
-                for name, path in items:
-                    menu = conn.call_sync(name, path, "org.freedesktop.DBus.Properties", "Get",
-                                          GLib.Variant("(ss)", ("org.kde.StatusNotifierItem", "Menu")),
-                                          None, Gio.DBusCallFlags.NONE, 5000, None).unpack()[0]
-                    _revision, layout = conn.call_sync(name, menu, "com.canonical.dbusmenu", "GetLayout",
-                                                       GLib.Variant("(iias)", (0, -1, ["label"])),
-                                                       None, Gio.DBusCallFlags.NONE, 5000, None).unpack()
-                    item_id = menu_item_id(layout, label)
-                    if item_id is not None:
-                        conn.call_sync(name, menu, "com.canonical.dbusmenu", "Event",
-                                       GLib.Variant("(isvu)", (item_id, "clicked", GLib.Variant("i", 0), 0)),
-                                       None, Gio.DBusCallFlags.NONE, 5000, None)
+            problems = []
+            # Icons of apps that have quit stay listed: they no longer answer.
+            for name, path in items:
+                try:
+                    if click_menu_item(conn, name, path, label):
                         invocation.return_value(None)
                         return
-                invocation.return_dbus_error("dev.dropship.TestTray.NoSuchItem",
-                                             f"no tray menu item {label!r} among {len(items)} tray icons")
-            except GLib.Error as e:
-                invocation.return_dbus_error("dev.dropship.TestTray.Failed", e.message)
+                except GLib.Error as e:
+                    problems.append(e.message)
+            invocation.return_dbus_error("dev.dropship.TestTray.NoSuchItem",
+                                         f"no tray menu item {label!r} among {len(items)} tray icons: {problems}")
 
     def on_property(_conn, _sender, _path, _iface, name):
         if name == "RegisteredStatusNotifierItems":
