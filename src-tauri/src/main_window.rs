@@ -17,13 +17,24 @@ pub struct LastPlace(Mutex<Option<(PhysicalPosition<i32>, PhysicalSize<u32>)>>);
 
 /// Shows the window, building it first when it was closed (or never opened: a login start).
 pub fn show(app: &AppHandle) {
-    let window = match app.get_webview_window(LABEL) {
-        Some(window) => window,
-        None => match build(app) {
-            Ok(window) => window,
-            Err(e) => return tracing::error!("could not open the window: {e}"),
-        },
-    };
+    if let Some(window) = app.get_webview_window(LABEL) {
+        return bring_forward(&window);
+    }
+    // Built off the event loop's thread, which calls this from the tray menu and the
+    // single-instance hand-over: on Windows, building a webview from an event handler
+    // deadlocks (wry#583). One path on every platform, the one the tests take. The thread ends
+    // once the window is up.
+    let app = app.clone();
+    let spawned = std::thread::Builder::new().name("open-window".into()).spawn(move || match build(&app) {
+        Ok(window) => bring_forward(&window),
+        Err(e) => tracing::error!("could not open the window: {e}"),
+    });
+    if let Err(e) = spawned {
+        tracing::error!("could not open the window: {e}");
+    }
+}
+
+fn bring_forward(window: &WebviewWindow) {
     let _ = window.unminimize();
     let _ = window.show();
     let _ = window.set_focus();
