@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The window's figures for the README: launch to a usable window (cold and warm), idle CPU
-# and memory, history search over 100,000 rows, and a queue of 10,000 files, all in the real
+# and memory, history search over 100,000 rows, a queue of 10,000 files, and the app in the tray
+# with its window closed (memory, idle CPU, Open Dropship to a usable window), all in the real
 # window under Xvfb against the local SeaweedFS and dropship-backend. Prints the figures.
 #
 #   bench/window.sh            (about 5 minutes on two cores)

@@ -18,6 +18,7 @@ fn main() {
         "cancel_all",
         "get_holds",
         "upload_anyway",
+        "window_session",
         "list_watched_folders",
         "add_watched_folder",
         "update_watched_folder",

@@ -1,6 +1,7 @@
 //! The window's figures for the README, measured in the real window under Xvfb (software
 //! rendering): launch to a usable window (cold and warm), idle CPU and memory, history search
-//! over 100,000 rows, and a queue of 10,000 files. It prints figures and asserts nothing about
+//! over 100,000 rows, a queue of 10,000 files, and the app in the tray with its window closed
+//! (memory, idle CPU, and the time *Open Dropship* takes to bring the window back). It prints figures and asserts nothing about
 //! time; run it through `bench/window.sh` (it is `#[ignore]`d in the normal test run).
 
 mod gui;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use dropship_core::store::{NewUpload, Store};
 use dropship_core::Source;
-use dropship_system_tests::desktop::{TauriDriver, Xvfb};
+use dropship_system_tests::desktop::{close_window, DesktopSession, TauriDriver, Xvfb};
 use dropship_system_tests::process::descendants;
 use dropship_testkit::{Backend, S3Server};
 use fantoccini::{Client, Locator};
@@ -33,7 +34,7 @@ fn window_figures() {
         serde_json::json!({ "backend_url": backend.url, "token": backend.token, "token_storage": "file" }),
     );
     let xvfb = Xvfb::start();
-    // WINDOW_BENCH=queue (or launch, idle, history) runs one part only.
+    // WINDOW_BENCH=queue (or launch, idle, history, tray) runs one part only.
     let only = std::env::var("WINDOW_BENCH").unwrap_or_default();
     let part = |name: &str| only.is_empty() || only == name;
 
@@ -151,6 +152,10 @@ fn window_figures() {
         .unwrap();
     }
 
+    if part("tray") {
+        tray_figures(&xvfb, work.path(), &backend);
+    }
+
     if !part("queue") {
         return;
     }
@@ -208,6 +213,118 @@ fn window_figures() {
     .unwrap();
 }
 
+/// How many times the tray part reopens the window.
+const REOPENS: usize = 5;
+
+/// The window open, then closed to the tray (memory of the app and everything under it, idle
+/// CPU), then *Open Dropship* clicked in the tray menu until the upload view is back on screen
+/// with the history it had: [`REOPENS`] times.
+fn tray_figures(xvfb: &Xvfb, work: &Path, backend: &Backend) {
+    println!("\n## In the tray (the window closed; Open Dropship from the tray menu)");
+    let data_dir = work.join("tray-data");
+    write_settings(
+        &data_dir,
+        serde_json::json!({ "backend_url": backend.url, "token": backend.token, "token_storage": "file" }),
+    );
+    gui::seed_history(&data_dir);
+    // A session bus with a tray that registers the app's icon and clicks its menu items.
+    let home = tempfile::tempdir().unwrap();
+    let session = DesktopSession::start(&home.path().join("session")).unwrap();
+    launch_on_bus(xvfb, &data_dir, &session.bus_address, async |client, driver_pid| {
+        let history = async || attr(client, "[data-testid=history-list]", "data-count").await;
+        let listed =
+            poll(Duration::from_secs(30), "the history", || async { history().await.filter(|n| n != "0") }).await?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let app = app_pid(driver_pid).context("no app process")?;
+        print_tree("window open, 5 s after launch", app, Duration::from_secs(10)).await;
+
+        close_window(&xvfb.display, "^Dropship$")?;
+        poll(Duration::from_secs(30), "WebKit's web process to end", || async {
+            (!tree(app).iter().any(|(name, _)| name.starts_with("WebKitWeb"))).then_some(())
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        print_tree("window closed, in the tray, 5 s after closing", app, Duration::from_secs(10)).await;
+
+        let mut reopens = Vec::new();
+        for run in 0..REOPENS {
+            let clicked = Instant::now();
+            session.click_tray_item("Open Dropship")?;
+            let window = poll(Duration::from_secs(30), "the reopened window", || async {
+                client.windows().await.ok()?.into_iter().next()
+            })
+            .await?;
+            client.switch_to_window(window).await?;
+            poll(Duration::from_secs(30), "the upload view", || async {
+                client.find(Locator::Css("[data-testid=uploads-view] [data-testid=drop-zone]")).await.ok()
+            })
+            .await?;
+            reopens.push(clicked.elapsed().as_millis() as u64);
+            let shown =
+                poll(Duration::from_secs(30), "the history", || async { history().await.filter(|n| n != "0") }).await?;
+            anyhow::ensure!(shown == listed, "the reopened window lists {shown} uploads in its history, not {listed}");
+            if run + 1 < REOPENS {
+                close_window(&xvfb.display, "^Dropship$")?;
+                poll(Duration::from_secs(30), "the window to go", || async {
+                    (!tree(app).iter().any(|(name, _)| name.starts_with("WebKitWeb"))).then_some(())
+                })
+                .await?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+        let samples = reopens.clone();
+        reopens.sort();
+        println!(
+            "Open Dropship to the upload view on screen (with its {listed} history rows): median {} ms of {samples:?}",
+            reopens[reopens.len() / 2]
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        print_tree("window reopened, 5 s after", app, Duration::from_secs(10)).await;
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// The app's pid under tauri-driver.
+fn app_pid(driver_pid: u32) -> Option<i32> {
+    processes(driver_pid).into_iter().find(|(name, _)| name == "dropship-deskto").map(|(_, pid)| pid)
+}
+
+/// The app and every process under it, whatever its name: (command name, pid).
+fn tree(app: i32) -> Vec<(String, i32)> {
+    std::iter::once(app)
+        .chain(descendants(app))
+        .filter_map(|pid| Some((std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim().to_owned(), pid)))
+        .collect()
+}
+
+/// CPU over `over`, then RSS and PSS, of each process in the app's tree and all of them together.
+async fn print_tree(when: &str, app: i32, over: Duration) {
+    let before =
+        tree(app).into_iter().map(|(_, pid)| (pid, ticks_of(pid))).collect::<std::collections::HashMap<_, _>>();
+    let started = Instant::now();
+    tokio::time::sleep(over).await;
+    let seconds = started.elapsed().as_secs_f64();
+    println!("{when}:");
+    let (mut rss_total, mut pss_total, mut cpu_total) = (0, 0, 0.0);
+    for (name, pid) in tree(app) {
+        let ticks = ticks_of(pid).saturating_sub(before.get(&pid).copied().unwrap_or(0));
+        let cpu = ticks as f64 / clock_ticks() as f64 / seconds * 100.0;
+        let (rss, pss) = memory_of(pid);
+        println!(
+            "  {name} (pid {pid}): CPU {cpu:.2}% · RSS {:.1} MiB · PSS {:.1} MiB",
+            rss as f64 / 1024.0,
+            pss as f64 / 1024.0
+        );
+        (rss_total, pss_total, cpu_total) = (rss_total + rss, pss_total + pss, cpu_total + cpu);
+    }
+    println!(
+        "  all together: CPU {cpu_total:.2}% · RSS {:.1} MiB · PSS {:.1} MiB",
+        rss_total as f64 / 1024.0,
+        pss_total as f64 / 1024.0
+    );
+}
+
 /// Launches the app, waits for the upload view, runs `then`, and returns the launch time:
 /// from the app process's start (from /proc) to the view found on screen.
 fn launch(
@@ -215,10 +332,21 @@ fn launch(
     data_dir: &Path,
     then: impl AsyncFnOnce(&Client, u32) -> anyhow::Result<()>,
 ) -> anyhow::Result<(u64, ())> {
+    // No session bus: no keyring, tray or single-instance hand-over to wait for.
+    launch_on_bus(xvfb, data_dir, "", then)
+}
+
+/// [`launch`] on the session bus at `bus_address`.
+fn launch_on_bus(
+    xvfb: &Xvfb,
+    data_dir: &Path,
+    bus_address: &str,
+    then: impl AsyncFnOnce(&Client, u32) -> anyhow::Result<()>,
+) -> anyhow::Result<(u64, ())> {
     let env = [
         ("DROPSHIP_DATA_DIR", data_dir.as_os_str()),
         ("DROPSHIP_LOG", "warn".as_ref()),
-        ("DBUS_SESSION_BUS_ADDRESS", "".as_ref()),
+        ("DBUS_SESSION_BUS_ADDRESS", bus_address.as_ref()),
     ];
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // On a busy machine WebKitWebDriver sometimes misses tauri-driver's start-up window: try
@@ -281,32 +409,39 @@ fn processes(driver_pid: u32) -> Vec<(String, i32)> {
 }
 
 fn cpu_ticks(driver_pid: u32) -> std::collections::HashMap<i32, u64> {
-    processes(driver_pid)
-        .into_iter()
-        .filter_map(|(_, pid)| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-            Some((pid, fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?))
-        })
-        .collect()
+    processes(driver_pid).into_iter().map(|(_, pid)| (pid, ticks_of(pid))).collect()
+}
+
+/// User and system CPU ticks `pid` has used (0 once it is gone).
+fn ticks_of(pid: i32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    let Some(end) = stat.rfind(')') else { return 0 };
+    let fields: Vec<&str> = stat[end + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0)
 }
 
 /// (name, pid, RSS KiB, PSS KiB) for the app and each WebKit helper.
 fn memory(driver_pid: u32) -> Vec<(String, i32, u64, u64)> {
+    processes(driver_pid)
+        .into_iter()
+        .map(|(name, pid)| {
+            let (rss, pss) = memory_of(pid);
+            (name, pid, rss, pss)
+        })
+        .collect()
+}
+
+/// (RSS KiB, PSS KiB) of `pid`.
+fn memory_of(pid: i32) -> (u64, u64) {
     let field = |text: &str, name: &str| -> u64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
     };
-    processes(driver_pid)
-        .into_iter()
-        .map(|(name, pid)| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-            (name, pid, field(&status, "VmRSS:"), field(&rollup, "Pss:"))
-        })
-        .collect()
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    (field(&status, "VmRSS:"), field(&rollup, "Pss:"))
 }
 
 fn clock_ticks() -> i64 {

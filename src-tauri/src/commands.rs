@@ -9,7 +9,7 @@ use dropship_core::{
     token_storage, Engine, ErrorInfo, HistoryEntry, HistoryQuery, Settings, SignInState, Source, TokenStorage,
     UploadStatus, WindowPrefs,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tauri::{AppHandle, State, Window};
 use tauri_plugin_dialog::{DialogExt, FilePath, MessageDialogButtons, MessageDialogKind};
 use tauri_plugin_opener::OpenerExt;
@@ -286,6 +286,29 @@ pub fn get_holds(engine: State<'_, Engine>) -> dropship_core::holds::Holds {
 #[tauri::command]
 pub fn upload_anyway(engine: State<'_, Engine>) {
     engine.upload_anyway()
+}
+
+/// When the app started (RFC 3339, as the history's timestamps), kept for [`window_session`].
+pub struct SessionStart(String);
+
+impl SessionStart {
+    pub fn now() -> SessionStart {
+        let now = time::OffsetDateTime::now_utc();
+        SessionStart(now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default())
+    }
+}
+
+/// What a window opened after the app started needs to show what the app has been doing: it
+/// lists the uploads since `started_at` from the history, and Pause all may be on already.
+#[derive(Serialize)]
+pub struct WindowSession {
+    started_at: String,
+    all_paused: bool,
+}
+
+#[tauri::command]
+pub fn window_session(engine: State<'_, Engine>, start: State<'_, SessionStart>) -> WindowSession {
+    WindowSession { started_at: start.0.clone(), all_paused: engine.is_paused() }
 }
 
 fn submit_picked(engine: &Engine, picked: Vec<FilePath>) -> CommandResult<Option<String>> {

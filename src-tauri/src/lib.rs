@@ -6,6 +6,7 @@ mod commands;
 mod diagnose;
 mod events;
 mod locale;
+mod main_window;
 mod notify;
 mod prefs;
 mod recovery;
@@ -70,12 +71,14 @@ pub fn run() {
         .plugin(tauri_plugin_updater::Builder::new().build())
         .setup(|app| {
             app.manage(updates::Updates::new());
+            app.manage(main_window::LastPlace::default());
+            app.manage(commands::SessionStart::now());
             // A damaged settings file or history opens the window on the recovery screen
             // rather than stopping the app.
             let damaged = start(app.handle())?;
             let hidden = std::env::args().any(|a| a == tray::HIDDEN_ARG);
             if damaged.is_some() || !hidden {
-                tray::show_main_window(app.handle());
+                main_window::show(app.handle());
             }
             app.manage(recovery::Recovery(std::sync::Mutex::new(damaged)));
             Ok(())
@@ -96,6 +99,7 @@ pub fn run() {
             commands::cancel_all,
             commands::get_holds,
             commands::upload_anyway,
+            commands::window_session,
             watch_commands::list_watched_folders,
             watch_commands::add_watched_folder,
             watch_commands::update_watched_folder,
@@ -127,8 +131,11 @@ pub fn run() {
         .build(tauri::generate_context!())
         .expect("the Dropship window could not be created");
 
-    app.run(|app, event| {
-        if let RunEvent::Exit = event {
+    app.run(|app, event| match event {
+        // The last window closed: Dropship syncs on from the tray, and Quit there ends it. On
+        // the recovery screen nothing runs and there is no tray: closing it quits.
+        RunEvent::ExitRequested { code: None, api, .. } if app.try_state::<Engine>().is_some() => api.prevent_exit(),
+        RunEvent::Exit => {
             if let Some(watcher) = app.try_state::<Watcher>() {
                 tauri::async_runtime::block_on(watcher.stop(std::time::Duration::from_secs(5)));
             }
@@ -143,6 +150,7 @@ pub fn run() {
                 forwarder.stop();
             }
         }
+        _ => {}
     });
 }
 
@@ -192,6 +200,7 @@ pub(crate) fn start(app: &tauri::AppHandle) -> Result<Option<DamagedFile>, drops
     }
     start_background_sync(app, &engine, &data_dir);
     updates::check_periodically(app);
+    // After the recovery screen the window is already open.
     if let Some(window) = app.get_webview_window("main") {
         show_user_in_title(&window, engine.signed_in_user().as_deref());
     }
@@ -199,20 +208,18 @@ pub(crate) fn start(app: &tauri::AppHandle) -> Result<Option<DamagedFile>, drops
     Ok(None)
 }
 
+/// The window's close (see `main_window`) and its native file drops.
+fn on_window_event(window: &Window, event: &WindowEvent) {
+    match event {
+        WindowEvent::CloseRequested { .. } => main_window::remember_place(window),
+        WindowEvent::DragDrop(drag) => on_drag(window, drag),
+        _ => {}
+    }
+}
+
 /// Native drag and drop: the paths go from the window system straight to the engine, so the
 /// webview never gets to name files to read. The webview only learns whether to highlight.
-fn on_window_event(window: &Window, event: &WindowEvent) {
-    if let WindowEvent::CloseRequested { api, .. } = event {
-        // On the recovery screen nothing runs and there is no tray: closing quits.
-        if window.try_state::<Engine>().is_none() {
-            return;
-        }
-        // Closing the window keeps Dropship syncing from the tray; Quit is in the tray menu.
-        api.prevent_close();
-        let _ = window.hide();
-        return;
-    }
-    let WindowEvent::DragDrop(drag) = event else { return };
+fn on_drag(window: &Window, drag: &DragDropEvent) {
     let state = match drag {
         DragDropEvent::Enter { .. } => events::DragState::Enter,
         DragDropEvent::Leave => events::DragState::Leave,
@@ -257,6 +264,6 @@ fn single_instance() -> tauri::plugin::TauriPlugin<tauri::Wry> {
     default_data_dir().hash(&mut hasher);
     tauri_plugin_single_instance::Builder::new()
         .dbus_id(format!("dev.dropship.desktop.d{:016x}", hasher.finish()))
-        .callback(|app, _args, _cwd| tray::show_main_window(app))
+        .callback(|app, _args, _cwd| main_window::show(app))
         .build()
 }

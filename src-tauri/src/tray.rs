@@ -73,7 +73,7 @@ fn on_menu(app: &AppHandle, id: &str) {
     if let Some(command) = TrayCommand::from_menu_id(id) {
         command.apply(&app.state::<Engine>());
     } else if id == OPEN {
-        show_main_window(app);
+        crate::main_window::show(app);
     } else if id == DIAGNOSE {
         crate::diagnose::from_tray(app);
     } else if id == RESTART_TO_UPDATE {
@@ -96,14 +96,6 @@ pub fn show_update(app: &AppHandle, status: &UpdateStatus) {
         UpdateStatus::Ready { .. } => {}
         _ if *shown => *shown = tray.menu.remove(&tray.restart_to_update).is_err(),
         _ => {}
-    }
-}
-
-pub fn show_main_window(app: &AppHandle) {
-    if let Some(window) = app.get_webview_window("main") {
-        let _ = window.unminimize();
-        let _ = window.show();
-        let _ = window.set_focus();
     }
 }
 

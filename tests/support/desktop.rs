@@ -244,6 +244,21 @@ impl DesktopSession {
         Ok(session)
     }
 
+    /// Clicks the tray menu item labelled `label` (*Open Dropship*), as the panel does when a
+    /// person picks it: the test tray in support/notification_server.py sends the dbusmenu event.
+    pub fn click_tray_item(&self, label: &str) -> anyhow::Result<()> {
+        let output = Command::new("gdbus")
+            .args(["call", "--address", &self.bus_address, "--dest", "org.kde.StatusNotifierWatcher"])
+            .args(["--object-path", "/StatusNotifierWatcher", "--method", "dev.dropship.TestTray.Click", label])
+            .stdin(Stdio::null())
+            .output()
+            .context("could not run gdbus")?;
+        if !output.status.success() {
+            bail!("clicking {label:?} in the tray failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        }
+        Ok(())
+    }
+
     /// The token the keyring holds for `data_dir` (as the app stores it), if any.
     pub fn stored_token(&self, data_dir: &Path) -> Option<String> {
         let account = data_dir.to_string_lossy();
@@ -289,6 +304,25 @@ impl DesktopSession {
         }
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
+}
+
+/// Closes the first visible window titled `title_regex` as its close button would (see
+/// support/close_window.py): the app hears a close request, not a window destroyed under it.
+pub fn close_window(display: &str, title_regex: &str) -> anyhow::Result<()> {
+    let ids = xdotool(display, &["search", "--onlyvisible", "--name", title_regex])?;
+    let id = ids.lines().next().context("no such window")?.trim().to_owned();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/close_window.py");
+    let status = Command::new(system_python())
+        .arg(&script)
+        .arg(&id)
+        .env("DISPLAY", display)
+        .stdin(Stdio::null())
+        .status()
+        .context("could not run close_window.py")?;
+    if !status.success() {
+        bail!("close_window.py {id} failed: {status}");
+    }
+    Ok(())
 }
 
 /// Runs `xdotool` on `display` and returns its output.

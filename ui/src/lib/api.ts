@@ -57,6 +57,9 @@ export const cancelAll = () => invoke<void>("cancel_all");
 export const getHolds = () => invoke<Holds>("get_holds");
 /** Lets held uploads go until the condition that holds them ends. */
 export const uploadAnyway = () => invoke<void>("upload_anyway");
+/** The app's session, which a window opened from the tray joins: since when, and whether all is paused. */
+export type WindowSession = { started_at: string; all_paused: boolean };
+export const windowSession = () => invoke<WindowSession>("window_session");
 
 /** The damaged file the app stopped at on start (the recovery screen), or null. */
 export const getDamagedFile = () => invoke<DamagedFile | null>("get_damaged_file");
