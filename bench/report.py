@@ -5,6 +5,8 @@ import statistics
 
 LABELS = {
     "dropship": "dropship upload --json",
+    "dropship-flat": "dropship upload --json, flat keys `{prefix}/{uuid}-{name}`",
+    "dropship-companion": "dropship upload --api companion --json, Uppy Companion",
     "curl": "curl -T, presigned, SHA-256 signed",
     "curl-nosum": "curl -T, presigned, no checksum",
     "s5cmd": "s5cmd cp",
@@ -29,7 +31,7 @@ def fmt(value, digits):
 
 def main():
     ap = argparse.ArgumentParser()
-    for name in ("runs", "machine", "versions", "sets", "stamp", "scale", "repeat"):
+    for name in ("runs", "machine", "versions", "sets", "stamp", "scale", "repeat", "network", "net"):
         ap.add_argument("--" + name, required=True)
     args = ap.parse_args()
 
@@ -45,14 +47,21 @@ def main():
     out = []
     p = out.append
 
-    p(f"# Upload benchmark {args.stamp}")
+    p(f"# Upload benchmark {args.stamp} ({args.net})")
     p("")
     p(f"Scale `{args.scale}`, {args.repeat} run(s) per tool"
       + (" (medians; each column on its own)" if int(args.repeat) > 1 else "")
       + ". One SeaweedFS for the whole run, the same files for every tool, one tool at a time, "
         "each into its own key prefix. Client CPU = user+sys of the tool and its children (GNU time); "
-        "server CPU = the SeaweedFS process tree over the run (/proc); backend CPU = dropship-backend "
-        "(only the tools that use it).")
+        "server CPU = the SeaweedFS process tree over the run (/proc); backend CPU = the signing backend "
+        "(dropship-backend, or Companion for the companion row; only the tools that use one).")
+    p("")
+    p("## Network")
+    p("")
+    p("| | |")
+    p("|---|---|")
+    for k, v in read_tsv(args.network):
+        p(f"| {k} | {v} |")
     p("")
 
     medians = {}
@@ -82,10 +91,13 @@ def main():
     if d and c:
         summary.append(f"1g: dropship {d['mibs']:.1f} MiB/s = {d['mibs'] / c['mibs']:.0%} of curl's "
                        f"{c['mibs']:.1f} MiB/s")
-    d, s5 = medians.get(("small", "dropship")), medians.get(("small", "s5cmd"))
-    if d and s5:
-        summary.append(f"small: dropship {d['wall']:.2f} s = {d['wall'] / s5['wall']:.2f}× s5cmd's "
-                       f"{s5['wall']:.2f} s wall")
+    for s in ("small", "20x50m"):
+        s5 = medians.get((s, "s5cmd"))
+        for tool in ("dropship", "dropship-flat", "dropship-companion"):
+            d = medians.get((s, tool))
+            if d and s5:
+                summary.append(f"{s}: {tool} {d['wall']:.2f} s = {d['wall'] / s5['wall']:.2f}× s5cmd's "
+                               f"{s5['wall']:.2f} s wall")
     if summary:
         p("**Summary:** " + "; ".join(summary) + ".")
         p("")
