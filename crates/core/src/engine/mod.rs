@@ -79,6 +79,9 @@ struct Inner {
     /// part of every batch, so the concurrency setting bounds the whole engine: a large body
     /// takes a whole slot, a small one a share of it (see [`transfer::permits_for`]).
     permits: Semaphore,
+    /// The memory parts are read into, shared by every multipart upload (see
+    /// [`transfer::PartBuffers`]).
+    part_buffers: transfer::PartBuffers,
     /// The permits `permits` was last sized to (settings can change it while running).
     permit_count: Mutex<usize>,
     retry: RetryPolicy,
@@ -185,6 +188,7 @@ impl Engine {
                 http: RwLock::new(HttpClient { client: http, network }),
                 runtime,
                 permits: Semaphore::new(permits),
+                part_buffers: transfer::PartBuffers::default(),
                 permit_count: Mutex::new(permits),
                 retry: RetryPolicy::default(),
                 retry_now: RetryNow::default(),

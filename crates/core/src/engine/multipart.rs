@@ -77,6 +77,7 @@ impl Engine {
             path: &job.path,
             plan,
             permits: &self.inner.permits,
+            buffers: &self.inner.part_buffers,
             throttle: &self.inner.throttle,
             max_in_flight: transfer::parts_in_flight(transfer.concurrency),
             retry: self.inner.retry,

@@ -9,7 +9,7 @@ mod put;
 mod retry;
 mod throttle;
 
-pub use multipart::{parts_in_flight, upload_parts, MultipartRun, OnRetry};
+pub use multipart::{parts_in_flight, upload_parts, MultipartRun, OnRetry, PartBuffers};
 pub use plan::{PartPlan, MAX_OBJECT_SIZE, MIN_PART_SIZE};
 pub use put::{check_destination, permits_for, put_bytes, put_range, send_file, Progress, Range, PERMITS_PER_SLOT};
 pub use retry::{classify, Next, RetryNow, RetryPolicy};

@@ -48,6 +48,8 @@ pub struct MultipartRun<'a> {
     pub plan: PartPlan,
     /// Shared with every other transfer of the engine: one permit per request in flight.
     pub permits: &'a Semaphore,
+    /// The memory parts are read into, shared with every other multipart upload.
+    pub buffers: &'a PartBuffers,
     /// The engine's bandwidth limit, shared by every request.
     pub throttle: &'a Arc<super::Throttle>,
     pub max_in_flight: usize,
@@ -71,7 +73,6 @@ pub struct MultipartRun<'a> {
 pub async fn upload_parts(run: &MultipartRun<'_>) -> Result<(Vec<CompletedPart>, String), Error> {
     let checksums = PartChecksums::new(run.finished);
     let book = UrlBook::default();
-    let buffers = Buffers::default();
     let next = AtomicU32::new(1);
     let already: u64 = run.finished.iter().map(|p| run.plan.range(p.part_number).1).sum();
     (run.progress)(already);
@@ -80,10 +81,8 @@ pub async fn upload_parts(run: &MultipartRun<'_>) -> Result<(Vec<CompletedPart>,
     done.extend_from_slice(run.finished);
     let done = Mutex::new(done);
     let workers = run.max_in_flight.clamp(1, run.plan.part_count as usize);
-    futures_util::future::try_join_all(
-        (0..workers).map(|_| send_parts(run, &book, &checksums, &buffers, &next, &sent, &done)),
-    )
-    .await?;
+    futures_util::future::try_join_all((0..workers).map(|_| send_parts(run, &book, &checksums, &next, &sent, &done)))
+        .await?;
     let mut parts = done.into_inner().unwrap_or_else(|p| p.into_inner());
     parts.sort_by_key(|p| p.part_number);
     Ok((parts, checksums.composite(run).await?))
@@ -114,7 +113,7 @@ impl PartChecksums {
     async fn composite(&self, run: &MultipartRun<'_>) -> Result<String, Error> {
         for number in 1..=run.plan.part_count {
             if self.get(number).is_none() {
-                let part = read_part(run, &Buffers::default(), number, false).await?;
+                let part = read_part(run, number, false).await?;
                 self.insert(number, part.checksum);
             }
         }
@@ -138,41 +137,61 @@ struct ReadPart {
 
 /// Reads part `number` (`keep` = hold its bytes for sending, when they are small enough) and
 /// takes its CRC32C. A file that no longer has the size it had fails as changed.
-async fn read_part(run: &MultipartRun<'_>, buffers: &Buffers, number: u32, keep: bool) -> Result<ReadPart, Error> {
+async fn read_part(run: &MultipartRun<'_>, number: u32, keep: bool) -> Result<ReadPart, Error> {
     let (offset, len) = run.plan.range(number);
     let (path, file_size) = (run.path.to_owned(), run.plan.size);
-    let keep = keep && len <= PART_IN_MEMORY;
-    let buffers = buffers.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        if !keep {
-            return crate::checksum::crc32c_range(&path, offset, len)
-                .map(|checksum| ReadPart { checksum, bytes: None });
+    let buffer = match keep && len <= PART_IN_MEMORY {
+        true => Some(run.buffers.take(len).await?),
+        false => None,
+    };
+    let read = tokio::task::spawn_blocking(move || match buffer {
+        None => crate::checksum::crc32c_range(&path, offset, len).map(|checksum| ReadPart { checksum, bytes: None }),
+        Some(mut buffer) => {
+            let checksum = crate::checksum::read_range_crc32c(&path, offset, len, file_size, &mut buffer.bytes)?;
+            Ok(ReadPart { checksum, bytes: Some(bytes::Bytes::from_owner(buffer)) })
         }
-        let mut buffer = buffers.take();
-        let checksum = crate::checksum::read_range_crc32c(&path, offset, len, file_size, &mut buffer.bytes)?;
-        Ok(ReadPart { checksum, bytes: Some(bytes::Bytes::from_owner(buffer)) })
     })
     .await;
     let changed = |detail: String| TransferError::FileChanged { path: run.path.display().to_string(), detail };
     Ok(read.map_err(|e| changed(e.to_string()))?.map_err(|e| changed(e.to_string()))?)
 }
 
-/// Part buffers, each handed back when the last byte of its part has left: a part is read into
-/// memory already mapped, instead of a fresh allocation per part whose page faults and zeroing
-/// cost about as much CPU as the read itself. It holds as many as were in flight at once.
-#[derive(Clone, Default)]
-struct Buffers(Arc<Mutex<Vec<Vec<u8>>>>);
+/// The memory parts are read into, for the whole engine: at most [`PART_MEMORY`] in use at once
+/// (a part waits for room after its permit, and whoever holds room is sending and will give it
+/// back), each buffer handed back when the last byte of its part has left and reused by the next
+/// part. Reusing them matters: a fresh allocation per part cost about as much CPU in page faults
+/// and zeroing as the read itself.
+pub struct PartBuffers {
+    idle: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// One permit per MiB of [`PART_MEMORY`].
+    room: Arc<Semaphore>,
+}
 
-impl Buffers {
-    fn take(&self) -> PooledBuffer {
-        let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
-        PooledBuffer { bytes, home: self.clone() }
+/// The most memory parts in flight hold together: four 8 MiB parts of one file (the default)
+/// with room for two more when several files go up in parts at once, within the 64 MiB peak
+/// RSS the client keeps to.
+const PART_MEMORY_MIB: u32 = 48;
+
+impl Default for PartBuffers {
+    fn default() -> Self {
+        PartBuffers { idle: Arc::default(), room: Arc::new(Semaphore::new(PART_MEMORY_MIB as usize)) }
+    }
+}
+
+impl PartBuffers {
+    /// A buffer for `len` bytes, once there is room for it.
+    async fn take(&self, len: u64) -> Result<PooledBuffer, Error> {
+        let mib = (len.div_ceil(1024 * 1024) as u32).clamp(1, PART_MEMORY_MIB);
+        let room = self.room.clone().acquire_many_owned(mib).await.map_err(|_| Error::ShuttingDown)?;
+        let bytes = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+        Ok(PooledBuffer { bytes, idle: self.idle.clone(), _room: room })
     }
 }
 
 struct PooledBuffer {
     bytes: Vec<u8>,
-    home: Buffers,
+    idle: Arc<Mutex<Vec<Vec<u8>>>>,
+    _room: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl AsRef<[u8]> for PooledBuffer {
@@ -184,7 +203,7 @@ impl AsRef<[u8]> for PooledBuffer {
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         let bytes = std::mem::take(&mut self.bytes);
-        self.home.0.lock().unwrap_or_else(|p| p.into_inner()).push(bytes);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(bytes);
     }
 }
 
@@ -193,7 +212,6 @@ async fn send_parts(
     run: &MultipartRun<'_>,
     book: &UrlBook,
     checksums: &PartChecksums,
-    buffers: &Buffers,
     next: &AtomicU32,
     sent: &Arc<AtomicU64>,
     done: &Mutex<Vec<CompletedPart>>,
@@ -206,7 +224,7 @@ async fn send_parts(
         if run.finished.iter().any(|p| p.part_number == number) {
             continue;
         }
-        let etag = send_part(run, book, checksums, buffers, number, sent).await?;
+        let etag = send_part(run, book, checksums, number, sent).await?;
         book.sent(number).await;
         let part =
             CompletedPart { part_number: number, etag, checksum_sha256: None, checksum_crc32c: checksums.get(number) };
@@ -219,7 +237,6 @@ async fn send_part(
     run: &MultipartRun<'_>,
     book: &UrlBook,
     checksums: &PartChecksums,
-    buffers: &Buffers,
     number: u32,
     sent: &Arc<AtomicU64>,
 ) -> Result<String, Error> {
@@ -227,8 +244,8 @@ async fn send_part(
     let range = Range { offset, len, file_size: run.plan.size };
     let (mut attempt, mut resigns, mut force_sign) = (0u32, 0u32, false);
     let mut gate = run.gate.clone();
-    // Read when the part first holds a permit, so the parts in memory are the ones in flight,
-    // and kept for its retries.
+    // Read once it holds a permit, so the parts in memory are the ones in flight, and kept
+    // while it does (a URL signed again is used with the same bytes).
     let mut read: Option<ReadPart> = None;
     loop {
         gate.wait_open().await.map_err(|_| Error::Cancelled)?;
@@ -236,7 +253,7 @@ async fn send_part(
         let part = match &read {
             Some(part) => part.clone(),
             None => {
-                let part = read_part(run, buffers, number, true).await?;
+                let part = read_part(run, number, true).await?;
                 checksums.insert(number, part.checksum.clone());
                 book.read(number);
                 read.insert(part).clone()
@@ -266,8 +283,10 @@ async fn send_part(
         let result = tokio::select! {
             result = sending => result,
             _ = gate.closed() => {
-                // Paused or cancelled mid-part: this part goes again from its start later.
+                // Paused or cancelled mid-part: this part goes again from its start later,
+                // read again then, so a paused part holds no memory another part waits for.
                 sent.fetch_sub(this_attempt.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+                read = None;
                 continue;
             }
         };
@@ -283,7 +302,10 @@ async fn send_part(
                         tracing::info!(part = number, attempt, "part failed, retrying: {error}");
                         let delay = run.retry.delay(attempt);
                         (run.on_retry)(attempt, delay, &error);
+                        // Neither permit nor memory is held through the wait: a part holding
+                        // memory without a permit could wait on parts waiting for memory.
                         drop(_permit);
+                        read = None;
                         run.retry_now.wait_out(delay).await;
                         force_sign = false;
                     }
@@ -366,4 +388,48 @@ impl UrlBook {
 
 fn is_fresh(part: &SignedPart) -> bool {
     part.expires_at.is_none_or(|at| at - time::OffsetDateTime::now_utc() > RESIGN_MARGIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[tokio::test]
+    async fn parts_in_memory_wait_for_room_and_reuse_the_buffers_given_back() {
+        let buffers = PartBuffers::default();
+        let mut held = Vec::new();
+        for _ in 0..PART_MEMORY_MIB / 8 {
+            let mut buffer = buffers.take(8 * MIB).await.unwrap();
+            buffer.bytes.reserve_exact(8 * MIB as usize);
+            held.push(buffer);
+        }
+        let waiting = tokio::time::timeout(Duration::from_millis(100), buffers.take(8 * MIB)).await;
+        assert!(waiting.is_err(), "no room beyond {PART_MEMORY_MIB} MiB until a part is sent");
+        let given_back = held.pop().unwrap().bytes.as_ptr();
+        let next = tokio::time::timeout(Duration::from_secs(1), buffers.take(8 * MIB)).await.unwrap().unwrap();
+        assert_eq!(next.bytes.as_ptr(), given_back, "the buffer given back is the one reused");
+        assert!(next.bytes.capacity() >= 8 * MIB as usize, "already allocated: no new pages to fault in");
+    }
+
+    #[test]
+    fn the_largest_part_kept_in_memory_takes_all_the_room_rather_than_waiting_forever() {
+        let buffers = PartBuffers::default();
+        let whole = block_on(buffers.take(PART_IN_MEMORY)).unwrap();
+        assert_eq!(buffers.room.available_permits(), 0);
+        drop(whole);
+        assert_eq!(buffers.room.available_permits(), PART_MEMORY_MIB as usize);
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
+    }
+
+    #[test]
+    fn half_the_concurrency_goes_to_one_files_parts() {
+        assert_eq!(parts_in_flight(8), 4);
+        assert_eq!(parts_in_flight(1), 1);
+        assert_eq!(parts_in_flight(0), 1);
+    }
 }
