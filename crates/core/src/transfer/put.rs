@@ -155,11 +155,7 @@ pub async fn put_range(
     progress: Progress,
     throttle: &Arc<Throttle>,
 ) -> Result<Option<String>, TransferError> {
-    check_destination(url)?;
-    let request = headers
-        .iter()
-        .fold(client.put(url.clone()), |request, (name, value)| request.header(name, value))
-        .header(reqwest::header::CONTENT_LENGTH, range.len);
+    let request = signed_put(client, url, headers, range.len)?;
     if range.len <= SMALL_BODY {
         let body = read_small(path, range).await?;
         throttle.take(body.len()).await;
@@ -181,6 +177,21 @@ pub async fn put_range(
     finish(request.body(reqwest::Body::wrap_stream(stream)), path, range).await
 }
 
+/// A PUT to a checked presigned URL with exactly the signed headers, its length declared up
+/// front.
+fn signed_put(
+    client: &reqwest::Client,
+    url: &url::Url,
+    headers: &BTreeMap<String, String>,
+    len: u64,
+) -> Result<reqwest::RequestBuilder, TransferError> {
+    check_destination(url)?;
+    Ok(headers
+        .iter()
+        .fold(client.put(url.clone()), |request, (name, value)| request.header(name, value))
+        .header(reqwest::header::CONTENT_LENGTH, len))
+}
+
 /// PUTs a range already read into memory (`bytes`, the `range` of the file at `path`): as
 /// [`put_range`], without reading the file again.
 #[allow(clippy::too_many_arguments)]
@@ -194,11 +205,7 @@ pub async fn put_bytes(
     progress: Progress,
     throttle: &Arc<Throttle>,
 ) -> Result<Option<String>, TransferError> {
-    check_destination(url)?;
-    let request = headers
-        .iter()
-        .fold(client.put(url.clone()), |request, (name, value)| request.header(name, value))
-        .header(reqwest::header::CONTENT_LENGTH, range.len);
+    let request = signed_put(client, url, headers, range.len)?;
     let stream = memory_stream(bytes, progress, throttle);
     finish(request.body(reqwest::Body::wrap_stream(stream)), path, range).await
 }
