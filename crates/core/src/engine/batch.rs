@@ -17,9 +17,10 @@ use crate::store::{NewUpload, UploadStatus, Uploading};
 use crate::transfer::{self, PartPlan, TransferError};
 use crate::{checksum, scan, Error, ErrorInfo, Event, QueuedFile, Settings, Source};
 
-/// Chunks of a batch in progress at once: enough that a chunk's report round trip overlaps
-/// the next chunk's uploads.
-const CHUNKS_IN_FLIGHT: usize = 3;
+/// Chunks of a batch in progress at once: enough that the presign and report round trips of
+/// some chunks overlap the uploads of others. Over a 40 ms link, 2,000 × 64 KiB took 7.3 s with
+/// three (1.29× s5cmd's wall time) and 6.1 s with six (1.07×); twelve gave nothing more.
+const CHUNKS_IN_FLIGHT: usize = 6;
 /// Files hashed at once; hashing is CPU-bound, one per core on a small machine.
 const HASH_CONCURRENCY: usize = 2;
 
