@@ -25,6 +25,13 @@ const CHUNKS_PREPARED_AT_ONCE: usize = 2;
 /// The first chunk is smaller, so the first files start sending after hashing and signing a
 /// few of them rather than a whole presign request's worth.
 const FIRST_CHUNK: usize = 20;
+/// Bytes of whole-file hashing a chunk holds at most (a chunk has at least one file), so that
+/// files of some megabytes each do not wait for a hundred of them to be hashed: the first
+/// chunk's bound is what is hashed before the first byte goes, later ones' what is hashed
+/// while earlier ones send. Files that go up in parts are hashed as they are sent, and do not
+/// count.
+const FIRST_CHUNK_BYTES: u64 = 16 * 1024 * 1024;
+const CHUNK_BYTES: u64 = 256 * 1024 * 1024;
 /// Files hashed at once; hashing is CPU-bound, one per core on a small machine.
 const HASH_CONCURRENCY: usize = 2;
 
@@ -119,7 +126,8 @@ impl Engine {
             }
         }
         let halted = OnceLock::new();
-        let chunks = chunked(jobs, backend.max_presign_batch());
+        let hashed_whole_below = if backend.supports_multipart() { transfer.multipart_threshold } else { u64::MAX };
+        let chunks = chunked(jobs, backend.max_presign_batch(), hashed_whole_below);
         let record = Record {
             batch_id: batch_id.clone(),
             source,
@@ -520,15 +528,24 @@ impl Row {
     }
 }
 
-/// Cuts the batch into chunks of `size` files, the first one smaller (see [`FIRST_CHUNK`]).
-fn chunked(jobs: Vec<Job>, size: usize) -> Vec<Vec<Job>> {
-    let size = size.max(1);
-    let mut jobs = jobs.into_iter().peekable();
+/// Cuts the batch into chunks of at most `size` files and [`CHUNK_BYTES`] of files smaller than
+/// `hashed_whole_below`, the first one smaller (see [`FIRST_CHUNK`]).
+fn chunked(jobs: Vec<Job>, size: usize, hashed_whole_below: u64) -> Vec<Vec<Job>> {
+    let (mut files, mut bytes) = (size.clamp(1, FIRST_CHUNK), FIRST_CHUNK_BYTES);
     let mut chunks = Vec::new();
-    let mut next = size.min(FIRST_CHUNK);
-    while jobs.peek().is_some() {
-        chunks.push(jobs.by_ref().take(next).collect());
-        next = size;
+    let mut chunk: Vec<Job> = Vec::new();
+    let mut hashed = 0u64;
+    for job in jobs {
+        let to_hash = if job.size < hashed_whole_below { job.size } else { 0 };
+        if !chunk.is_empty() && (chunk.len() == files || hashed + to_hash > bytes) {
+            chunks.push(std::mem::take(&mut chunk));
+            (files, bytes, hashed) = (size.max(1), CHUNK_BYTES, 0);
+        }
+        hashed += to_hash;
+        chunk.push(job);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
     }
     chunks
 }
@@ -545,12 +562,18 @@ fn settings_user(engine: &Engine, settings: Option<&Settings>) -> Option<String>
 mod tests {
     use super::*;
 
+    const MIB: u64 = 1024 * 1024;
+
     fn job(i: usize) -> Job {
+        sized(i, 64 * 1024)
+    }
+
+    fn sized(i: usize, size: u64) -> Job {
         Job {
             upload_id: i.to_string(),
             path: PathBuf::from(format!("f{i}")),
             file_name: format!("f{i}"),
-            size: 0,
+            size,
             content_type: String::new(),
             checksum: None,
             parts: None,
@@ -560,7 +583,7 @@ mod tests {
     }
 
     fn sizes(files: usize, per_request: usize) -> Vec<usize> {
-        chunked((0..files).map(job).collect(), per_request).iter().map(Vec::len).collect()
+        chunked((0..files).map(job).collect(), per_request, 64 * MIB).iter().map(Vec::len).collect()
     }
 
     #[test]
@@ -572,9 +595,21 @@ mod tests {
     }
 
     #[test]
+    fn chunks_of_larger_files_are_bounded_by_the_bytes_hashed_ahead() {
+        let lens = |jobs: Vec<Job>| chunked(jobs, 100, 64 * MIB).iter().map(Vec::len).collect::<Vec<_>>();
+        // 20 x 50 MiB: the first one alone, then five at a time (250 of 256 MiB).
+        assert_eq!(lens((0..20).map(|i| sized(i, 50 * MIB)).collect()), [1, 5, 5, 5, 4]);
+        // Files that go up in parts are not hashed ahead: they do not fill a chunk.
+        assert_eq!(lens((0..30).map(|i| sized(i, 100 * MIB)).collect()), [20, 10]);
+        // A file larger than the bound still makes a chunk of its own.
+        let jobs = vec![sized(0, MIB), sized(1, 300 * MIB), sized(2, MIB)];
+        assert_eq!(chunked(jobs, 100, u64::MAX).iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+    }
+
+    #[test]
     fn chunks_keep_the_batch_in_order() {
         let ids: Vec<String> =
-            chunked((0..250).map(job).collect(), 100).into_iter().flatten().map(|j| j.upload_id).collect();
+            chunked((0..250).map(job).collect(), 100, 64 * MIB).into_iter().flatten().map(|j| j.upload_id).collect();
         assert_eq!(ids, (0..250).map(|i| i.to_string()).collect::<Vec<_>>());
     }
 }
