@@ -154,6 +154,14 @@ fn a_killed_batch_of_small_files_is_finished_by_resume_with_no_duplicates() {
     let mut command = workspace.dropship(&backend, "native");
     command.args(["upload", "--json", "--concurrency", "2", "--bandwidth-limit", &(256 * 1024).to_string()]);
     let mut child = command.arg(workspace.dir.path().join("files/batch")).stdout(Stdio::null()).spawn().unwrap();
+    wait_for("the first file to be on its way", Duration::from_secs(60), || {
+        (count(&workspace, "SELECT COUNT(*) FROM uploads WHERE status != 'queued'") > 0).then_some(())
+    })
+    .unwrap();
+    // What `resume` finds is what the history holds: a file recorded only after others started
+    // would be lost by a crash in between.
+    let recorded = count(&workspace, "SELECT COUNT(*) FROM uploads");
+    assert_eq!(recorded, files.len() as i64, "every file of the batch is in the history before any is sent");
     wait_for("some files to land", Duration::from_secs(60), || {
         (count(&workspace, "SELECT COUNT(*) FROM uploads WHERE status IN ('reporting', 'uploaded')") >= 20)
             .then_some(())
