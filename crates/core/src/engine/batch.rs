@@ -1,6 +1,6 @@
 //! The batch pipeline: expand the dropped paths, adopt interrupted uploads, record the files,
-//! then walk them in chunks through hash → presign → send → report, with several chunks in
-//! flight. Apart from the handle so the order of a batch reads top to bottom in one file, with
+//! and walk them in chunks through hash → presign → send → report, the chunks hashed and
+//! signed ahead of one queue of sends. Apart from the handle so the order of a batch reads top to bottom in one file, with
 //! each file's own sending in `single` and `multipart`.
 
 use std::collections::VecDeque;

@@ -43,7 +43,7 @@ impl Engine {
         mut upload: PresignedUpload,
         backend: &dyn SigningBackend,
     ) -> Result<(Option<String>, String), Error> {
-        // Marked as uploading with its chunk, in `run_chunk`.
+        // Marked as uploading with its chunk, in `prepare_chunk`.
         tracing::info!(upload_id = %job.upload_id, url = %backend::redact_url(&upload.url), size = job.size, "uploading");
         let (mut attempt, mut resigns) = (0u32, 0u32);
         let mut gate = job.gate.clone();
