@@ -1,7 +1,8 @@
 //! The window's figures for the README, measured in the real window under Xvfb (software
 //! rendering): launch to a usable window (cold and warm), idle CPU and memory, history search
 //! over 100,000 rows, a queue of 10,000 files, and the app in the tray with its window closed
-//! (memory, idle CPU, and the time *Open Dropship* takes to bring the window back). It prints figures and asserts nothing about
+//! (memory, idle CPU, and the time *Open Dropship* takes to bring the window back), under
+//! WebDriver and started directly as a person runs it. It prints figures and asserts nothing about
 //! time; run it through `bench/window.sh` (it is `#[ignore]`d in the normal test run).
 
 mod gui;
@@ -12,8 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use dropship_core::store::{NewUpload, Store};
 use dropship_core::Source;
-use dropship_system_tests::desktop::{close_window, DesktopSession, TauriDriver, Xvfb};
-use dropship_system_tests::process::descendants;
+use dropship_system_tests::desktop::{
+    close_window, painted_window, DesktopSession, TauriDriver, Xvfb, SOFTWARE_RENDERING,
+};
+use dropship_system_tests::process::{descendants, resident_memory, ProcessGuard};
+use dropship_system_tests::wait_for;
 use dropship_testkit::{Backend, S3Server};
 use fantoccini::{Client, Locator};
 use gui::*;
@@ -154,6 +158,7 @@ fn window_figures() {
 
     if part("tray") {
         tray_figures(&xvfb, work.path(), &backend);
+        tray_figures_as_a_person_runs_it(&xvfb, work.path(), &backend);
     }
 
     if !part("queue") {
@@ -285,6 +290,88 @@ fn tray_figures(xvfb: &Xvfb, work: &Path, backend: &Backend) {
     .unwrap();
 }
 
+/// The tray as it is for a person: the app started directly, not under tauri-driver, so it ends
+/// WebKit's network process once the window has closed (under WebDriver it keeps it, because
+/// WebKit ends the WebDriver session with it). Without WebDriver the reopened window is timed to
+/// its first painted grab ([`painted_window`]), polled as fast as xdotool and ImageMagick go
+/// (a grab takes tens of milliseconds, which the figure includes).
+fn tray_figures_as_a_person_runs_it(xvfb: &Xvfb, work: &Path, backend: &Backend) {
+    println!("\n## In the tray, the app started directly (no WebDriver)");
+    let data_dir = work.join("tray-direct-data");
+    write_settings(
+        &data_dir,
+        serde_json::json!({ "backend_url": backend.url, "token": backend.token, "token_storage": "file" }),
+    );
+    gui::seed_history(&data_dir);
+    let home = tempfile::tempdir().unwrap();
+    let session = DesktopSession::start(&home.path().join("session")).unwrap();
+    let log_path = home.path().join("app.log");
+    let mut app = ProcessGuard::spawn(
+        "dropship-desktop",
+        std::process::Command::new(dropship_testkit::target_bin("dropship-desktop"))
+            .env("DISPLAY", &xvfb.display)
+            .env("DBUS_SESSION_BUS_ADDRESS", &session.bus_address)
+            .env("DROPSHIP_DATA_DIR", &data_dir)
+            .env("DROPSHIP_LOG", "warn,dropship_desktop::footprint=debug")
+            .envs(SOFTWARE_RENDERING)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap()),
+    );
+    let pid = app.pid() as i32;
+    let handed_back =
+        || std::fs::read_to_string(&log_path).unwrap_or_default().matches("handed library pages back").count();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // Polled without a pause: each grab takes tens of milliseconds on its own.
+    let painted = || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while painted_window(&xvfb.display, "^Dropship$").is_none() {
+            assert!(Instant::now() < deadline, "the window was not painted within 60 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let close_to_tray = |times: usize| {
+        close_window(&xvfb.display, "^Dropship$").unwrap();
+        wait_for("WebKit's processes to end and the pages handed back", Duration::from_secs(30), || {
+            let helpers = tree(pid).iter().any(|(name, _)| name.starts_with("WebKit"));
+            (!helpers && handed_back() == times).then_some(())
+        })
+        .unwrap();
+    };
+
+    painted();
+    runtime.block_on(async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        print_tree("window open, 5 s after launch", pid, Duration::from_secs(10)).await;
+    });
+    close_to_tray(1);
+    runtime.block_on(async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        print_tree("window closed, in the tray, 5 s after the pages were handed back", pid, Duration::from_secs(10))
+            .await;
+    });
+    let mut reopens = Vec::new();
+    for run in 0..REOPENS {
+        let clicked = Instant::now();
+        session.click_tray_item("Open Dropship").unwrap();
+        painted();
+        reopens.push(clicked.elapsed().as_millis() as u64);
+        close_to_tray(run + 2);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let samples = reopens.clone();
+    reopens.sort();
+    println!(
+        "Open Dropship to the window painted (a new network process started): median {} ms of {samples:?}",
+        reopens[reopens.len() / 2]
+    );
+    runtime.block_on(async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        print_tree("in the tray again, after the reopens", pid, Duration::from_secs(10)).await;
+    });
+    app.stop();
+}
+
 /// The app's pid under tauri-driver.
 fn app_pid(driver_pid: u32) -> Option<i32> {
     processes(driver_pid).into_iter().find(|(name, _)| name == "dropship-deskto").map(|(_, pid)| pid)
@@ -310,7 +397,7 @@ async fn print_tree(when: &str, app: i32, over: Duration) {
     for (name, pid) in tree(app) {
         let ticks = ticks_of(pid).saturating_sub(before.get(&pid).copied().unwrap_or(0));
         let cpu = ticks as f64 / clock_ticks() as f64 / seconds * 100.0;
-        let (rss, pss) = memory_of(pid);
+        let (rss, pss) = resident_memory(pid);
         println!(
             "  {name} (pid {pid}): CPU {cpu:.2}% · RSS {:.1} MiB · PSS {:.1} MiB",
             rss as f64 / 1024.0,
@@ -425,23 +512,10 @@ fn memory(driver_pid: u32) -> Vec<(String, i32, u64, u64)> {
     processes(driver_pid)
         .into_iter()
         .map(|(name, pid)| {
-            let (rss, pss) = memory_of(pid);
+            let (rss, pss) = resident_memory(pid);
             (name, pid, rss, pss)
         })
         .collect()
-}
-
-/// (RSS KiB, PSS KiB) of `pid`.
-fn memory_of(pid: i32) -> (u64, u64) {
-    let field = |text: &str, name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    (field(&status, "VmRSS:"), field(&rollup, "Pss:"))
 }
 
 fn clock_ticks() -> i64 {

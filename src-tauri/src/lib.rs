@@ -5,6 +5,7 @@
 mod commands;
 mod diagnose;
 mod events;
+mod footprint;
 mod locale;
 mod main_window;
 mod notify;
@@ -212,6 +213,7 @@ pub(crate) fn start(app: &tauri::AppHandle) -> Result<Option<DamagedFile>, drops
 fn on_window_event(window: &Window, event: &WindowEvent) {
     match event {
         WindowEvent::CloseRequested { .. } => main_window::remember_place(window),
+        WindowEvent::Destroyed => footprint::window_closed(window.app_handle()),
         WindowEvent::DragDrop(drag) => on_drag(window, drag),
         _ => {}
     }

@@ -17,6 +17,7 @@ pub struct LastPlace(Mutex<Option<(PhysicalPosition<i32>, PhysicalSize<u32>)>>);
 
 /// Shows the window, building it first when it was closed (or never opened: a login start).
 pub fn show(app: &AppHandle) {
+    crate::footprint::window_opening();
     if let Some(window) = app.get_webview_window(LABEL) {
         return bring_forward(&window);
     }

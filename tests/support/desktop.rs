@@ -325,6 +325,23 @@ pub fn close_window(display: &str, title_regex: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The first visible window titled `title_regex`, once it shows painted content: ImageMagick's
+/// count of distinct colours in a grab of it. An empty or unpainted webview is one or two
+/// colours; a page with antialiased text is hundreds.
+pub fn painted_window(display: &str, title_regex: &str) -> Option<String> {
+    let ids = xdotool(display, &["search", "--onlyvisible", "--name", title_regex]).ok()?;
+    let id = ids.lines().next()?.trim().to_owned();
+    let output = Command::new("import")
+        .args(["-window", &id, "-format", "%k", "info:"])
+        .env("DISPLAY", display)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let colours: u32 = String::from_utf8_lossy(&output.stdout).trim().parse().ok()?;
+    (colours >= 64).then_some(id)
+}
+
 /// Runs `xdotool` on `display` and returns its output.
 pub fn xdotool(display: &str, args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new("xdotool")

@@ -110,6 +110,19 @@ fn is_alive(pid: i32) -> bool {
     }
 }
 
+/// (RSS, PSS) of `pid` in KiB, from /proc; zero for a process that has gone.
+pub fn resident_memory(pid: i32) -> (u64, u64) {
+    let field = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    (field(&status, "VmRSS:"), field(&rollup, "Pss:"))
+}
+
 /// Every process below `root`, by walking the parent links in /proc.
 pub fn descendants(root: i32) -> Vec<i32> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();

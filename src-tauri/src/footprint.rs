@@ -1,0 +1,199 @@
+//! What the app gives back once its window has closed to the tray. The process stays: it holds
+//! the tray and the engine. Destroying the webview already ends WebKit's web process; what it
+//! leaves is the pages of the libraries the window touched (WebKitGTK, JavaScriptCore, GTK,
+//! Mesa's LLVM for GL), still resident and counted against the app, and on Linux WebKit's
+//! network process, which Tauri's web context keeps for the app's life (tauri#14626).
+//!
+//! On Linux those library pages are handed back to the kernel (`MADV_PAGEOUT`) and the idle
+//! network process is ended; *Open Dropship* reads the pages in again and WebKit starts a new
+//! network process for the new webview (about 85 MiB less in the tray, measured in
+//! `bench/window.sh`). On Windows the working set is emptied, which is the
+//! same hand-back there. On macOS nothing is done: the system compresses idle pages itself.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tauri::{AppHandle, Manager};
+
+/// Long enough for WebKit to finish tearing the webview down and its web process to exit, so
+/// the pages handed back are not touched again straight away.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// How many times the window has been asked to open. A close gives memory back only if no
+/// open was asked for since: a webview being built is not yet among the app's windows.
+static OPENS: AtomicU64 = AtomicU64::new(0);
+
+/// Call before building or showing the window.
+pub fn window_opening() {
+    OPENS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Call when the main window has been destroyed. Returns at once; the work happens after
+/// [`SETTLE`], and only if no window has been opened or asked for meanwhile.
+pub fn window_closed(app: &AppHandle) {
+    let opens_at_close = OPENS.load(Ordering::SeqCst);
+    let app = app.clone();
+    let spawned = std::thread::Builder::new().name("give-back-memory".into()).spawn(move || {
+        std::thread::sleep(SETTLE);
+        // *Open Dropship* asks on the event loop's thread and webviews are built there, so
+        // deciding there cannot race a window being opened: either the open comes after, and
+        // its webview starts a new network process, or it came before and nothing is ended.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let checked = app.run_on_main_thread({
+            let app = app.clone();
+            move || {
+                let closed = OPENS.load(Ordering::SeqCst) == opens_at_close && app.webview_windows().is_empty();
+                if closed {
+                    platform::end_idle_web_helpers();
+                }
+                let _ = sender.send(closed);
+            }
+        });
+        if checked.is_ok() && receiver.recv() == Ok(true) {
+            platform::give_back_pages();
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("could not give memory back after the window closed: {e}");
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod platform {
+    /// The command name WebKitGTK gives its network process (`/proc/<pid>/comm` keeps 15 bytes).
+    const NETWORK_PROCESS: &[u8] = b"WebKitNetworkPr";
+
+    /// Ends WebKit's network process, a child of this process, which nothing uses while no
+    /// webview exists. WebKit starts a new one with the next webview.
+    pub fn end_idle_web_helpers() {
+        // WebKit ends a WebDriver session with the network process, so under tauri-driver it
+        // stays; tests/watch_desktop.rs follows this path without WebDriver.
+        if std::env::var("TAURI_WEBVIEW_AUTOMATION").as_deref() == Ok("true") {
+            return;
+        }
+        let me = std::process::id();
+        let Ok(entries) = std::fs::read_dir("/proc") else { return };
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else { continue };
+            if parent_of(&stat) == Some(me) && command_of(&stat) == Some(NETWORK_PROCESS) {
+                // SAFETY: kill(2) on a pid read from /proc; it is our own child, and a child
+                // that has exited stays a zombie (same pid) until WebKit reaps it.
+                if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+                    tracing::debug!(pid, "ended WebKit's idle network process");
+                }
+            }
+        }
+    }
+
+    /// `/proc/<pid>/stat` is `pid (comm) state ppid …`, and comm may hold spaces and brackets,
+    /// so both are found from the last ')'.
+    fn command_of(stat: &[u8]) -> Option<&[u8]> {
+        let open = stat.iter().position(|&b| b == b'(')?;
+        let close = stat.iter().rposition(|&b| b == b')')?;
+        stat.get(open + 1..close)
+    }
+
+    fn parent_of(stat: &[u8]) -> Option<u32> {
+        let close = stat.iter().rposition(|&b| b == b')')?;
+        let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+        rest.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Asks the kernel to reclaim the clean pages of every file this process maps (libraries,
+    /// the binary, fonts). Pages it still uses fault back in from disk; pages other processes
+    /// share are left alone by the kernel; anonymous memory stays (it would need swap).
+    pub fn give_back_pages() {
+        let Ok(maps) = std::fs::read("/proc/self/maps") else { return };
+        let (mut regions, mut bytes) = (0usize, 0usize);
+        for line in maps.split(|&b| b == b'\n') {
+            let Some(mapping) = FileMapping::parse(line) else { continue };
+            // SAFETY: the range is one of this process's own mappings, as the kernel listed
+            // it; MADV_PAGEOUT only drops pages, which fault back in unchanged when read.
+            if unsafe { libc::madvise(mapping.start as *mut libc::c_void, mapping.len, libc::MADV_PAGEOUT) } == 0 {
+                regions += 1;
+                bytes += mapping.len;
+            }
+        }
+        tracing::debug!(regions, mapped_mib = bytes >> 20, "handed library pages back after the window closed");
+    }
+
+    struct FileMapping {
+        start: usize,
+        len: usize,
+    }
+
+    impl FileMapping {
+        /// A line of /proc/self/maps, `start-end perms offset dev inode path`, when it maps a
+        /// file that writes would not reach: not anonymous memory, the stack or the vDSO
+        /// (inode 0), and not a shared writable mapping such as SQLite's `-shm`.
+        fn parse(line: &[u8]) -> Option<FileMapping> {
+            let mut fields = line.split(|&b| b == b' ').filter(|field| !field.is_empty());
+            let range = std::str::from_utf8(fields.next()?).ok()?;
+            let perms = fields.next()?;
+            let _offset = fields.next()?;
+            let _device = fields.next()?;
+            let inode = fields.next()?;
+            let path = fields.next()?;
+            if inode == b"0" || !path.starts_with(b"/") || (perms.contains(&b'w') && perms.contains(&b's')) {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            Some(FileMapping { start, len: end.checked_sub(start)? })
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn file_mappings_are_read_from_proc_maps_lines() {
+            let library = FileMapping::parse(
+                b"7f1c2a000000-7f1c2a400000 r-xp 00000000 fd:01 1234   /usr/lib/x86_64-linux-gnu/libLLVM-15.so.1",
+            )
+            .unwrap();
+            assert_eq!((library.start, library.len), (0x7f1c2a000000, 0x400000));
+            assert!(FileMapping::parse(b"7f1c2a000000-7f1c2a400000 rw-p 00000000 00:00 0 ").is_none());
+            assert!(FileMapping::parse(b"7ffd1000-7ffd2000 rw-p 00000000 00:00 0      [stack]").is_none());
+            assert!(FileMapping::parse(b"7f00-7f10 rw-s 00000000 fd:01 99 /data/history.db-shm").is_none());
+        }
+
+        #[test]
+        fn a_command_name_with_brackets_and_spaces_is_read_whole() {
+            let stat = b"4242 (WebKitNetworkPr) S 17 4242 17 0 -1";
+            assert_eq!(command_of(stat), Some(&b"WebKitNetworkPr"[..]));
+            assert_eq!(parent_of(stat), Some(17));
+            let odd = b"7 (a) b (c)) R 3 7 3";
+            assert_eq!(command_of(odd), Some(&b"a) b (c)"[..]));
+            assert_eq!(parent_of(odd), Some(3));
+        }
+    }
+}
+
+#[cfg(windows)]
+mod platform {
+    /// WebView2's processes end with the last webview; nothing else to end.
+    pub fn end_idle_web_helpers() {}
+
+    /// Empties the working set: Windows takes back the pages and faults them in again when
+    /// they are next used, as it does for any program that goes idle under memory pressure.
+    pub fn give_back_pages() {
+        use windows_sys::Win32::System::Threading::{GetCurrentProcess, SetProcessWorkingSetSize};
+        // SAFETY: the pseudo-handle of this process; (-1, -1) is the documented "empty it".
+        if unsafe { SetProcessWorkingSetSize(GetCurrentProcess(), usize::MAX, usize::MAX) } == 0 {
+            tracing::debug!("could not empty the working set after the window closed");
+        }
+    }
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
+mod platform {
+    /// WKWebView's processes end with the last web view.
+    pub fn end_idle_web_helpers() {}
+
+    /// macOS compresses and pages out idle memory itself; there is no call that does more.
+    pub fn give_back_pages() {}
+}
