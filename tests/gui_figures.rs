@@ -305,23 +305,47 @@ fn tray_figures_as_a_person_runs_it(xvfb: &Xvfb, work: &Path, backend: &Backend)
     gui::seed_history(&data_dir);
     let home = tempfile::tempdir().unwrap();
     let session = DesktopSession::start(&home.path().join("session")).unwrap();
+    let start = |args: &[&str], log_path: &Path| {
+        ProcessGuard::spawn(
+            "dropship-desktop",
+            std::process::Command::new(dropship_testkit::target_bin("dropship-desktop"))
+                .args(args)
+                .env("DISPLAY", &xvfb.display)
+                .env("DBUS_SESSION_BUS_ADDRESS", &session.bus_address)
+                .env("DROPSHIP_DATA_DIR", &data_dir)
+                .env("DROPSHIP_LOG", "warn,dropship_desktop::footprint=debug")
+                .envs(SOFTWARE_RENDERING)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(log_path).unwrap()),
+        )
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+    // A login start (what "Start at login" runs) builds no window at all.
+    let login_log = home.path().join("login.log");
+    let mut login_start = start(&["--hidden"], &login_log);
+    wait_for("the login start to hand its pages back", Duration::from_secs(60), || {
+        std::fs::read_to_string(&login_log).unwrap_or_default().contains("handed library pages back").then_some(())
+    })
+    .unwrap();
+    runtime.block_on(async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let pid = login_start.pid() as i32;
+        print_tree(
+            "login start (--hidden, no window), 5 s after the pages were handed back",
+            pid,
+            Duration::from_secs(10),
+        )
+        .await;
+    });
+    login_start.stop();
+
     let log_path = home.path().join("app.log");
-    let mut app = ProcessGuard::spawn(
-        "dropship-desktop",
-        std::process::Command::new(dropship_testkit::target_bin("dropship-desktop"))
-            .env("DISPLAY", &xvfb.display)
-            .env("DBUS_SESSION_BUS_ADDRESS", &session.bus_address)
-            .env("DROPSHIP_DATA_DIR", &data_dir)
-            .env("DROPSHIP_LOG", "warn,dropship_desktop::footprint=debug")
-            .envs(SOFTWARE_RENDERING)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap()),
-    );
+    let mut app = start(&[], &log_path);
     let pid = app.pid() as i32;
     let handed_back =
         || std::fs::read_to_string(&log_path).unwrap_or_default().matches("handed library pages back").count();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     // Polled without a pause: each grab takes tens of milliseconds on its own.
     let painted = || {
         let deadline = Instant::now() + Duration::from_secs(60);

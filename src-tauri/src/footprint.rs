@@ -28,9 +28,10 @@ pub fn window_opening() {
     OPENS.fetch_add(1, Ordering::SeqCst);
 }
 
-/// Call when the main window has been destroyed. Returns at once; the work happens after
+/// Call when the app has no window: it has been destroyed, or a login start (`--hidden`) never
+/// built one, though GTK and WebKit have started. Returns at once; the work happens after
 /// [`SETTLE`], and only if no window has been opened or asked for meanwhile.
-pub fn window_closed(app: &AppHandle) {
+pub fn no_window_now(app: &AppHandle) {
     let opens_at_close = OPENS.load(Ordering::SeqCst);
     let app = app.clone();
     let spawned = std::thread::Builder::new().name("give-back-memory".into()).spawn(move || {

@@ -80,6 +80,8 @@ pub fn run() {
             let hidden = std::env::args().any(|a| a == tray::HIDDEN_ARG);
             if damaged.is_some() || !hidden {
                 main_window::show(app.handle());
+            } else {
+                footprint::no_window_now(app.handle());
             }
             app.manage(recovery::Recovery(std::sync::Mutex::new(damaged)));
             Ok(())
@@ -213,7 +215,7 @@ pub(crate) fn start(app: &tauri::AppHandle) -> Result<Option<DamagedFile>, drops
 fn on_window_event(window: &Window, event: &WindowEvent) {
     match event {
         WindowEvent::CloseRequested { .. } => main_window::remember_place(window),
-        WindowEvent::Destroyed => footprint::window_closed(window.app_handle()),
+        WindowEvent::Destroyed => footprint::no_window_now(window.app_handle()),
         WindowEvent::DragDrop(drag) => on_drag(window, drag),
         _ => {}
     }
