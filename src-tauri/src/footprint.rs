@@ -101,9 +101,10 @@ mod platform {
         rest.split_whitespace().nth(1)?.parse().ok()
     }
 
-    /// Asks the kernel to reclaim the clean pages of every file this process maps (libraries,
-    /// the binary, fonts). Pages it still uses fault back in from disk; pages other processes
-    /// share are left alone by the kernel; anonymous memory stays (it would need swap).
+    /// Asks the kernel to reclaim the clean pages of the files this process maps privately
+    /// (the binary, libraries, locale data). Pages it still uses fault back in from disk; pages
+    /// other processes map too are left alone by the kernel; anonymous memory stays (it would
+    /// need swap).
     pub fn give_back_pages() {
         let Ok(maps) = std::fs::read("/proc/self/maps") else { return };
         let (mut regions, mut bytes) = (0usize, 0usize);
@@ -125,9 +126,10 @@ mod platform {
     }
 
     impl FileMapping {
-        /// A line of /proc/self/maps, `start-end perms offset dev inode path`, when it maps a
-        /// file that writes would not reach: not anonymous memory, the stack or the vDSO
-        /// (inode 0), and not a shared writable mapping such as SQLite's `-shm`.
+        /// A line of /proc/self/maps, `start-end perms offset dev inode path`, when it is a
+        /// private mapping of a file: the binary, libraries, locale data. Not anonymous memory,
+        /// the stack or the vDSO (inode 0), and no shared mapping: SQLite's `-shm`, X's shared
+        /// memory, a GPU driver's buffers under /dev/dri are for their owners to manage.
         fn parse(line: &[u8]) -> Option<FileMapping> {
             let mut fields = line.split(|&b| b == b' ').filter(|field| !field.is_empty());
             let range = std::str::from_utf8(fields.next()?).ok()?;
@@ -136,7 +138,8 @@ mod platform {
             let _device = fields.next()?;
             let inode = fields.next()?;
             let path = fields.next()?;
-            if inode == b"0" || !path.starts_with(b"/") || (perms.contains(&b'w') && perms.contains(&b's')) {
+            let private = perms.get(3) == Some(&b'p');
+            if inode == b"0" || !path.starts_with(b"/") || path.starts_with(b"/dev/") || !private {
                 return None;
             }
             let (start, end) = range.split_once('-')?;
@@ -160,6 +163,10 @@ mod platform {
             assert!(FileMapping::parse(b"7f1c2a000000-7f1c2a400000 rw-p 00000000 00:00 0 ").is_none());
             assert!(FileMapping::parse(b"7ffd1000-7ffd2000 rw-p 00000000 00:00 0      [stack]").is_none());
             assert!(FileMapping::parse(b"7f00-7f10 rw-s 00000000 fd:01 99 /data/history.db-shm").is_none());
+            assert!(FileMapping::parse(b"7f00-7f10 r--s 00000000 00:01 7 /SYSV00000000 (deleted)").is_none());
+            assert!(FileMapping::parse(b"7f00-7f10 rw-p 00000000 00:05 42 /dev/dri/renderD128").is_none());
+            let data = FileMapping::parse(b"7f00-7f10 rw-p 00001000 fd:01 1234 /usr/lib/libgtk-3.so.0").unwrap();
+            assert_eq!(data.len, 0x10);
         }
 
         #[test]
