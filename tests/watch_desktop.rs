@@ -1,6 +1,6 @@
 //! The desktop app as a background syncer: started at login (`--hidden`, what the autostart
-//! entry runs) it shows no window, only the tray, and hands back the pages GTK and WebKit
-//! touched starting; a second launch does not start another
+//! entry runs) it shows no window, only the tray, loads no GL driver and hands back the pages
+//! GTK and WebKit touched starting; a second launch does not start another
 //! Dropship but brings up the running one's window and exits. Its window closed to the tray, it
 //! ends WebKit's helpers and hands the window's library pages back, and *Open Dropship* builds
 //! the window again. The real app under its own Xvfb and its own D-Bus session bus (the
@@ -91,6 +91,15 @@ fn started_hidden_it_shows_no_window_and_a_second_launch_shows_the_running_one_a
             "a login start holds {after:.1} MiB RSS after handing pages back, {before:.1} before"
         );
     }
+
+    // GTK probes GL as it opens an X11 display; nothing in a login start needs it.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", first.pid())).unwrap();
+    let drivers: Vec<&str> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.contains("_dri.so") || p.contains("libGLX_"))
+        .collect();
+    assert!(drivers.is_empty(), "a login start on X11 loads no GL driver, yet maps {drivers:?}");
 
     let second = app(&[]).status().expect("run a second Dropship");
     assert!(second.success(), "the second launch hands over and exits cleanly: {second:?}");

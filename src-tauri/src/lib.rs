@@ -54,6 +54,7 @@ pub(crate) fn show_user_in_title(window: &tauri::WebviewWindow, user: Option<&st
 }
 
 pub fn run() {
+    footprint::before_gtk_starts();
     if let Err(problem) = dropship_core::logging::init(&default_data_dir(), "desktop", Some("info")) {
         eprintln!("dropship: {problem}");
     }
