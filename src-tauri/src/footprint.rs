@@ -1,14 +1,16 @@
-//! What the app gives back once its window has closed to the tray. The process stays: it holds
-//! the tray and the engine. Destroying the webview already ends WebKit's web process; what it
-//! leaves is the pages of the libraries the window touched (WebKitGTK, JavaScriptCore, GTK,
-//! Mesa's LLVM for GL), still resident and counted against the app, and on Linux WebKit's
-//! network process, which Tauri's web context keeps for the app's life (tauri#14626).
+//! What the app gives back while it sits in the tray. The process stays: it holds the tray and
+//! the engine. Destroying the webview already ends WebKit's web process; what it leaves is the
+//! pages of the libraries the window touched (WebKitGTK, JavaScriptCore, GTK, Mesa's LLVM for
+//! GL), still resident and counted against the app, and on Linux WebKit's network process,
+//! which Tauri's web context keeps for the app's life (tauri#14626).
 //!
 //! On Linux those library pages are handed back to the kernel (`MADV_PAGEOUT`) and the idle
 //! network process is ended; *Open Dropship* reads the pages in again and WebKit starts a new
-//! network process for the new webview (about 85 MiB less in the tray, measured in
-//! `bench/window.sh`). On Windows the working set is emptied, which is the
-//! same hand-back there. On macOS nothing is done: the system compresses idle pages itself.
+//! network process for the new webview (225 → 92 MiB RSS in the tray, release build, measured
+//! by `bench/window.sh`). A login start, which never builds the window, hands its pages back
+//! the same way, and on X11 never loads a GL driver ([`before_gtk_starts`]). On Windows the
+//! working set is emptied, which is the same hand-back there. On macOS nothing is done: the
+//! system compresses idle pages itself.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,9 +25,10 @@ use tauri::{AppHandle, Manager};
 /// display of its own), the window is nothing but the page, and the tray menu and the file
 /// pickers draw with cairo. So unless the person set `GDK_GL` themselves, an X11 session gets
 /// `GDK_GL=disable`, and a login start that never opens the window never loads a driver (85 →
-/// 38 MiB RSS). On Wayland, GTK 3's EGL is shared with WebKit's, which draws through it, so
-/// nothing changes there. Programs Dropship starts inherit the variable: on X11 it only stops
-/// GTK 3 programs from using `GtkGLArea`, which browsers and file managers do not.
+/// 35 MiB RSS in a release build). On Wayland, GTK 3's EGL is shared with WebKit's, which
+/// draws through it, so nothing changes there. Programs Dropship starts inherit the variable:
+/// on X11 it only stops GTK 3 programs from using `GtkGLArea`, which browsers and file managers
+/// do not.
 pub fn before_gtk_starts() {
     #[cfg(target_os = "linux")]
     if gtk_gl_is_unused() {
