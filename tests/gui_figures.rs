@@ -226,15 +226,7 @@ const REOPENS: usize = 5;
 /// with the history it had: [`REOPENS`] times.
 fn tray_figures(xvfb: &Xvfb, work: &Path, backend: &Backend) {
     println!("\n## In the tray (the window closed; Open Dropship from the tray menu)");
-    let data_dir = work.join("tray-data");
-    write_settings(
-        &data_dir,
-        serde_json::json!({ "backend_url": backend.url, "token": backend.token, "token_storage": "file" }),
-    );
-    gui::seed_history(&data_dir);
-    // A session bus with a tray that registers the app's icon and clicks its menu items.
-    let home = tempfile::tempdir().unwrap();
-    let session = DesktopSession::start(&home.path().join("session")).unwrap();
+    let (data_dir, _home, session) = tray_scene(&work.join("tray-data"), backend);
     launch_on_bus(xvfb, &data_dir, &session.bus_address, async |client, driver_pid| {
         let history = async || attr(client, "[data-testid=history-list]", "data-count").await;
         let listed =
@@ -297,14 +289,7 @@ fn tray_figures(xvfb: &Xvfb, work: &Path, backend: &Backend) {
 /// (a grab takes tens of milliseconds, which the figure includes).
 fn tray_figures_as_a_person_runs_it(xvfb: &Xvfb, work: &Path, backend: &Backend) {
     println!("\n## In the tray, the app started directly (no WebDriver)");
-    let data_dir = work.join("tray-direct-data");
-    write_settings(
-        &data_dir,
-        serde_json::json!({ "backend_url": backend.url, "token": backend.token, "token_storage": "file" }),
-    );
-    gui::seed_history(&data_dir);
-    let home = tempfile::tempdir().unwrap();
-    let session = DesktopSession::start(&home.path().join("session")).unwrap();
+    let (data_dir, home, session) = tray_scene(&work.join("tray-direct-data"), backend);
     let start = |args: &[&str], log_path: &Path| {
         ProcessGuard::spawn(
             "dropship-desktop",
@@ -394,6 +379,20 @@ fn tray_figures_as_a_person_runs_it(xvfb: &Xvfb, work: &Path, backend: &Backend)
         print_tree("in the tray again, after the reopens", pid, Duration::from_secs(10)).await;
     });
     app.stop();
+}
+
+/// A data folder at `data_dir` set up for `backend` with a seeded history, and a session bus
+/// (in a scratch home, returned to be kept) with a tray that registers the app's icon and
+/// clicks its menu items.
+fn tray_scene(data_dir: &Path, backend: &Backend) -> (std::path::PathBuf, tempfile::TempDir, DesktopSession) {
+    write_settings(
+        data_dir,
+        serde_json::json!({ "backend_url": backend.url, "token": backend.token, "token_storage": "file" }),
+    );
+    gui::seed_history(data_dir);
+    let home = tempfile::tempdir().unwrap();
+    let session = DesktopSession::start(&home.path().join("session")).unwrap();
+    (data_dir.to_owned(), home, session)
 }
 
 /// The app's pid under tauri-driver.
