@@ -7,6 +7,7 @@ use std::time::Duration;
 use dropship_core::{ApiFlavour, Engine, Event, HistoryQuery, Settings, Source, TransferSettings};
 use dropship_system_tests::cli::pattern;
 use dropship_system_tests::engine::next_event;
+use dropship_system_tests::wait_for;
 use dropship_testkit::{block_on, runtime, Backend, S3Server};
 use tokio::sync::broadcast::Receiver;
 
@@ -54,8 +55,10 @@ fn nothing_is_sent_while_everything_is_paused_and_the_upload_completes_on_resume
     let engine = engine(&backend, &dir.path().join("data"));
     let (path, bytes) = write_file(dir.path(), 32 * MIB);
     let mut events = engine.subscribe();
+    assert!(engine.is_idle(), "a new engine is idle");
 
     engine.pause_all();
+    assert!(!engine.is_idle(), "paused is a state only this engine holds");
     engine.submit(vec![path], Source::Window);
     // First the positive sign that the engine took the file in, then the silence that matters.
     let queued = next_event(&mut events, Duration::from_secs(30), |e| match e {
@@ -70,11 +73,14 @@ fn nothing_is_sent_while_everything_is_paused_and_the_upload_completes_on_resume
     assert_eq!(sent, None, "no byte leaves while paused");
 
     engine.resume_all();
+    assert!(!engine.is_idle(), "a batch runs");
     let finished = next_event(&mut events, Duration::from_secs(60), |e| match e {
         Event::BatchFinished { uploaded, failed, .. } => Some((*uploaded, *failed)),
         _ => None,
     });
     assert_eq!(finished, Some((1, 0)), "after resume the file uploads");
+    wait_for("the engine to be idle once its batch ended", Duration::from_secs(10), || engine.is_idle().then_some(()))
+        .unwrap();
     let entry = engine.history(&HistoryQuery::default()).unwrap().remove(0);
     assert_eq!(s3.get_object(entry.key.as_deref().unwrap()).as_deref(), Some(&bytes[..]), "byte-identical");
     assert_eq!(backend.records().len(), 1, "and recorded once");

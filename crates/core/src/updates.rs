@@ -98,7 +98,7 @@ impl UpdateSource {
 }
 
 /// What the window and the tray show about updates.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(tag = "state", rename_all = "snake_case")]
 #[ts(export)]
 pub enum UpdateStatus {

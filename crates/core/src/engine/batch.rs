@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use futures_util::stream::{self, FuturesUnordered, StreamExt};
@@ -45,6 +46,7 @@ impl Engine {
         source: Source,
         key_prefix: Option<String>,
     ) -> BatchSummary {
+        let _running = RunningBatch::count(&self.inner.batches_running);
         let mut summary = BatchSummary { batch_id: batch_id.clone(), files: Vec::new(), error: None };
         self.conditions_known().await;
         // One snapshot of the settings for the whole batch, so a change meanwhile cannot pair
@@ -503,6 +505,23 @@ impl Engine {
 
 /// One chunk, hashed and signed: the files to send (a URL each, or none for those that go up
 /// in parts) and the ones that failed on the way.
+/// Counts a batch as running until it is dropped, whichever way the batch ends (a summary, an
+/// error, or its task cancelled at shutdown).
+struct RunningBatch<'a>(&'a AtomicUsize);
+
+impl<'a> RunningBatch<'a> {
+    fn count(running: &'a AtomicUsize) -> RunningBatch<'a> {
+        running.fetch_add(1, Ordering::SeqCst);
+        RunningBatch(running)
+    }
+}
+
+impl Drop for RunningBatch<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 struct Prepared {
     index: usize,
     to_send: Vec<(Job, Option<PresignedUpload>)>,

@@ -17,6 +17,7 @@ mod resume;
 mod single;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -94,6 +95,8 @@ struct Inner {
     controls: Controls,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Batches between their start and their summary, however they were started.
+    batches_running: AtomicUsize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -198,6 +201,7 @@ impl Engine {
                 controls: Controls::default(),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                batches_running: AtomicUsize::new(0),
             }),
         };
         engine.start_report_delivery();
@@ -338,6 +342,14 @@ impl Engine {
 
     pub fn cancel_all(&self) {
         self.inner.controls.cancel_all();
+    }
+
+    /// Nothing but the history and the settings hold what this engine knows: no batch runs,
+    /// nothing is paused, and no *Upload anyway* is in force. An engine opened afresh on the
+    /// same data folder would be in the same state (queued reports are in the history and go
+    /// out from there).
+    pub fn is_idle(&self) -> bool {
+        self.inner.batches_running.load(Ordering::SeqCst) == 0 && !self.is_paused() && !self.holds().overridden
     }
 
     /// Stops running batches and waits for them to let go.
