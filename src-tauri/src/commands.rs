@@ -100,6 +100,8 @@ pub async fn sign_in_state(engine: State<'_, Engine>) -> CommandResult<SignInSta
 /// only who signed in.
 #[tauri::command]
 pub async fn sign_in(engine: State<'_, Engine>, window: tauri::WebviewWindow) -> CommandResult<String> {
+    // The browser may still be on its way back when the window closes.
+    let _busy = crate::tray_restart::busy();
     let user = engine.sign_in_with_browser().await.map_err(|e| e.info())?;
     crate::show_user_in_title(&window, Some(&user));
     Ok(user)
@@ -292,9 +294,18 @@ pub fn upload_anyway(engine: State<'_, Engine>) {
 pub struct SessionStart(String);
 
 impl SessionStart {
-    pub fn now() -> SessionStart {
+    /// Now, or when the process before a restart in the tray started: for the person it is
+    /// one session.
+    pub fn carried_or_now(carried: Option<&crate::tray_restart::Carried>) -> SessionStart {
+        if let Some(started) = carried.and_then(|c| c.session_start.clone()) {
+            return SessionStart(started);
+        }
         let now = time::OffsetDateTime::now_utc();
         SessionStart(now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default())
+    }
+
+    pub fn started_at(&self) -> &str {
+        &self.0
     }
 }
 

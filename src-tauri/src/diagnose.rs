@@ -25,6 +25,8 @@ pub async fn create_diagnostics_bundle(app: AppHandle, window: Window) -> Result
 /// The tray's menu item: the same, with the outcome in a message box (there may be no window).
 pub fn from_tray(app: &AppHandle) {
     let app = app.clone();
+    // Until the message that says where it went is dismissed.
+    let busy = crate::tray_restart::busy();
     tauri::async_runtime::spawn(async move {
         let (kind, text) = match write_bundle(&app, None).await {
             Ok(None) => return,
@@ -37,7 +39,7 @@ pub fn from_tray(app: &AppHandle) {
             ),
             Err(e) => (MessageDialogKind::Error, e.message),
         };
-        app.dialog().message(text).title("Diagnostics bundle").kind(kind).show(|_| {});
+        app.dialog().message(text).title("Diagnostics bundle").kind(kind).show(move |_| drop(busy));
     });
 }
 

@@ -65,11 +65,24 @@ pub fn window_opening() {
     OPENS.fetch_add(1, Ordering::SeqCst);
 }
 
-/// Call when the app has no window: it has been destroyed, or a login start (`--hidden`) never
-/// built one, though GTK and WebKit have started. Returns at once; the work happens after
-/// [`SETTLE`], and only if no window has been opened or asked for meanwhile.
-pub fn no_window_now(app: &AppHandle) {
+/// Why the app has no window.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum NoWindow {
+    /// It was destroyed: after the pages, the app starts over in the tray once idle (on Linux,
+    /// see `tray_restart`), to shed what it cannot hand back.
+    Closed,
+    /// A login start (`--hidden`) never built one, though GTK and WebKit have started.
+    NeverBuilt,
+}
+
+/// Call when the app has no window. Returns at once; the work happens after [`SETTLE`], and
+/// only if no window has been opened or asked for meanwhile.
+pub fn no_window_now(app: &AppHandle, why: NoWindow) {
     let opens_at_close = OPENS.load(Ordering::SeqCst);
+    let still_closed = {
+        let app = app.clone();
+        move || OPENS.load(Ordering::SeqCst) == opens_at_close && app.webview_windows().is_empty()
+    };
     let app = app.clone();
     let spawned = std::thread::Builder::new().name("give-back-memory".into()).spawn(move || {
         std::thread::sleep(SETTLE);
@@ -78,9 +91,9 @@ pub fn no_window_now(app: &AppHandle) {
         // its webview starts a new network process, or it came before and nothing is ended.
         let (sender, receiver) = std::sync::mpsc::channel();
         let checked = app.run_on_main_thread({
-            let app = app.clone();
+            let still_closed = still_closed.clone();
             move || {
-                let closed = OPENS.load(Ordering::SeqCst) == opens_at_close && app.webview_windows().is_empty();
+                let closed = still_closed();
                 if closed {
                     platform::end_idle_web_helpers();
                 }
@@ -89,6 +102,9 @@ pub fn no_window_now(app: &AppHandle) {
         });
         if checked.is_ok() && receiver.recv() == Ok(true) {
             platform::give_back_pages();
+            if why == NoWindow::Closed {
+                crate::tray_restart::restart_when_idle(&app, still_closed);
+            }
         }
     });
     if let Err(e) = spawned {

@@ -12,6 +12,7 @@ mod notify;
 mod prefs;
 mod recovery;
 mod tray;
+mod tray_restart;
 mod updates;
 mod watch_commands;
 
@@ -54,6 +55,7 @@ pub(crate) fn show_user_in_title(window: &tauri::WebviewWindow, user: Option<&st
 }
 
 pub fn run() {
+    tray_restart::after_restart();
     footprint::before_gtk_starts();
     if let Err(problem) = dropship_core::logging::init(&default_data_dir(), "desktop", Some("info")) {
         eprintln!("dropship: {problem}");
@@ -72,9 +74,10 @@ pub fn run() {
         // The key comes from `updates::update_key` when checking, not from the config.
         .plugin(tauri_plugin_updater::Builder::new().build())
         .setup(|app| {
-            app.manage(updates::Updates::new());
-            app.manage(main_window::LastPlace::default());
-            app.manage(commands::SessionStart::now());
+            let carried = tray_restart::carried();
+            app.manage(updates::Updates::new(carried.and_then(|c| c.updates.as_ref())));
+            app.manage(main_window::LastPlace::carried(carried));
+            app.manage(commands::SessionStart::carried_or_now(carried));
             // A damaged settings file or history opens the window on the recovery screen
             // rather than stopping the app.
             let damaged = start(app.handle())?;
@@ -82,7 +85,7 @@ pub fn run() {
             if damaged.is_some() || !hidden {
                 main_window::show(app.handle());
             } else {
-                footprint::no_window_now(app.handle());
+                footprint::no_window_now(app.handle(), footprint::NoWindow::NeverBuilt);
             }
             app.manage(recovery::Recovery(std::sync::Mutex::new(damaged)));
             Ok(())
@@ -139,23 +142,26 @@ pub fn run() {
         // The last window closed: Dropship syncs on from the tray, and Quit there ends it. On
         // the recovery screen nothing runs and there is no tray: closing it quits.
         RunEvent::ExitRequested { code: None, api, .. } if app.try_state::<Engine>().is_some() => api.prevent_exit(),
-        RunEvent::Exit => {
-            if let Some(watcher) = app.try_state::<Watcher>() {
-                tauri::async_runtime::block_on(watcher.stop(std::time::Duration::from_secs(5)));
-            }
-            if let Some(tray) = app.try_state::<tray::Tray>() {
-                tray.stop();
-            }
-            // Let running batches stop cleanly (their rows stay resumable in the history).
-            if let Some(engine) = app.try_state::<Engine>() {
-                tauri::async_runtime::block_on(engine.shutdown());
-            }
-            if let Some(forwarder) = app.try_state::<events::Forwarder>() {
-                forwarder.stop();
-            }
-        }
+        RunEvent::Exit => stop_background_work(app),
         _ => {}
     });
+}
+
+/// What the app's exit stops, in order: the watched folders, the tray's follower, the running
+/// batches (their rows stay resumable in the history), the events to the window.
+pub(crate) fn stop_background_work(app: &tauri::AppHandle) {
+    if let Some(watcher) = app.try_state::<Watcher>() {
+        tauri::async_runtime::block_on(watcher.stop(std::time::Duration::from_secs(5)));
+    }
+    if let Some(tray) = app.try_state::<tray::Tray>() {
+        tray.stop();
+    }
+    if let Some(engine) = app.try_state::<Engine>() {
+        tauri::async_runtime::block_on(engine.shutdown());
+    }
+    if let Some(forwarder) = app.try_state::<events::Forwarder>() {
+        forwarder.stop();
+    }
 }
 
 /// Opens the engine and starts everything that hangs off it. `Ok(Some(file))` when a file in
@@ -216,7 +222,7 @@ pub(crate) fn start(app: &tauri::AppHandle) -> Result<Option<DamagedFile>, drops
 fn on_window_event(window: &Window, event: &WindowEvent) {
     match event {
         WindowEvent::CloseRequested { .. } => main_window::remember_place(window),
-        WindowEvent::Destroyed => footprint::no_window_now(window.app_handle()),
+        WindowEvent::Destroyed => footprint::no_window_now(window.app_handle(), footprint::NoWindow::Closed),
         WindowEvent::DragDrop(drag) => on_drag(window, drag),
         _ => {}
     }

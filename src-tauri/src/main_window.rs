@@ -12,8 +12,23 @@ const LABEL: &str = "main";
 
 /// Where the window was when it was closed, so that it opens there again. In memory only:
 /// after a restart it opens where the config puts it, as it always has.
-#[derive(Default)]
 pub struct LastPlace(Mutex<Option<(PhysicalPosition<i32>, PhysicalSize<u32>)>>);
+
+impl LastPlace {
+    /// Where the process before a restart in the tray last had the window, if it had one.
+    pub fn carried(carried: Option<&crate::tray_restart::Carried>) -> LastPlace {
+        let place = carried
+            .and_then(|c| c.window_place)
+            .map(|(x, y, width, height)| (PhysicalPosition::new(x, y), PhysicalSize::new(width, height)));
+        LastPlace(Mutex::new(place))
+    }
+}
+
+/// Where the window was when it was last closed, as (x, y, width, height).
+pub fn last_place(app: &AppHandle) -> Option<(i32, i32, u32, u32)> {
+    let place = *app.state::<LastPlace>().0.lock().unwrap_or_else(|p| p.into_inner());
+    place.map(|(position, size)| (position.x, position.y, size.width, size.height))
+}
 
 /// Shows the window, building it first when it was closed (or never opened: a login start).
 pub fn show(app: &AppHandle) {

@@ -3,6 +3,7 @@
 //! pauses, resumes, opens the window or quits. Started at login with `--hidden`, the app shows
 //! only this.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dropship_core::activity::{Activity, ActivityState, ActivityTracker, TrayCommand};
@@ -31,12 +32,19 @@ pub struct Tray {
     menu: Menu<Wry>,
     /// In the menu only while a downloaded, verified update waits.
     restart_to_update: MenuItem<Wry>,
-    restart_shown: std::sync::Mutex<bool>,
+    restart_shown: Mutex<bool>,
+    /// What the icon shows now; `None` until the first look.
+    showing: Arc<Mutex<Option<ActivityState>>>,
 }
 
 impl Tray {
     pub fn stop(&self) {
         self.task.abort();
+    }
+
+    /// The state the icon shows: idle only when nothing runs, waits, is paused or went wrong.
+    pub fn showing(&self) -> Option<ActivityState> {
+        *self.showing.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -64,9 +72,16 @@ pub fn start(app: &AppHandle, engine: &Engine) -> tauri::Result<Tray> {
         .menu(&menu)
         .on_menu_event(|app, event| on_menu(app, event.id().as_ref()))
         .build(app)?;
-    let task = tauri::async_runtime::spawn(follow(app.clone(), engine.clone(), icon.clone(), status, upload_anyway));
+    let showing = Arc::default();
+    let task = tauri::async_runtime::spawn(follow(
+        app.clone(),
+        engine.clone(),
+        icon.clone(),
+        TrayLines { status, upload_anyway },
+        Arc::clone(&showing),
+    ));
     let restart_to_update = MenuItem::with_id(app, RESTART_TO_UPDATE, "Restart to update", true, None::<&str>)?;
-    Ok(Tray { _icon: icon, task, menu, restart_to_update, restart_shown: std::sync::Mutex::new(false) })
+    Ok(Tray { _icon: icon, task, menu, restart_to_update, restart_shown: Mutex::new(false), showing })
 }
 
 fn on_menu(app: &AppHandle, id: &str) {
@@ -100,7 +115,13 @@ pub fn show_update(app: &AppHandle, status: &UpdateStatus) {
 }
 
 /// Keeps the icon and the status line in step with the engine and the watcher.
-async fn follow(app: AppHandle, engine: Engine, icon: TrayIcon, status: MenuItem<Wry>, upload_anyway: MenuItem<Wry>) {
+async fn follow(
+    app: AppHandle,
+    engine: Engine,
+    icon: TrayIcon,
+    TrayLines { status, upload_anyway }: TrayLines,
+    showing: Arc<Mutex<Option<ActivityState>>>,
+) {
     let mut events = engine.subscribe();
     let mut tracker = ActivityTracker::new(engine.is_paused());
     tracker.apply(&dropship_core::Event::HoldsChanged { holds: engine.holds() });
@@ -139,8 +160,15 @@ async fn follow(app: AppHandle, engine: Engine, icon: TrayIcon, status: MenuItem
                 }
             }
         }
+        *showing.lock().unwrap_or_else(|p| p.into_inner()) = Some(activity.state);
         shown = Some(activity);
     }
+}
+
+/// The menu lines that follow the activity.
+struct TrayLines {
+    status: MenuItem<Wry>,
+    upload_anyway: MenuItem<Wry>,
 }
 
 fn icon_for(state: ActivityState) -> tauri::Result<Image<'static>> {

@@ -5,11 +5,12 @@
 //! verify is refused and said so. Checked at start and once a day when the source allows it.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dropship_core::network::ProxySetting;
 use dropship_core::updates::{UpdateSource, UpdateState, UpdateStatus};
 use dropship_core::{Engine, ErrorInfo};
+use serde::{Deserialize, Serialize};
 use tauri::{AppHandle, Emitter, Manager};
 use tauri_plugin_updater::{Update, UpdaterExt};
 
@@ -36,23 +37,64 @@ fn update_key() -> Option<String> {
 
 pub struct Updates {
     status: Mutex<UpdateStatus>,
+    /// When the automatic check is due next, once [`check_periodically`] has decided.
+    next_check: Mutex<Option<SystemTime>>,
+    /// When it was due in the process before a restart in the tray, until taken.
+    carried_next_check: Mutex<Option<SystemTime>>,
     /// The verified download, waiting for *Restart to update*.
     ready: Mutex<Option<(Update, Vec<u8>)>>,
     /// One check at a time: a second *Check for updates* while one runs does nothing.
     running: tokio::sync::Mutex<()>,
 }
 
+/// What a restart in the tray (see `tray_restart`) carries from one process to the next.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CarriedUpdates {
+    status: UpdateStatus,
+    /// Seconds since the Unix epoch.
+    next_check: Option<u64>,
+}
+
 impl Updates {
-    pub fn new() -> Updates {
-        let status = match update_key() {
-            Some(_) => UpdateStatus::NotChecked,
-            None => UpdateStatus::Unavailable {
+    pub fn new(carried: Option<&CarriedUpdates>) -> Updates {
+        let status = match (update_key(), carried) {
+            (Some(_), Some(carried)) => carried.status.clone(),
+            (Some(_), None) => UpdateStatus::NotChecked,
+            (None, _) => UpdateStatus::Unavailable {
                 reason: "This copy of Dropship was built without an update key, so it cannot update itself; \
                          your IT department installs new versions."
                     .into(),
             },
         };
-        Updates { status: Mutex::new(status), ready: Mutex::new(None), running: tokio::sync::Mutex::new(()) }
+        let next_check = carried.and_then(|c| c.next_check).map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
+        Updates {
+            status: Mutex::new(status),
+            next_check: Mutex::new(None),
+            carried_next_check: Mutex::new(next_check),
+            ready: Mutex::new(None),
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// What the next process must know to go on as this one would; `None` while a check or a
+    /// download runs, or a downloaded update waits for its restart: those live in this process.
+    pub fn to_carry(&self) -> Option<CarriedUpdates> {
+        let status = self.status();
+        if matches!(status, UpdateStatus::Checking | UpdateStatus::Downloading { .. } | UpdateStatus::Ready { .. }) {
+            return None;
+        }
+        let next_check = *self.next_check.lock().unwrap_or_else(|p| p.into_inner());
+        let next_check = next_check.and_then(|at| at.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs());
+        Some(CarriedUpdates { status, next_check })
+    }
+
+    /// Waits until the automatic check is due: `first` from now, unless a restart carried an
+    /// earlier schedule, which is kept (so closing the window does not put the daily check off).
+    async fn wait_for_check(&self, first: Duration) {
+        let carried = self.carried_next_check.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let due = carried.unwrap_or_else(|| SystemTime::now() + first);
+        *self.next_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(due);
+        tokio::time::sleep(due.duration_since(SystemTime::now()).unwrap_or_default()).await;
     }
 
     fn status(&self) -> UpdateStatus {
@@ -192,7 +234,7 @@ fn installed_as_a_self_updating_package() -> bool {
 pub fn check_periodically(app: &AppHandle) {
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
-        tokio::time::sleep(FIRST_CHECK_AFTER).await;
+        app.state::<Updates>().wait_for_check(FIRST_CHECK_AFTER).await;
         loop {
             let automatic = app
                 .try_state::<Engine>()
@@ -201,7 +243,7 @@ pub fn check_periodically(app: &AppHandle) {
             if automatic {
                 check(&app).await;
             }
-            tokio::time::sleep(CHECK_EVERY).await;
+            app.state::<Updates>().wait_for_check(CHECK_EVERY).await;
         }
     });
 }
