@@ -7,7 +7,9 @@
 //! On Linux those library pages are handed back to the kernel (`MADV_PAGEOUT`) and the idle
 //! network process is ended; *Open Dropship* reads the pages in again and WebKit starts a new
 //! network process for the new webview (225 → 92 MiB RSS in the tray, release build, measured
-//! by `bench/window.sh`). A login start, which never builds the window, hands its pages back
+//! by `bench/window.sh`). What the process cannot hand back (the GL driver WebKit loaded, the
+//! heaps) goes when, with nothing running, the app starts over as a login start
+//! (`tray_restart`). A login start, which never builds the window, hands its pages back
 //! the same way, and on X11 never loads a GL driver ([`before_gtk_starts`]). On Windows the
 //! working set is emptied, which is the same hand-back there. On macOS nothing is done: the
 //! system compresses idle pages itself.

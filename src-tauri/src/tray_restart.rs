@@ -7,8 +7,8 @@
 //! lists, where the window was, the update check's state and schedule).
 //!
 //! Only when nothing is lost by it: the engine idle (no batch, nothing paused, no *Upload
-//! anyway*), the watched folders with nothing waiting, the tray icon showing idle (not an error
-//! the person has not seen), no update check, download or restart pending, and nothing from the
+//! anyway*), the watched folders with nothing waiting, the tray icon showing idle or held (not
+//! an error the person has not seen), no update check, download or restart pending, and nothing from the
 //! tray still on screen or in hand (a diagnostics bundle, a sign-in: see [`busy`]). Checked
 //! every few seconds while the window stays closed; everything the history and the settings
 //! hold, the new process reads back, as it does after any restart.
@@ -139,7 +139,11 @@ mod linux {
 
     fn nothing_would_be_lost(app: &AppHandle) -> bool {
         let Some(engine) = app.try_state::<Engine>() else { return false };
-        let tray_idle = app.try_state::<crate::tray::Tray>().is_some_and(|t| t.showing() == Some(ActivityState::Idle));
+        // Paused while the engine is idle is a hold (a metered network, the battery), which the
+        // new process reads from the machine again; an error stays until the person sees it.
+        let tray_idle = app
+            .try_state::<crate::tray::Tray>()
+            .is_some_and(|t| matches!(t.showing(), Some(ActivityState::Idle | ActivityState::Paused)));
         let folders_quiet = app.try_state::<Watcher>().is_some_and(|w| {
             w.status().folders.iter().all(|f| f.waiting == 0 && f.uploading == 0 && f.state != FolderState::Starting)
         });
