@@ -189,6 +189,8 @@ fn closed_to_the_tray_it_starts_over_lean_and_the_tray_opens_the_window_where_it
     .unwrap_or_else(|e| panic!("{e}; the app's log:\n{}", log()));
     std::thread::sleep(Duration::from_secs(1));
     assert!(!app.has_exited(), "the app stays in the tray, the same process");
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(name.trim(), "dropship-deskto", "the process keeps its name (the kernel keeps 15 bytes)");
     let in_tray = tree_rss_mib(pid);
     eprintln!("RSS of the app and its helpers: {open:.1} MiB with the window open, {in_tray:.1} MiB in the tray");
     // About 400 → 40 MiB here (debug build): what a login start holds.

@@ -42,7 +42,8 @@ pub fn carried() -> Option<&'static Carried> {
     static CARRIED: OnceLock<Option<Carried>> = OnceLock::new();
     CARRIED
         .get_or_init(|| {
-            let value = std::env::args().find_map(|a| a.strip_prefix(RESTARTED_ARG)?.strip_prefix('=').map(str::to_owned))?;
+            let value =
+                std::env::args().find_map(|a| a.strip_prefix(RESTARTED_ARG)?.strip_prefix('=').map(str::to_owned))?;
             serde_json::from_str(&value)
                 .map_err(|e| tracing::warn!("could not read what the restart in the tray carried over: {e}"))
                 .ok()
@@ -96,13 +97,21 @@ mod linux {
 
     /// Call first thing in a process, before any thread starts. WebKit's helpers that the
     /// process before had ended became this one's children; they are reaped here, where nothing
-    /// else waits for them.
+    /// else waits for them. And the kernel named the process after the file it ran, `exe`:
+    /// it gets its own name back, for `ps`, `pgrep` and `killall`.
     pub fn after_restart() {
         if super::carried().is_none() {
             return;
         }
         // SAFETY: waitpid(2) with WNOHANG on any child; no thread runs yet that could own one.
         while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        let program = std::env::args_os().next().unwrap_or_default();
+        let name = std::path::Path::new(&program).file_name().unwrap_or(program.as_os_str()).as_bytes();
+        // The kernel keeps 15 bytes and a NUL.
+        if let Ok(name) = CString::new(&name[..name.len().min(15)]) {
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+            unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+        }
     }
 
     /// Looks every [`LOOK_EVERY`] while `still_closed` holds, and starts the app over as a login
