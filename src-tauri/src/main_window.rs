@@ -10,8 +10,9 @@ use tauri::{AppHandle, Manager, PhysicalPosition, PhysicalSize, WebviewWindow, W
 /// The label in tauri.conf.json, which the capability in capabilities/main.json names.
 const LABEL: &str = "main";
 
-/// Where the window was when it was closed, so that it opens there again. In memory only:
-/// after a restart it opens where the config puts it, as it always has.
+/// Where the window was when it was closed, so that it opens there again. In memory, and
+/// carried over when the app starts over in the tray (`tray_restart`); after a quit or a
+/// reboot it opens where the config puts it, as it always has.
 pub struct LastPlace(Mutex<Option<(PhysicalPosition<i32>, PhysicalSize<u32>)>>);
 
 impl LastPlace {

@@ -77,7 +77,8 @@ pub fn start(app: &AppHandle, engine: &Engine) -> tauri::Result<Tray> {
         app.clone(),
         engine.clone(),
         icon.clone(),
-        TrayLines { status, upload_anyway },
+        status,
+        upload_anyway,
         Arc::clone(&showing),
     ));
     let restart_to_update = MenuItem::with_id(app, RESTART_TO_UPDATE, "Restart to update", true, None::<&str>)?;
@@ -119,7 +120,8 @@ async fn follow(
     app: AppHandle,
     engine: Engine,
     icon: TrayIcon,
-    TrayLines { status, upload_anyway }: TrayLines,
+    status: MenuItem<Wry>,
+    upload_anyway: MenuItem<Wry>,
     showing: Arc<Mutex<Option<ActivityState>>>,
 ) {
     let mut events = engine.subscribe();
@@ -163,12 +165,6 @@ async fn follow(
         *showing.lock().unwrap_or_else(|p| p.into_inner()) = Some(activity.state);
         shown = Some(activity);
     }
-}
-
-/// The menu lines that follow the activity.
-struct TrayLines {
-    status: MenuItem<Wry>,
-    upload_anyway: MenuItem<Wry>,
 }
 
 fn icon_for(state: ActivityState) -> tauri::Result<Image<'static>> {

@@ -8,10 +8,10 @@
 //!
 //! Only when nothing is lost by it: the engine idle (no batch, nothing paused, no *Upload
 //! anyway*), the watched folders with nothing waiting, the tray icon showing idle or held (not
-//! an error the person has not seen), no update check, download or restart pending, and nothing from the
-//! tray still on screen or in hand (a diagnostics bundle, a sign-in: see [`busy`]). Checked
-//! every few seconds while the window stays closed; everything the history and the settings
-//! hold, the new process reads back, as it does after any restart.
+//! an error the person has not seen), no update check, download or restart pending, and nothing
+//! from the tray still on screen or in hand (a diagnostics bundle, a sign-in: see [`busy`]).
+//! Checked every few seconds while the window stays closed; everything the history and the
+//! settings hold, the new process reads back, as it does after any restart.
 //!
 //! Not on Windows and macOS: WebView2 and WKWebView run the page in processes of their own that
 //! end with the window, and `footprint` empties the working set on Windows. Not under WebDriver
@@ -42,8 +42,10 @@ pub fn carried() -> Option<&'static Carried> {
     static CARRIED: OnceLock<Option<Carried>> = OnceLock::new();
     CARRIED
         .get_or_init(|| {
-            let value =
-                std::env::args().find_map(|a| a.strip_prefix(RESTARTED_ARG)?.strip_prefix('=').map(str::to_owned))?;
+            // args_os: an argument that is not UTF-8 (a file handed to a second launch) must not
+            // panic here; ours always is.
+            let value = std::env::args_os()
+                .find_map(|a| a.to_str()?.strip_prefix(RESTARTED_ARG)?.strip_prefix('=').map(str::to_owned))?;
             serde_json::from_str(&value)
                 .map_err(|e| tracing::warn!("could not read what the restart in the tray carried over: {e}"))
                 .ok()
@@ -86,7 +88,6 @@ mod linux {
     use std::time::Duration;
 
     use dropship_core::activity::ActivityState;
-    use dropship_core::watch::FolderState;
     use dropship_core::{Engine, Watcher};
     use tauri::{AppHandle, Manager};
 
@@ -153,9 +154,7 @@ mod linux {
         let tray_idle = app
             .try_state::<crate::tray::Tray>()
             .is_some_and(|t| matches!(t.showing(), Some(ActivityState::Idle | ActivityState::Paused)));
-        let folders_quiet = app.try_state::<Watcher>().is_some_and(|w| {
-            w.status().folders.iter().all(|f| f.waiting == 0 && f.uploading == 0 && f.state != FolderState::Starting)
-        });
+        let folders_quiet = app.try_state::<Watcher>().is_some_and(|w| w.status().is_quiet());
         let updates_settled = app.state::<crate::updates::Updates>().to_carry().is_some();
         engine.is_idle() && tray_idle && folders_quiet && updates_settled && BUSY.load(Ordering::SeqCst) == 0
     }

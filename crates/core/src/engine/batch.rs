@@ -503,8 +503,6 @@ impl Engine {
     }
 }
 
-/// One chunk, hashed and signed: the files to send (a URL each, or none for those that go up
-/// in parts) and the ones that failed on the way.
 /// Counts a batch as running until it is dropped, whichever way the batch ends (a summary, an
 /// error, or its task cancelled at shutdown).
 struct RunningBatch<'a>(&'a AtomicUsize);
@@ -522,6 +520,8 @@ impl Drop for RunningBatch<'_> {
     }
 }
 
+/// One chunk, hashed and signed: the files to send (a URL each, or none for those that go up
+/// in parts) and the ones that failed on the way.
 struct Prepared {
     index: usize,
     to_send: Vec<(Job, Option<PresignedUpload>)>,

@@ -75,6 +75,13 @@ pub struct WatchStatus {
     pub error: Option<ErrorInfo>,
 }
 
+impl WatchStatus {
+    /// No folder is on its first scan, and none has files waiting to settle or uploading.
+    pub fn is_quiet(&self) -> bool {
+        self.folders.iter().all(|f| f.waiting == 0 && f.uploading == 0 && f.state != FolderState::Starting)
+    }
+}
+
 /// What the watcher tells the shells besides the engine's own events.
 #[derive(Debug, Clone)]
 pub enum WatchEvent {
