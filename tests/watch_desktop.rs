@@ -207,24 +207,35 @@ fn closed_to_the_tray_it_starts_over_lean_and_the_tray_opens_the_window_where_it
     // A process that started over starts over again, and holds the single-instance name: a
     // second launch brings up its window and exits.
     close_window(&xvfb.display, "^Dropship$").unwrap();
+    // Until the new process has opened its engine, which it does after taking the
+    // single-instance name: a launch in between would find no Dropship, become the running one,
+    // and the restarted process would hand over to it and exit (one Dropship still runs).
     wait_for("the app to start over a second time", Duration::from_secs(60), || {
-        (log().matches("starting over in the tray").count() == 2).then_some(())
+        let log = log();
+        let (count, last) = (log.matches("starting over in the tray").count(), log.rfind("starting over in the tray")?);
+        (count == 2 && log[last..].contains("engine opened")).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}; the app's log:\n{}", log()));
     wait_for("the window to be gone", Duration::from_secs(10), || {
         (visible_dropship_windows(&xvfb.display) == 0).then_some(())
     })
     .unwrap();
-    let second = Command::new(target_bin("dropship-desktop"))
-        .env("DISPLAY", &xvfb.display)
-        .env("DBUS_SESSION_BUS_ADDRESS", &session.bus_address)
-        .env("DROPSHIP_DATA_DIR", data.path())
-        .envs(SOFTWARE_RENDERING)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run a second Dropship");
+    let mut second = ProcessGuard::spawn(
+        "a second dropship-desktop",
+        Command::new(target_bin("dropship-desktop"))
+            .env("DISPLAY", &xvfb.display)
+            .env("DBUS_SESSION_BUS_ADDRESS", &session.bus_address)
+            .env("DROPSHIP_DATA_DIR", data.path())
+            .envs(SOFTWARE_RENDERING)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    // Bounded: a second launch that became the running Dropship would never exit.
+    let second = wait_for("the second launch to hand over and exit", Duration::from_secs(30), || {
+        second.child_mut().try_wait().ok().flatten()
+    })
+    .unwrap_or_else(|e| panic!("{e}; the app's log:\n{}", log()));
     assert!(second.success(), "the second launch hands over to the restarted app and exits: {second:?}");
     open_and_painted("the restarted app's window, brought up by a second launch");
     assert!(!app.has_exited(), "the same process runs on");
